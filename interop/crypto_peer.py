@@ -1,0 +1,328 @@
+#!/usr/bin/env python3
+"""OMEMO 2 crypto peer backed by the Python reference implementation.
+
+Drives python-omemo's `twomemo.Twomemo` backend (X3DH through `twomemo.StateImpl`, the Double
+Ratchet through `twomemo.DoubleRatchetImpl`/`AEADImpl`, wire formats through `twomemo_pb2`) over
+stdin/stdout so that another implementation can exchange real messages with it.
+
+Protocol: one JSON object per line in, one JSON object per line out. Bytes are lowercase hex.
+Every request has a "cmd"; an optional "id" is echoed back. Failures are reported as
+{"error": "..."} (plus "id"), never by exiting. Sessions are addressed by "jid" and "device"
+(the remote side's bare JID and device id).
+
+Commands:
+  identity        {"seed"?: hex32}                  -> {"ik": hex (Ed25519), "ik_x25519": hex}
+  bundle          {"jid"?, "device"?, "min_pre_keys"?: int}
+                  -> {"ik", "spk_id", "spk", "spks", "pre_keys": [{"id", "pub"}]}
+  initiate        {"jid", "device", "bundle": <as returned by "bundle">, "plaintext": hex | "empty": true}
+                  -> {"kex": true, "message": hex, "pre_key_id": int}
+  encrypt         {"jid", "device", "plaintext": hex | "empty": true}  -> {"kex": bool, "message": hex}
+  decrypt         {"jid", "device", "message": hex, "kex": bool, "payload"?: hex, "identity_key"?: hex}
+                  -> {"plaintext": hex, "payload"?: hex, "new_session": bool, "receiving_chain_length": int}
+  payload_encrypt {"plaintext": hex}                  -> {"ciphertext": hex, "key_material": hex}
+  payload_decrypt {"ciphertext": hex, "key_material": hex} -> {"plaintext": hex}
+  session_info    {"jid", "device"}  -> {"exists", "initiation", "confirmed", "sending_chain_length", ...}
+  versions        {}                                  -> {package: version}
+  quit            {}                                  -> {"ok": true}, then exits
+
+The state lives in an in-memory `omemo.storage.Storage` that keeps JSON text only, so every
+operation round-trips the session through python-omemo's own serialization, and a failed
+decryption leaves the stored session untouched (the session is stored only after success,
+as python-omemo's SessionManager does). Key-exchange handling mirrors
+`SessionManager._decrypt`: a key exchange reuses an existing passive session that it built,
+otherwise it builds (or replaces) the session passively; the used pre-key is then deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import json
+import sys
+import traceback
+from typing import Any, Dict, Optional
+
+import x3dh
+from omemo.identity_key_pair import IdentityKeyPair
+from omemo.session import Initiation
+from omemo.storage import Just, Maybe, Nothing, Storage
+from omemo.types import JSONType
+from twomemo.twomemo import (
+    BundleImpl,
+    ContentImpl,
+    EncryptedKeyMaterialImpl,
+    KeyExchangeImpl,
+    PlainKeyMaterialImpl,
+    SessionImpl,
+    Twomemo,
+)
+import xeddsa
+
+DEFAULT_JID = "rust@example.org"
+DEFAULT_DEVICE = 1
+
+
+class PeerError(Exception):
+    """A request that cannot be served; reported as {"error": ...}."""
+
+
+class JsonTextStorage(Storage):
+    """In-memory storage that keeps serialized JSON text, like a database would."""
+
+    def __init__(self) -> None:
+        super().__init__(disable_cache=True)
+        self.__data: Dict[str, str] = {}
+
+    async def _load(self, key: str) -> Maybe[JSONType]:
+        if key in self.__data:
+            return Just(json.loads(self.__data[key]))
+        return Nothing()
+
+    async def _store(self, key: str, value: JSONType) -> None:
+        self.__data[key] = json.dumps(value)
+
+    async def _delete(self, key: str) -> None:
+        self.__data.pop(key, None)
+
+
+def unhex(request: Dict[str, Any], field: str) -> bytes:
+    value = request.get(field)
+    if not isinstance(value, str):
+        raise PeerError(f"missing or non-string field {field!r}")
+    try:
+        return bytes.fromhex(value)
+    except ValueError as e:
+        raise PeerError(f"field {field!r} is not hex") from e
+
+
+def address(request: Dict[str, Any]) -> tuple[str, int]:
+    jid = request.get("jid", DEFAULT_JID)
+    device = request.get("device", DEFAULT_DEVICE)
+    if not isinstance(jid, str) or not isinstance(device, int):
+        raise PeerError("bad jid/device")
+    return jid, device
+
+
+class Peer:
+    def __init__(self) -> None:
+        self.storage: Optional[JsonTextStorage] = None
+        self.backend: Optional[Twomemo] = None
+
+    def need_backend(self) -> Twomemo:
+        if self.backend is None:
+            raise PeerError("no identity yet: send {\"cmd\": \"identity\"} first")
+        return self.backend
+
+    async def plain_key_material(self, request: Dict[str, Any]) -> PlainKeyMaterialImpl:
+        if request.get("empty"):
+            _, material = await self.need_backend().encrypt_empty()
+            return material
+        plaintext = unhex(request, "plaintext")
+        key_len = PlainKeyMaterialImpl.KEY_LENGTH
+        return PlainKeyMaterialImpl(plaintext[:key_len], plaintext[key_len:])
+
+    async def load_session(self, jid: str, device: int) -> Optional[SessionImpl]:
+        return await self.need_backend().load_session(jid, device)
+
+    # ------------------------------------------------------------------ commands
+
+    async def cmd_identity(self, request: Dict[str, Any]) -> Dict[str, Any]:
+        self.storage = JsonTextStorage()
+        if "seed" in request:
+            seed = unhex(request, "seed")
+            if len(seed) != 32:
+                raise PeerError("seed must be 32 bytes")
+            await self.storage.store("/ikp/is_seed", True)
+            await self.storage.store_bytes("/ikp/key", seed)
+        self.backend = Twomemo(self.storage)
+        ikp = await IdentityKeyPair.get(self.storage)
+        ik = ikp.identity_key
+        return {"ik": ik.hex(), "ik_x25519": xeddsa.ed25519_pub_to_curve25519_pub(ik).hex()}
+
+    async def cmd_bundle(self, request: Dict[str, Any]) -> Dict[str, Any]:
+        backend = self.need_backend()
+        jid = request.get("jid", "python@example.net")
+        device = request.get("device", 2)
+        wanted = int(request.get("min_pre_keys", 20))
+        visible = await backend.get_num_visible_pre_keys()
+        if visible < wanted:
+            await backend.generate_pre_keys(wanted - visible)
+        bundle = await backend.get_bundle(jid, device)
+        return {
+            "ik": bundle.bundle.identity_key.hex(),
+            "spk_id": bundle.signed_pre_key_id,
+            "spk": bundle.bundle.signed_pre_key.hex(),
+            "spks": bundle.bundle.signed_pre_key_sig.hex(),
+            "pre_keys": sorted(
+                ({"id": pk_id, "pub": pk.hex()} for pk, pk_id in bundle.pre_key_ids.items()),
+                key=lambda e: e["id"],
+            ),
+        }
+
+    async def cmd_initiate(self, request: Dict[str, Any]) -> Dict[str, Any]:
+        backend = self.need_backend()
+        jid, device = address(request)
+        b = request.get("bundle")
+        if not isinstance(b, dict):
+            raise PeerError("missing bundle")
+        pre_keys = {unhex(pk, "pub"): int(pk["id"]) for pk in b.get("pre_keys", [])}
+        bundle = BundleImpl(
+            jid,
+            device,
+            x3dh.Bundle(unhex(b, "ik"), unhex(b, "spk"), unhex(b, "spks"), frozenset(pre_keys)),
+            int(b["spk_id"]),
+            pre_keys,
+        )
+        session, encrypted = await backend.build_session_active(
+            jid, device, bundle, await self.plain_key_material(request)
+        )
+        await backend.store_session(session)
+        message = session.key_exchange.serialize(encrypted.serialize())
+        return {"kex": True, "message": message.hex(), "pre_key_id": session.key_exchange.pre_key_id}
+
+    async def cmd_encrypt(self, request: Dict[str, Any]) -> Dict[str, Any]:
+        backend = self.need_backend()
+        jid, device = address(request)
+        session = await self.load_session(jid, device)
+        if session is None:
+            raise PeerError(f"no session with {jid}/{device}")
+        encrypted = await backend.encrypt_key_material(session, await self.plain_key_material(request))
+        await backend.store_session(session)
+        # As SessionManager does: keep sending the key exchange until the session is confirmed.
+        if session.initiation is Initiation.ACTIVE and not session.confirmed:
+            return {"kex": True, "message": session.key_exchange.serialize(encrypted.serialize()).hex()}
+        return {"kex": False, "message": encrypted.serialize().hex()}
+
+    async def cmd_decrypt(self, request: Dict[str, Any]) -> Dict[str, Any]:
+        backend = self.need_backend()
+        jid, device = address(request)
+        raw = unhex(request, "message")
+        is_kex = bool(request.get("kex", False))
+        new_session = False
+        if is_kex:
+            try:
+                key_exchange, authenticated = KeyExchangeImpl.parse(raw)
+                encrypted = EncryptedKeyMaterialImpl.parse(authenticated, jid, device)
+            except ValueError as e:
+                raise PeerError("malformed OMEMOKeyExchange") from e
+            if "identity_key" in request and key_exchange.identity_key != unhex(request, "identity_key"):
+                raise PeerError("identity key of the key exchange does not match the expected one")
+            session = await self.load_session(jid, device)
+            if session is not None and not (
+                session.initiation is Initiation.PASSIVE
+                and session.key_exchange.builds_same_session(key_exchange)
+            ):
+                session = None
+            if session is None:
+                session, plain = await backend.build_session_passive(jid, device, key_exchange, encrypted)
+                new_session = True
+            else:
+                plain = await backend.decrypt_key_material(session, encrypted)
+        else:
+            try:
+                encrypted = EncryptedKeyMaterialImpl.parse(raw, jid, device)
+            except ValueError as e:
+                raise PeerError("malformed OMEMOAuthenticatedMessage") from e
+            session = await self.load_session(jid, device)
+            if session is None:
+                raise PeerError(f"no session with {jid}/{device}")
+            plain = await backend.decrypt_key_material(session, encrypted)
+
+        response: Dict[str, Any] = {"plaintext": (plain.key + plain.auth_tag).hex()}
+        if "payload" in request:
+            response["payload"] = (
+                await backend.decrypt_plaintext(ContentImpl(unhex(request, "payload")), plain)
+            ).hex()
+
+        # Persist only after everything succeeded, then retire the used pre-key.
+        await backend.store_session(session)
+        if new_session:
+            await backend.delete_pre_key(session)
+        response["new_session"] = new_session
+        response["receiving_chain_length"] = session.receiving_chain_length or 0
+        return response
+
+    async def cmd_payload_encrypt(self, request: Dict[str, Any]) -> Dict[str, Any]:
+        content, material = await self.need_backend().encrypt_plaintext(unhex(request, "plaintext"))
+        return {"ciphertext": content.ciphertext.hex(), "key_material": (material.key + material.auth_tag).hex()}
+
+    async def cmd_payload_decrypt(self, request: Dict[str, Any]) -> Dict[str, Any]:
+        material = unhex(request, "key_material")
+        ciphertext = unhex(request, "ciphertext")
+        if not ciphertext:
+            raise PeerError("empty ciphertext (empty OMEMO messages have no payload)")
+        key_len = PlainKeyMaterialImpl.KEY_LENGTH
+        plaintext = await self.need_backend().decrypt_plaintext(
+            ContentImpl(ciphertext), PlainKeyMaterialImpl(material[:key_len], material[key_len:])
+        )
+        return {"plaintext": plaintext.hex()}
+
+    async def cmd_session_info(self, request: Dict[str, Any]) -> Dict[str, Any]:
+        session = await self.load_session(*address(request))
+        if session is None:
+            return {"exists": False}
+        return {
+            "exists": True,
+            "initiation": session.initiation.name,
+            "confirmed": session.confirmed,
+            "sending_chain_length": session.sending_chain_length,
+            "receiving_chain_length": session.receiving_chain_length or 0,
+            "associated_data": session.associated_data.hex(),
+        }
+
+    async def cmd_versions(self, _request: Dict[str, Any]) -> Dict[str, Any]:
+        out = {}
+        for pkg in ["omemo", "twomemo", "x3dh", "doubleratchet", "xeddsa", "protobuf", "cryptography"]:
+            try:
+                out[pkg] = importlib.metadata.version(pkg)
+            except importlib.metadata.PackageNotFoundError:
+                out[pkg] = "?"
+        return out
+
+    async def handle(self, request: Dict[str, Any]) -> Dict[str, Any]:
+        cmd = request.get("cmd")
+        handler = getattr(self, f"cmd_{cmd}", None) if isinstance(cmd, str) else None
+        if handler is None:
+            raise PeerError(f"unknown command {cmd!r}")
+        return await handler(request)
+
+
+def main() -> int:
+    peer = Peer()
+    loop = asyncio.new_event_loop()
+    for line in sys.stdin:
+        line = line.strip()
+        if not line:
+            continue
+        request_id = None
+        quitting = False
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict):
+                raise PeerError("request is not a JSON object")
+            request_id = request.get("id")
+            if request.get("cmd") == "quit":
+                quitting = True
+                response: Dict[str, Any] = {"ok": True}
+            else:
+                response = loop.run_until_complete(peer.handle(request))
+        except Exception as e:  # pylint: disable=broad-except
+            detail = f"{type(e).__name__}: {e}"
+            cause = e.__cause__ or e.__context__
+            if cause is not None:
+                detail += f" (caused by {type(cause).__name__}: {cause})"
+            response = {"error": detail}
+            if "--trace" in sys.argv[1:]:
+                traceback.print_exc(file=sys.stderr)
+        if request_id is not None:
+            response["id"] = request_id
+        sys.stdout.write(json.dumps(response) + "\n")
+        sys.stdout.flush()
+        if quitting:
+            break
+    loop.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
