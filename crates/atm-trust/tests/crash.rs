@@ -1,0 +1,172 @@
+//! Crash safety: a child process commits numbered session states in a loop and is killed
+//! with SIGKILL at random moments. After every kill the database must pass
+//! `PRAGMA integrity_check` and hold exactly one committed state, consistent across all rows
+//! of the transaction.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed step should fail the test"
+)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use atm_trust::{Namespace, SessionUpdate, Store};
+use omemo_crypto::DeviceId;
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+
+/// Set in the child's environment to the database path.
+const CHILD_ENV: &str = "ATM_TRUST_CRASH_CHILD_DB";
+const KILLS: usize = 60;
+const DEVICES: u32 = 3;
+const JID: &str = "bob@example.org";
+const NS: Namespace = Namespace::Omemo2;
+
+/// A ~1 KiB session state that encodes its sequence number and can be checked for tearing.
+fn state_for(seq: u64) -> Vec<u8> {
+    let mut state = seq.to_le_bytes().to_vec();
+    state.extend((0..1024u64).map(|i| (seq.wrapping_mul(31).wrapping_add(i) % 251) as u8));
+    state
+}
+
+fn seq_of(state: &[u8]) -> u64 {
+    let seq = u64::from_le_bytes(state[..8].try_into().unwrap());
+    assert_eq!(state, state_for(seq), "torn session state");
+    seq
+}
+
+fn dev(n: u32) -> DeviceId {
+    DeviceId::new(n).unwrap()
+}
+
+/// The committed sequence number: every row written by one transaction must agree.
+fn committed_seq(store: &Store) -> u64 {
+    let mut seqs = Vec::new();
+    for n in 1..=DEVICES {
+        let seq = store
+            .load_session(NS, JID, dev(n))
+            .unwrap()
+            .map_or(0, |state| seq_of(&state));
+        let sent = store
+            .device(NS, JID, dev(n))
+            .unwrap()
+            .map_or(0, |d| d.sent_without_reply);
+        assert_eq!(
+            sent, seq,
+            "counter and session state from different commits"
+        );
+        seqs.push(seq);
+    }
+    assert!(seqs.iter().all(|&s| s == seqs[0]), "mixed states {seqs:?}");
+    seqs[0]
+}
+
+/// The child: commits states seq+1, seq+2, … forever, printing each number after its commit.
+/// Without the environment variable this is a no-op test.
+#[test]
+fn crash_child() {
+    let Ok(path) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let mut store = Store::open(&path).unwrap();
+    let mut seq = committed_seq(&store);
+    let mut out = std::io::stdout().lock();
+    loop {
+        seq += 1;
+        let state = state_for(seq);
+        let updates: Vec<SessionUpdate<'_>> = (1..=DEVICES)
+            .map(|n| SessionUpdate {
+                jid: JID,
+                device_id: dev(n),
+                session_state: &state,
+            })
+            .collect();
+        store.commit_encryption(NS, &updates, seq).unwrap();
+        writeln!(out, "{seq}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+fn integrity_check(path: &Path) -> String {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.query_row("PRAGMA integrity_check", [], |row| row.get(0))
+        .unwrap()
+}
+
+#[test]
+fn sigkill_during_commits_leaves_exactly_a_committed_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crash.sqlite");
+    drop(Store::open(&path).unwrap());
+    let exe = std::env::current_exe().unwrap();
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("crash test seed {seed}");
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let started = Instant::now();
+    let mut previous = 0u64;
+    let mut landed_after_print = 0;
+
+    for round in 0..KILLS {
+        let mut child = Command::new(&exe)
+            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, &path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(seq) = line.trim().parse::<u64>() {
+                    if tx.send(seq).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        // Wait for the first commit, so the kill lands in the commit loop, then a random
+        // 0–20 ms more.
+        let first = rx.recv_timeout(Duration::from_secs(20));
+        assert!(first.is_ok(), "round {round}: the child committed nothing");
+        std::thread::sleep(Duration::from_micros(rng.next_u64() % 20_000));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        reader.join().unwrap();
+        let last_printed = rx.try_iter().last().or(first.ok()).unwrap();
+
+        assert_eq!(integrity_check(&path), "ok", "round {round}");
+        let store = Store::open(&path).unwrap();
+        let seq = committed_seq(&store);
+        drop(store);
+        // The kill can land between a commit and its print, never before a printed commit.
+        assert!(
+            seq == last_printed || seq == last_printed + 1,
+            "round {round}: stored {seq}, last printed {last_printed}"
+        );
+        assert!(
+            seq > previous,
+            "round {round}: went back from {previous} to {seq}"
+        );
+        if seq == last_printed + 1 {
+            landed_after_print += 1;
+        }
+        previous = seq;
+    }
+    eprintln!(
+        "{KILLS} kills in {:?}, {previous} commits, {landed_after_print} kills between commit and print",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+}

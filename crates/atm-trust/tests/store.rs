@@ -1,0 +1,603 @@
+//! Own device, pre-keys, device lists, sessions and the database file itself.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed step should fail the test"
+)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use atm_trust::{
+    DecryptionCommit, Durability, ListedDevice, Namespace, SessionUpdate, Store, StoreError,
+    TrustLevel, TrustPolicy,
+};
+use omemo_crypto::{DeviceId, IdentityKeyPair, PreKeyId};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+const NOW: u64 = 1_700_000_000;
+const ALICE: &str = "alice@example.org";
+const BOB: &str = "bob@example.org";
+const NS: Namespace = Namespace::Omemo2;
+
+fn rng() -> ChaCha20Rng {
+    ChaCha20Rng::seed_from_u64(42)
+}
+
+fn dev(n: u32) -> DeviceId {
+    DeviceId::new(n).unwrap()
+}
+
+fn listed(ids: &[u32]) -> Vec<ListedDevice> {
+    ids.iter()
+        .map(|&id| ListedDevice {
+            device_id: dev(id),
+            label: Some(format!("device {id}")),
+            label_verified: true,
+        })
+        .collect()
+}
+
+fn decryption<'a>(
+    jid: &'a str,
+    device: u32,
+    state: &'a [u8],
+    pre_key: Option<u32>,
+) -> DecryptionCommit<'a> {
+    DecryptionCommit {
+        namespace: NS,
+        jid,
+        device_id: dev(device),
+        session_state: state,
+        used_pre_key: pre_key.map(|id| PreKeyId::new(id).unwrap()),
+        now: NOW,
+    }
+}
+
+#[test]
+fn own_device_is_created_once_and_reloaded() {
+    let mut store = Store::open_in_memory().unwrap();
+    assert!(store.own_device().unwrap().is_none());
+    assert!(store.current_signed_pre_key().unwrap().is_none());
+    let created = store
+        .load_or_create_own_device(ALICE, Some("laptop"), &mut rng(), NOW)
+        .unwrap();
+    let again = store
+        .load_or_create_own_device(ALICE, None, &mut ChaCha20Rng::seed_from_u64(7), NOW + 1)
+        .unwrap();
+    assert_eq!(again.device_id(), created.device_id());
+    assert_eq!(
+        again.identity().public_key(),
+        created.identity().public_key()
+    );
+    assert_eq!(again.label(), Some("laptop"));
+    assert_eq!(again.created_at(), NOW);
+    let relabelled = store
+        .load_or_create_own_device(ALICE, Some("desk"), &mut rng(), NOW)
+        .unwrap();
+    assert_eq!(relabelled.label(), Some("desk"));
+    assert!(matches!(
+        store.load_or_create_own_device(BOB, None, &mut rng(), NOW),
+        Err(StoreError::AccountMismatch)
+    ));
+    // The first signed pre-key was created with the device and verifies.
+    let spk = store.current_signed_pre_key().unwrap().unwrap();
+    assert_eq!(spk.created_at(), NOW);
+    assert!(created
+        .identity()
+        .public_key()
+        .verify(spk.public_key().as_bytes(), &spk.signature()));
+}
+
+#[test]
+fn operations_needing_the_own_device_say_so() {
+    let mut store = Store::open_in_memory().unwrap();
+    assert!(matches!(
+        store.ensure_pre_keys(10, &mut rng(), NOW),
+        Err(StoreError::NoOwnDevice)
+    ));
+    assert!(matches!(
+        store.rotate_signed_pre_key(&mut rng(), NOW),
+        Err(StoreError::NoOwnDevice)
+    ));
+}
+
+#[test]
+fn signed_pre_key_rotation_keeps_one_previous_key_for_a_grace_period() {
+    let mut store = Store::open_in_memory().unwrap();
+    let mut rng = rng();
+    store
+        .load_or_create_own_device(ALICE, None, &mut rng, NOW)
+        .unwrap();
+    let first = store.current_signed_pre_key().unwrap().unwrap();
+    let second = store.rotate_signed_pre_key(&mut rng, NOW + 100).unwrap();
+    assert_ne!(first.id(), second.id());
+    assert_eq!(
+        store.current_signed_pre_key().unwrap().unwrap().id(),
+        second.id()
+    );
+    assert!(store.signed_pre_key(first.id()).unwrap().is_some());
+    // Nothing is old enough yet.
+    assert_eq!(store.prune_signed_pre_keys(1000, NOW + 200).unwrap(), 0);
+    let third = store.rotate_signed_pre_key(&mut rng, NOW + 300).unwrap();
+    assert!(
+        store.signed_pre_key(first.id()).unwrap().is_none(),
+        "only one previous key"
+    );
+    assert!(store.signed_pre_key(second.id()).unwrap().is_some());
+    assert_eq!(store.prune_signed_pre_keys(1000, NOW + 1300).unwrap(), 1);
+    assert!(store.signed_pre_key(second.id()).unwrap().is_none());
+    assert_eq!(
+        store.current_signed_pre_key().unwrap().unwrap().id(),
+        third.id()
+    );
+    // Stored keys come back byte for byte.
+    let loaded = store.signed_pre_key(third.id()).unwrap().unwrap();
+    assert_eq!(loaded.public_key(), third.public_key());
+    assert_eq!(loaded.signature(), third.signature());
+    assert_eq!(*loaded.secret_bytes(), *third.secret_bytes());
+}
+
+#[test]
+fn pre_keys_are_topped_up_used_and_removed_after_grace() {
+    let mut store = Store::open_in_memory().unwrap();
+    let mut rng = rng();
+    store
+        .load_or_create_own_device(ALICE, None, &mut rng, NOW)
+        .unwrap();
+    let ids = store.ensure_pre_keys(100, &mut rng, NOW).unwrap();
+    assert_eq!(ids.len(), 100);
+    assert!(store
+        .ensure_pre_keys(100, &mut rng, NOW)
+        .unwrap()
+        .is_empty());
+    assert!(store.bundle_needs_publishing().unwrap());
+    store.mark_bundle_published(&ids).unwrap();
+    assert!(!store.bundle_needs_publishing().unwrap());
+
+    let used = ids[3];
+    store.mark_pre_key_used(used, NOW + 10).unwrap();
+    assert!(
+        store.bundle_needs_publishing().unwrap(),
+        "the used key must leave the bundle"
+    );
+    assert_eq!(store.unused_pre_keys().unwrap().len(), 99);
+    assert!(
+        store.pre_key(used).unwrap().is_some(),
+        "kept during the grace period"
+    );
+    let refill = store.ensure_pre_keys(100, &mut rng, NOW + 10).unwrap();
+    assert_eq!(refill.len(), 1);
+    assert!(!ids.contains(&refill[0]), "fresh id");
+    let bundle: Vec<PreKeyId> = store
+        .unused_pre_keys()
+        .unwrap()
+        .iter()
+        .map(|k| k.id())
+        .collect();
+    store.mark_bundle_published(&bundle).unwrap();
+    assert!(!store.bundle_needs_publishing().unwrap());
+
+    assert_eq!(store.remove_used_pre_keys(3600, NOW + 100).unwrap(), 0);
+    assert_eq!(store.remove_used_pre_keys(3600, NOW + 3610).unwrap(), 1);
+    assert!(store.pre_key(used).unwrap().is_none());
+    // Removed ids are not handed out again.
+    store.mark_pre_key_used(ids[0], NOW).unwrap();
+    store.remove_used_pre_keys(0, NOW).unwrap();
+    let next = store.ensure_pre_keys(100, &mut rng, NOW).unwrap();
+    assert!(next
+        .iter()
+        .all(|id| !ids.contains(id) && !refill.contains(id)));
+
+    assert!(matches!(
+        store.mark_pre_key_used(PreKeyId::new(999_999).unwrap(), NOW),
+        Err(StoreError::UnknownPreKey(_))
+    ));
+}
+
+#[test]
+fn device_list_updates_report_changes() {
+    let mut store = Store::open_in_memory().unwrap();
+    let changes = store
+        .update_device_list(NS, BOB, &listed(&[1, 2, 3]), NOW)
+        .unwrap();
+    assert_eq!(changes.added, [dev(1), dev(2), dev(3)]);
+    let mut next = listed(&[2, 3, 4, 4]);
+    next[1].label = Some("renamed".into());
+    let changes = store.update_device_list(NS, BOB, &next, NOW + 10).unwrap();
+    assert_eq!(changes.added, [dev(4)]);
+    assert_eq!(changes.removed, [dev(1)]);
+    assert_eq!(changes.relabelled, [dev(3)]);
+    assert!(changes.reactivated.is_empty());
+    let active: Vec<_> = store
+        .active_devices(NS, BOB)
+        .unwrap()
+        .iter()
+        .map(|d| d.device_id)
+        .collect();
+    assert_eq!(active, [dev(2), dev(3), dev(4)]);
+    let removed = store.device(NS, BOB, dev(1)).unwrap().unwrap();
+    assert!(!removed.active);
+    assert_eq!(removed.removed_at, Some(NOW + 10));
+    assert_eq!(removed.first_seen, NOW);
+
+    let changes = store
+        .update_device_list(NS, BOB, &listed(&[1, 2, 3, 4]), NOW + 20)
+        .unwrap();
+    assert_eq!(changes.reactivated, [dev(1)]);
+    assert_eq!(changes.relabelled, [dev(3)]);
+    assert!(store
+        .update_device_list(NS, BOB, &listed(&[1, 2, 3, 4]), NOW + 30)
+        .unwrap()
+        .is_empty());
+    // Lists are per namespace.
+    assert!(store
+        .active_devices(Namespace::Legacy, BOB)
+        .unwrap()
+        .is_empty());
+
+    store
+        .update_device_list(NS, BOB, &listed(&[2]), NOW + 40)
+        .unwrap();
+    assert_eq!(store.purge_removed_devices(100, NOW + 100).unwrap(), 0);
+    assert_eq!(store.purge_removed_devices(100, NOW + 140).unwrap(), 3);
+    assert_eq!(store.devices(NS, BOB).unwrap().len(), 1);
+}
+
+#[test]
+fn decryption_commit_is_all_or_nothing() {
+    let mut store = Store::open_in_memory().unwrap();
+    let mut rng = rng();
+    store
+        .load_or_create_own_device(ALICE, None, &mut rng, NOW)
+        .unwrap();
+    let ids = store.ensure_pre_keys(5, &mut rng, NOW).unwrap();
+
+    // A key exchange consuming pre-key ids[0].
+    let counters = store
+        .commit_decryption(&decryption(BOB, 9, b"state 1", Some(ids[0].get())))
+        .unwrap();
+    assert_eq!(
+        (counters.received_without_reply, counters.sent_without_reply),
+        (1, 0)
+    );
+    assert_eq!(
+        store
+            .load_session(NS, BOB, dev(9))
+            .unwrap()
+            .unwrap()
+            .as_slice(),
+        b"state 1"
+    );
+    assert_eq!(store.unused_pre_keys().unwrap().len(), 4);
+    let device = store.device(NS, BOB, dev(9)).unwrap().unwrap();
+    assert!(!device.active, "known from a message only");
+
+    // An unknown pre-key rolls everything back: no new state, no counter change.
+    let err = store
+        .commit_decryption(&decryption(BOB, 9, b"state 2", Some(424_242)))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::UnknownPreKey(_)));
+    assert_eq!(
+        store
+            .load_session(NS, BOB, dev(9))
+            .unwrap()
+            .unwrap()
+            .as_slice(),
+        b"state 1"
+    );
+    assert_eq!(
+        store
+            .device(NS, BOB, dev(9))
+            .unwrap()
+            .unwrap()
+            .received_without_reply,
+        1
+    );
+
+    assert!(matches!(
+        store.commit_decryption(&decryption(BOB, 9, b"", None)),
+        Err(StoreError::EmptySessionState)
+    ));
+    let counters = store
+        .commit_decryption(&decryption(BOB, 9, b"state 3", None))
+        .unwrap();
+    assert_eq!(counters.received_without_reply, 2);
+    assert_eq!(
+        store.session_updated_at(NS, BOB, dev(9)).unwrap(),
+        Some(NOW)
+    );
+}
+
+#[test]
+fn encryption_commit_updates_every_recipient_and_counters() {
+    let mut store = Store::open_in_memory().unwrap();
+    store
+        .update_device_list(NS, BOB, &listed(&[1, 2]), NOW)
+        .unwrap();
+    store
+        .commit_decryption(&decryption(BOB, 1, b"r", None))
+        .unwrap();
+    store
+        .commit_decryption(&decryption(BOB, 1, b"r", None))
+        .unwrap();
+    let updates = [
+        SessionUpdate {
+            jid: BOB,
+            device_id: dev(1),
+            session_state: b"s1",
+        },
+        SessionUpdate {
+            jid: BOB,
+            device_id: dev(2),
+            session_state: b"s2",
+        },
+        SessionUpdate {
+            jid: ALICE,
+            device_id: dev(3),
+            session_state: b"s3",
+        },
+    ];
+    store.commit_encryption(NS, &updates, NOW + 1).unwrap();
+    store.commit_encryption(NS, &updates[..2], NOW + 2).unwrap();
+    for (jid, id, state, sent) in [(BOB, 1, b"s1", 2), (BOB, 2, b"s2", 2), (ALICE, 3, b"s3", 1)] {
+        assert_eq!(
+            store
+                .load_session(NS, jid, dev(id))
+                .unwrap()
+                .unwrap()
+                .as_slice(),
+            state
+        );
+        let device = store.device(NS, jid, dev(id)).unwrap().unwrap();
+        assert_eq!(device.sent_without_reply, sent);
+        assert_eq!(
+            device.received_without_reply, 0,
+            "sending resets the received counter"
+        );
+    }
+    // Receiving resets the sent counter.
+    let counters = store
+        .commit_decryption(&decryption(BOB, 2, b"r2", None))
+        .unwrap();
+    assert_eq!(
+        (counters.sent_without_reply, counters.received_without_reply),
+        (0, 1)
+    );
+
+    // One bad state rolls back the whole message.
+    let bad = [
+        SessionUpdate {
+            jid: BOB,
+            device_id: dev(1),
+            session_state: b"new",
+        },
+        SessionUpdate {
+            jid: BOB,
+            device_id: dev(2),
+            session_state: b"",
+        },
+    ];
+    assert!(store.commit_encryption(NS, &bad, NOW + 3).is_err());
+    assert_eq!(
+        store
+            .load_session(NS, BOB, dev(1))
+            .unwrap()
+            .unwrap()
+            .as_slice(),
+        b"s1"
+    );
+
+    assert!(store.delete_session(NS, BOB, dev(1)).unwrap());
+    assert!(store.load_session(NS, BOB, dev(1)).unwrap().is_none());
+    // Sessions are per namespace.
+    assert!(store
+        .load_session(Namespace::Legacy, BOB, dev(2))
+        .unwrap()
+        .is_none());
+    // Forgetting a device drops its session too.
+    store.forget_device(NS, BOB, dev(2)).unwrap();
+    assert!(store.load_session(NS, BOB, dev(2)).unwrap().is_none());
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn file_database_is_private_wal_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("account.sqlite");
+    let mut rng = rng();
+    let bob_key = IdentityKeyPair::from_seed(&[5; 32]).public_key();
+    let (device_id, identity, pre_keys) = {
+        let mut store = Store::open(&path).unwrap();
+        let own = store
+            .load_or_create_own_device(ALICE, Some("bot"), &mut rng, NOW)
+            .unwrap();
+        let pre_keys = store.ensure_pre_keys(100, &mut rng, NOW).unwrap();
+        store
+            .update_device_list(NS, BOB, &listed(&[7]), NOW)
+            .unwrap();
+        store
+            .record_identity_key(NS, BOB, dev(7), &bob_key, TrustPolicy::Toakafa, NOW)
+            .unwrap();
+        store
+            .set_trust_level(BOB, &bob_key, TrustLevel::Authenticated, NOW)
+            .unwrap();
+        store
+            .commit_decryption(&decryption(BOB, 7, b"persisted", Some(pre_keys[0].get())))
+            .unwrap();
+        (own.device_id(), own.identity().public_key(), pre_keys)
+    };
+    assert_eq!(mode(&path), 0o600);
+    let wal = dir.path().join("account.sqlite-wal");
+    if wal.exists() {
+        assert_eq!(mode(&wal), 0o600);
+    }
+
+    let mut store = Store::open(&path).unwrap();
+    let own = store
+        .load_or_create_own_device(ALICE, None, &mut rng, NOW + 1)
+        .unwrap();
+    assert_eq!(
+        (own.device_id(), own.identity().public_key()),
+        (device_id, identity)
+    );
+    assert_eq!(own.label(), Some("bot"));
+    assert_eq!(store.unused_pre_keys().unwrap().len(), 99);
+    assert!(store.pre_key(pre_keys[0]).unwrap().is_some());
+    assert_eq!(
+        store
+            .load_session(NS, BOB, dev(7))
+            .unwrap()
+            .unwrap()
+            .as_slice(),
+        b"persisted"
+    );
+    assert_eq!(
+        store.trust_level(BOB, &bob_key).unwrap(),
+        Some(TrustLevel::Authenticated)
+    );
+    assert_eq!(store.trust_events(BOB).unwrap().len(), 2);
+    let device = store.device(NS, BOB, dev(7)).unwrap().unwrap();
+    assert_eq!((device.active, device.identity_key), (true, Some(bob_key)));
+    assert_eq!(
+        store.schema_version().unwrap(),
+        Store::supported_schema_version()
+    );
+
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let journal: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(journal, "wal");
+    drop(conn);
+    drop(store);
+    // synchronous is per connection: check what the store sets.
+    let store = Store::open_with(&path, Durability::Normal).unwrap();
+    drop(store);
+}
+
+#[test]
+fn new_files_are_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new.sqlite");
+    Store::open(&path).unwrap();
+    assert_eq!(mode(&path), 0o600);
+}
+
+#[test]
+fn foreign_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let garbage = dir.path().join("garbage.sqlite");
+    std::fs::write(&garbage, vec![0x42u8; 8192]).unwrap();
+    assert!(matches!(
+        Store::open(&garbage),
+        Err(StoreError::NotOurDatabase)
+    ));
+
+    let other_app = dir.path().join("other.sqlite");
+    {
+        let conn = rusqlite::Connection::open(&other_app).unwrap();
+        conn.execute_batch("CREATE TABLE notes (body TEXT);")
+            .unwrap();
+    }
+    assert!(matches!(
+        Store::open(&other_app),
+        Err(StoreError::NotOurDatabase)
+    ));
+
+    let other_id = dir.path().join("other-id.sqlite");
+    {
+        let conn = rusqlite::Connection::open(&other_id).unwrap();
+        conn.execute_batch("PRAGMA application_id = 12345;")
+            .unwrap();
+    }
+    assert!(matches!(
+        Store::open(&other_id),
+        Err(StoreError::NotOurDatabase)
+    ));
+}
+
+#[test]
+fn newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("newer.sqlite");
+    Store::open(&path).unwrap();
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute(
+            "INSERT INTO refinery_schema_history (version, name, applied_on, checksum)
+             VALUES (999, 'future', '2030-01-01T00:00:00Z', '1')",
+            [],
+        )
+        .unwrap();
+    }
+    match Store::open(&path) {
+        Err(StoreError::SchemaTooNew { found, supported }) => {
+            assert_eq!(found, 999);
+            assert_eq!(supported, Store::supported_schema_version());
+        }
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+}
+
+#[test]
+fn damaged_rows_give_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("damaged.sqlite");
+    let bob_key = IdentityKeyPair::from_seed(&[5; 32]).public_key();
+    {
+        let mut store = Store::open(&path).unwrap();
+        store
+            .set_trust_level(BOB, &bob_key, TrustLevel::ManuallyTrusted, NOW)
+            .unwrap();
+        store
+            .update_device_list(NS, BOB, &listed(&[7]), NOW)
+            .unwrap();
+    }
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "PRAGMA ignore_check_constraints = ON;
+             UPDATE trust SET level = 3;
+             UPDATE devices SET identity_key = zeroblob(32), first_seen = -5;",
+        )
+        .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert!(matches!(
+        store.trust_level(BOB, &bob_key),
+        Err(StoreError::UnknownTrustLevel(3))
+    ));
+    assert!(matches!(
+        store.device(NS, BOB, dev(7)),
+        Err(StoreError::CorruptRow {
+            table: "devices",
+            ..
+        })
+    ));
+    drop(store);
+
+    // A damaged migration history is an error, not a panic.
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute(
+            "UPDATE refinery_schema_history SET applied_on = 'yesterday'",
+            [],
+        )
+        .unwrap();
+    }
+    assert!(matches!(
+        Store::open(&path),
+        Err(StoreError::CorruptRow {
+            table: "refinery_schema_history",
+            ..
+        })
+    ));
+}
