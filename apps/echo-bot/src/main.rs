@@ -1,0 +1,157 @@
+//! `echo-bot`: logs into an XMPP account, publishes its OMEMO 2 device and answers every
+//! OMEMO-encrypted message with an encrypted `Your message: <body>`.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use serde::Deserialize;
+use tracing_subscriber::EnvFilter;
+use xmpp_core::client::{Client, ClientEvent};
+use xmpp_core::settings::{read_config_file, AccountArgs, AccountFile, AccountSettings};
+
+mod echo;
+
+use echo::{decide, Action, PlaintextReply, PLAINTEXT_NOTICE};
+
+/// OMEMO 2 echo bot: answers every encrypted message with an encrypted "Your message: <body>".
+#[derive(Debug, Parser)]
+#[command(name = "echo-bot", version)]
+struct Cli {
+    #[command(flatten)]
+    account: AccountArgs,
+    /// What to do with unencrypted messages: ignore them, or answer with a short plaintext
+    /// notice (they are never echoed).
+    #[arg(long, env = "ECHO_PLAINTEXT_REPLY", value_enum)]
+    plaintext_reply: Option<PlaintextReply>,
+}
+
+/// The configuration file: `[account]` and `[echo]` tables.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    account: AccountFile,
+    #[serde(default)]
+    echo: EchoSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EchoSection {
+    plaintext_reply: Option<PlaintextReply>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.account.verbose);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("echo-bot: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("echo-bot: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let file: ConfigFile = read_config_file(cli.account.config.as_deref())?;
+    let settings = AccountSettings::resolve(
+        &cli.account,
+        &file.account,
+        std::env::var("XMPP_PASSWORD").ok(),
+        "echo-bot",
+    )?;
+    let plaintext = cli
+        .plaintext_reply
+        .or(file.echo.plaintext_reply)
+        .unwrap_or_default();
+
+    let (client, mut events) = Client::start(&settings)
+        .await
+        .with_context(|| format!("cannot start as {}", settings.jid))?;
+    let own = client.manager().own();
+    println!(
+        "echo-bot ready: jid={} device={} fingerprint={}",
+        own.jid,
+        own.device_id,
+        own.identity.public_key().fingerprint()
+    );
+
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install the SIGTERM handler")?;
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => event,
+            _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: shutting down"); None }
+            _ = terminate.recv() => { tracing::info!("SIGTERM: shutting down"); None }
+        };
+        let Some(event) = event else { break };
+        if let ClientEvent::Online { resumed } = event {
+            tracing::info!(resumed, "online");
+            continue;
+        }
+        if let ClientEvent::Offline = event {
+            tracing::warn!("connection lost; reconnecting");
+            continue;
+        }
+        match decide(&event, client.jid(), plaintext) {
+            Action::EncryptedReply { to, body } => {
+                tracing::debug!(%to, %body, "echoing");
+                match client.send_body(&to, &body).await {
+                    Ok(report) => tracing::info!(
+                        %to,
+                        devices = report.encrypted_for.len(),
+                        skipped = report.skipped.len(),
+                        "answered an encrypted message"
+                    ),
+                    Err(e) => tracing::warn!(%to, error = %e, "cannot answer"),
+                }
+            }
+            Action::PlaintextNotice { to } => {
+                tracing::info!(%to, "plaintext message: sending the OMEMO-only notice");
+                if let Err(e) = client.send_plaintext(to, PLAINTEXT_NOTICE).await {
+                    tracing::warn!(error = %e, "cannot send the notice");
+                }
+            }
+            Action::Ignore(reason) => match &event {
+                ClientEvent::Encrypted(m) => tracing::info!(
+                    from = %m.from,
+                    device = %m.e2ee.device,
+                    trust = ?m.e2ee.trust,
+                    reason,
+                    "not answering"
+                ),
+                ClientEvent::Plaintext { from, .. } => {
+                    tracing::info!(%from, reason, "not answering")
+                }
+                ClientEvent::Undecryptable { from, reason, .. } => {
+                    tracing::warn!(%from, %reason, "undecryptable message")
+                }
+                _ => {}
+            },
+        }
+    }
+    client.close().await;
+    Ok(())
+}

@@ -1,0 +1,519 @@
+//! A throwaway [Prosody](https://prosody.im/) XMPP server for integration tests.
+//!
+//! [`TestServer::start`] creates a temporary directory with its own data directory, pid file,
+//! debug log and generated `prosody.cfg.lua`, generates a CA and a leaf certificate for the
+//! virtual host (rustls rejects a certificate that is its own CA), picks a free loopback port
+//! for client-to-server connections (no s2s, no HTTP) and runs `prosody -F` as a child process
+//! until the [`TestServer`] is dropped.
+//!
+//! `mod_stanza_debug` writes every stanza to the debug log, so a test can check what went
+//! over the wire with [`TestServer::stanza_log`].
+//!
+//! Prosody must be installed (`just prosody` installs the Debian package without starting its
+//! system service).
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! let server = test_prosody::TestServer::start()?;
+//! server.create_account("alice", "secret")?;
+//! println!(
+//!     "connect {} to 127.0.0.1:{} trusting {}",
+//!     server.jid("alice")?,
+//!     server.port(),
+//!     server.ca_file().display()
+//! );
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use xmpp_parsers::jid::BareJid;
+
+/// How long Prosody may take to open its port.
+const START_TIMEOUT: Duration = Duration::new(15, 0);
+/// How long Prosody may take to exit after SIGTERM before it gets SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::new(5, 0);
+/// How often a port is tried again when another process grabbed it first.
+const PORT_ATTEMPTS: usize = 3;
+
+/// Options for a [`TestServer`]; start with [`TestServer::builder`].
+#[derive(Debug, Clone)]
+pub struct TestServerBuilder {
+    domain: String,
+    allow_plaintext: bool,
+}
+
+impl Default for TestServerBuilder {
+    fn default() -> Self {
+        Self {
+            domain: "localhost".to_owned(),
+            allow_plaintext: false,
+        }
+    }
+}
+
+impl TestServerBuilder {
+    /// The virtual host (default `localhost`). Clients connect to `127.0.0.1:port` anyway.
+    pub fn domain(mut self, domain: impl Into<String>) -> Self {
+        self.domain = domain.into();
+        self
+    }
+
+    /// Allow clients to log in without StartTLS (`c2s_require_encryption = false`).
+    ///
+    /// By default TLS is required, so a successful login proves that TLS was used.
+    pub fn allow_plaintext(mut self, allow: bool) -> Self {
+        self.allow_plaintext = allow;
+        self
+    }
+
+    /// Generates everything and starts Prosody; returns once the port accepts connections.
+    pub fn start(self) -> anyhow::Result<TestServer> {
+        let prosody = find_program("prosody").ok_or_else(|| {
+            anyhow!("Prosody is not installed (no `prosody` in PATH): run `just prosody`")
+        })?;
+        let prosodyctl = find_program("prosodyctl").ok_or_else(|| {
+            anyhow!("prosodyctl is not installed (no `prosodyctl` in PATH): run `just prosody`")
+        })?;
+        let dir = tempfile::Builder::new()
+            .prefix("test-prosody-")
+            .tempdir()
+            .context("creating the Prosody directory")?;
+        let root = dir.path().to_owned();
+        fs::create_dir_all(root.join("data")).context("creating the data directory")?;
+        fs::create_dir_all(root.join("certs")).context("creating the certs directory")?;
+        write_certificates(&root, &self.domain)?;
+
+        let mut server = TestServer {
+            prosody,
+            prosodyctl,
+            domain: self.domain,
+            allow_plaintext: self.allow_plaintext,
+            port: 0,
+            child: None,
+            ca_file: root.join("ca.pem"),
+            dir,
+        };
+        let mut last_error = None;
+        for _ in 0..PORT_ATTEMPTS {
+            server.port = free_port()?;
+            server.write_config()?;
+            match server.spawn_and_wait() {
+                Ok(()) => return Ok(server),
+                Err(e) => {
+                    let in_use = server.log_tail(50).contains("already in use");
+                    last_error = Some(e);
+                    if !in_use {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow!("Prosody did not start")))
+    }
+}
+
+/// A running Prosody on a loopback port; stopped (SIGTERM, then SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct TestServer {
+    prosody: PathBuf,
+    prosodyctl: PathBuf,
+    domain: String,
+    allow_plaintext: bool,
+    port: u16,
+    child: Option<Child>,
+    ca_file: PathBuf,
+    // Last field: dropped after `Drop for TestServer` has stopped the process.
+    dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// Starts a server for `localhost` that requires TLS (see [`TestServerBuilder`]).
+    pub fn start() -> anyhow::Result<Self> {
+        Self::builder().start()
+    }
+
+    /// Options for a server.
+    pub fn builder() -> TestServerBuilder {
+        TestServerBuilder::default()
+    }
+
+    /// The client-to-server port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The virtual host.
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    /// `user@domain`.
+    pub fn jid(&self, user: &str) -> anyhow::Result<BareJid> {
+        BareJid::new(&format!("{user}@{}", self.domain))
+            .with_context(|| format!("`{user}` is not a valid user name"))
+    }
+
+    /// The PEM file with the CA that signed the server's certificate.
+    pub fn ca_file(&self) -> &Path {
+        &self.ca_file
+    }
+
+    /// The directory holding config, data, certificates and logs.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The generated `prosody.cfg.lua`.
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.path().join("prosody.cfg.lua")
+    }
+
+    /// The debug log file.
+    pub fn log_file(&self) -> PathBuf {
+        self.dir.path().join("prosody.log")
+    }
+
+    /// The stanza lines of the debug log (`mod_stanza_debug`: `SEND:` and `RECV:` lines), in
+    /// order, across restarts.
+    pub fn stanza_log(&self) -> String {
+        let log = fs::read_to_string(self.log_file()).unwrap_or_default();
+        log.lines()
+            .filter(|l| l.contains("SEND:") || l.contains("RECV:"))
+            .fold(String::new(), |mut out, line| {
+                out.push_str(line);
+                out.push('\n');
+                out
+            })
+    }
+
+    /// The last `lines` lines of the debug log and of Prosody's stdout/stderr.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let mut out = tail(&self.log_file(), lines);
+        let console = tail(&self.dir.path().join("prosody.stdout"), lines);
+        if !console.trim().is_empty() {
+            out.push_str("\n--- prosody stdout/stderr ---\n");
+            out.push_str(&console);
+        }
+        out
+    }
+
+    /// Creates an account with `prosodyctl register` (works while the server runs).
+    pub fn create_account(&self, user: &str, password: &str) -> anyhow::Result<()> {
+        let output = Command::new(&self.prosodyctl)
+            .arg("--config")
+            .arg(self.config_file())
+            .args(["register", user, &self.domain, password])
+            .stdin(Stdio::null())
+            .output()
+            .context("running prosodyctl")?;
+        if !output.status.success() {
+            bail!(
+                "prosodyctl register {user} {} failed ({}): {}{}",
+                self.domain,
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether the Prosody process is running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Stops Prosody: SIGTERM, then SIGKILL after 5 s. Data and port are kept.
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        if child.try_wait().ok().flatten().is_some() {
+            return Ok(());
+        }
+        let terminated = i32::try_from(child.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .is_some_and(|pid| {
+                rustix::process::kill_process(pid, rustix::process::Signal::TERM).is_ok()
+            });
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while terminated && Instant::now() < deadline {
+            if child.try_wait().ok().flatten().is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.kill().context("killing Prosody")?;
+        child.wait().context("waiting for Prosody")?;
+        Ok(())
+    }
+
+    /// Stops and starts Prosody again on the same port with the same data (accounts stay,
+    /// sessions and stream-management state are lost). Also starts a server after [`Self::stop`].
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop()?;
+        self.spawn_and_wait()
+    }
+
+    fn write_config(&self) -> anyhow::Result<()> {
+        let dir = self.dir.path();
+        let config = render_config(&ConfigValues {
+            dir,
+            domain: &self.domain,
+            port: self.port,
+            allow_plaintext: self.allow_plaintext,
+        });
+        fs::write(self.config_file(), config).context("writing prosody.cfg.lua")
+    }
+
+    fn spawn_and_wait(&mut self) -> anyhow::Result<()> {
+        let console = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("prosody.stdout"))
+            .context("opening the Prosody console log")?;
+        let console_err = console
+            .try_clone()
+            .context("opening the Prosody console log")?;
+        let child = Command::new(&self.prosody)
+            .arg("--config")
+            .arg(self.config_file())
+            .arg("-F")
+            .stdin(Stdio::null())
+            .stdout(console)
+            .stderr(console_err)
+            .spawn()
+            .with_context(|| format!("starting {}", self.prosody.display()))?;
+        self.child = Some(child);
+
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    bail!(
+                        "Prosody exited ({status}) before opening port {}; log tail:\n{}",
+                        self.port,
+                        self.log_tail(30)
+                    );
+                }
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                // Best effort: the error below is what matters.
+                let _ = self.stop();
+                bail!(
+                    "Prosody did not open port {} within {:?}; log tail:\n{}",
+                    self.port,
+                    START_TIMEOUT,
+                    self.log_tail(30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        // Nothing to report to in drop; `stop` kills the process in every path it can.
+        let _ = self.stop();
+    }
+}
+
+struct ConfigValues<'a> {
+    dir: &'a Path,
+    domain: &'a str,
+    port: u16,
+    allow_plaintext: bool,
+}
+
+fn lua_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' => out.push_str("\\n"),
+            _ => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn render_config(v: &ConfigValues<'_>) -> String {
+    let path = |name: &str| lua_string(&v.dir.join(name).to_string_lossy());
+    format!(
+        r#"-- Generated by test-prosody: a throwaway server for one test run.
+run_as_root = true
+pidfile = {pidfile}
+data_path = {data}
+certificates = {certs}
+log = {{ debug = {log} }}
+
+interfaces = {{ "127.0.0.1" }}
+c2s_ports = {{ {port} }}
+c2s_direct_tls_ports = {{ }}
+s2s_ports = {{ }}
+http_ports = {{ }}
+https_ports = {{ }}
+
+modules_enabled = {{
+    "roster"; "saslauth"; "tls"; "disco"; "carbons"; "pep"; "mam"; "offline";
+    "smacks"; "register"; "ping"; "time"; "version"; "posix"; "stanza_debug";
+}}
+modules_disabled = {{ "s2s" }}
+
+allow_registration = true
+authentication = "internal_hashed"
+storage = "internal"
+c2s_require_encryption = {require_encryption}
+ssl = {{ key = {key}; certificate = {cert} }}
+
+VirtualHost {domain}
+    ssl = {{ key = {key}; certificate = {cert} }}
+"#,
+        pidfile = path("prosody.pid"),
+        data = path("data"),
+        certs = path("certs"),
+        log = path("prosody.log"),
+        port = v.port,
+        require_encryption = !v.allow_plaintext,
+        key = path("server.key"),
+        cert = path("server.pem"),
+        domain = lua_string(v.domain),
+    )
+}
+
+/// Writes `ca.pem` (a self-signed CA), `server.pem` (a leaf for `domain` signed by it, with the
+/// CA appended as chain) and `server.key`.
+fn write_certificates(dir: &Path, domain: &str) -> anyhow::Result<()> {
+    let mut ca_params =
+        CertificateParams::new(Vec::<String>::new()).context("CA certificate parameters")?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "test-prosody CA");
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_key = KeyPair::generate().context("generating the CA key")?;
+    let ca_cert = ca_params
+        .self_signed(&ca_key)
+        .context("self-signing the CA")?;
+
+    let mut leaf_params =
+        CertificateParams::new(vec![domain.to_owned()]).context("leaf certificate parameters")?;
+    leaf_params.is_ca = IsCa::ExplicitNoCa;
+    leaf_params
+        .distinguished_name
+        .push(DnType::CommonName, domain);
+    leaf_params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf_key = KeyPair::generate().context("generating the server key")?;
+    let leaf_cert = leaf_params
+        .signed_by(&leaf_key, &ca_cert, &ca_key)
+        .context("signing the server certificate")?;
+
+    fs::write(dir.join("ca.pem"), ca_cert.pem()).context("writing ca.pem")?;
+    fs::write(
+        dir.join("server.pem"),
+        format!("{}{}", leaf_cert.pem(), ca_cert.pem()),
+    )
+    .context("writing server.pem")?;
+    fs::write(dir.join("server.key"), leaf_key.serialize_pem()).context("writing server.key")?;
+    Ok(())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let listener =
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("finding a free loopback port")?;
+    Ok(listener
+        .local_addr()
+        .context("reading the free port")?
+        .port())
+}
+
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// The last `lines` lines of a file (reads at most the last 64 KiB).
+fn tail(path: &Path, lines: usize) -> String {
+    let Ok(mut file) = fs::File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(64 * 1024);
+    if file.seek(SeekFrom::Start(start)).is_err() {
+        return String::new();
+    }
+    let mut buf = Vec::new();
+    if file.read_to_end(&mut buf).is_err() {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lua_strings_are_escaped() {
+        assert_eq!(lua_string(r#"a"b\c"#), r#""a\"b\\c""#);
+    }
+
+    #[test]
+    fn config_has_the_required_settings() {
+        let config = render_config(&ConfigValues {
+            dir: Path::new("/tmp/x"),
+            domain: "localhost",
+            port: 12345,
+            allow_plaintext: false,
+        });
+        for needle in [
+            "run_as_root = true",
+            "c2s_ports = { 12345 }",
+            "\"stanza_debug\"",
+            "c2s_require_encryption = true",
+            "log = { debug = \"/tmp/x/prosody.log\" }",
+            "VirtualHost \"localhost\"",
+        ] {
+            assert!(config.contains(needle), "missing {needle}");
+        }
+    }
+}

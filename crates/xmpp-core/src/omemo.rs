@@ -1,0 +1,970 @@
+//! The OMEMO 2 manager: drives `omemo-crypto`, `omemo-pep` and the `atm-trust` store over a
+//! [`Connection`] (XEP-0384 §usecases).
+//!
+//! Every ratchet step and its persistence happen in one closure that holds the store lock and
+//! ends with one SQLite transaction; a message reaches the application only after that
+//! commit, and a stanza goes out only after the sending states are committed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use atm_trust::{
+    DecryptionCommit, ListedDevice, Namespace, SessionUpdate, Store, StoreError, TrustLevel,
+    TrustPolicy,
+};
+use omemo_crypto::{
+    payload, Bundle, DeviceId, IdentityKeyPair, IdentityPublicKey, KeyMaterial, KeyMessage, Session,
+};
+use omemo_pep::omemo2::{DeviceEntry, DeviceList, EncryptedKey, EncryptedMessage, RecipientKeys};
+use omemo_pep::pep::{self, Fetched, Publication, PublishProgress};
+use omemo_pep::{hints, sce};
+use rand_core::OsRng;
+use tokio::sync::Mutex as AsyncMutex;
+use xmpp_parsers::iq::Iq;
+use xmpp_parsers::jid::{BareJid, Jid};
+use xmpp_parsers::message::{Message, MessageType};
+use xmpp_parsers::minidom::Element;
+
+use crate::connection::{Connection, IqError};
+
+const NS: Namespace = Namespace::Omemo2;
+/// XEP-0384 asks for about 100 one-time pre-keys in a bundle.
+pub const PRE_KEY_TARGET: usize = 100;
+/// Rotate the signed pre-key weekly (python-omemo's default; XEP-0384: every 1–4 weeks).
+pub const SIGNED_PRE_KEY_ROTATION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Keep the previous signed pre-key this long after a rotation, for late key exchanges.
+pub const SIGNED_PRE_KEY_GRACE: Duration = Duration::from_secs(4 * 7 * 24 * 3600);
+/// Keep a used pre-key this long, for messages from the archive that still need it.
+pub const USED_PRE_KEY_GRACE: Duration = Duration::from_secs(24 * 3600);
+/// Re-fetch a contact's device list when sending if the last fetch is older than this.
+pub const DEVICE_LIST_MAX_AGE: Duration = Duration::from_secs(300);
+
+/// Errors of the OMEMO layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OmemoError {
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// An IQ to the server failed.
+    #[error("request failed: {0}")]
+    Iq(#[from] IqError),
+    /// The connection is gone.
+    #[error("the connection is closed")]
+    Closed,
+    /// Publishing our device list or bundle failed.
+    #[error("publishing {what} failed: {reason}")]
+    Publish {
+        /// The node.
+        what: &'static str,
+        /// The server's answer.
+        reason: String,
+    },
+    /// The recipient has no OMEMO 2 device list.
+    #[error("{0} does not use OMEMO 2 (no device list)")]
+    NoOmemo(BareJid),
+    /// None of the recipient's devices can be encrypted for (no bundle, or not trusted).
+    #[error("no trusted OMEMO device of {0} to encrypt for")]
+    NoTrustedDevice(BareJid),
+    /// An XML element could not be built or parsed.
+    #[error("XML: {0}")]
+    Xml(#[from] omemo_pep::Error),
+    /// A background task panicked or was cancelled.
+    #[error("internal task failed")]
+    Task,
+}
+
+/// Why an incoming OMEMO message was rejected. The stored state is unchanged.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReceiveError {
+    /// The `<encrypted>` element is malformed.
+    #[error("malformed <encrypted>: {0}")]
+    Malformed(omemo_pep::Error),
+    /// The message has no key for this device.
+    #[error("not encrypted for this device")]
+    NotForUs,
+    /// The key bytes are not a valid OMEMO message.
+    #[error("malformed key: {0}")]
+    Decode(omemo_crypto::DecodeError),
+    /// No session with the sender device and the message is not a key exchange.
+    #[error("no session with this device")]
+    NoSession,
+    /// The key exchange names a pre-key we do not have (already used, or never ours).
+    #[error("the key exchange uses an unknown pre-key or signed pre-key")]
+    UnknownPreKey,
+    /// Building the session from the key exchange failed.
+    #[error("key exchange failed: {0}")]
+    KeyExchange(omemo_crypto::SessionCreationError),
+    /// The ratchet message did not decrypt.
+    #[error("decryption failed: {0}")]
+    Decryption(omemo_crypto::DecryptionError),
+    /// The payload did not decrypt.
+    #[error("payload: {0}")]
+    Payload(omemo_crypto::PayloadError),
+    /// The SCE envelope is invalid or its affixes do not match the stanza.
+    #[error("envelope: {0}")]
+    Envelope(omemo_pep::Error),
+    /// The device's identity key differs from the one we know for it.
+    #[error("the device's identity key changed")]
+    IdentityChanged,
+    /// The stored session is corrupt.
+    #[error("stored session: {0}")]
+    Snapshot(omemo_crypto::SnapshotError),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(StoreError),
+}
+
+impl ReceiveError {
+    /// True for a duplicate (already decrypted) message, which XEP-0384 says to ignore
+    /// silently.
+    pub fn is_duplicate(&self) -> bool {
+        matches!(
+            self,
+            Self::Decryption(omemo_crypto::DecryptionError::Duplicate)
+        )
+    }
+}
+
+/// End-to-end encryption facts about a decrypted message.
+#[derive(Debug, Clone)]
+pub struct E2eeMetadata {
+    /// The sender's bare JID.
+    pub sender: BareJid,
+    /// The sender's device id.
+    pub device: DeviceId,
+    /// The sender device's identity key.
+    pub identity_key: IdentityPublicKey,
+    /// Its trust level at the time of decryption.
+    pub trust: TrustLevel,
+    /// Whether the message was a key exchange (it built a new session).
+    pub key_exchange: bool,
+}
+
+/// A decrypted message: its SCE content and where it came from.
+#[derive(Debug, Clone)]
+pub struct DecryptedMessage {
+    /// The stanza's `from`.
+    pub from: Jid,
+    /// The stanza's `id`.
+    pub id: Option<String>,
+    /// The stanza's type.
+    pub type_: MessageType,
+    /// The sensitive content of the envelope (server-processed elements removed).
+    pub content: Vec<Element>,
+    /// The first `<body>` of the content.
+    pub body: Option<String>,
+    /// Encryption metadata.
+    pub e2ee: E2eeMetadata,
+}
+
+/// Devices a message was encrypted for and devices that were left out.
+#[derive(Debug, Clone, Default)]
+pub struct SendReport {
+    /// `(jid, device)` pairs that got a key.
+    pub encrypted_for: Vec<(BareJid, DeviceId)>,
+    /// `(jid, device, reason)` for devices left out.
+    pub skipped: Vec<(BareJid, DeviceId, String)>,
+    /// The id of the sent stanza.
+    pub stanza_id: String,
+}
+
+/// What the receive path hands back.
+pub(crate) enum Received {
+    /// An OMEMO message with content for the application.
+    Message(Box<DecryptedMessage>),
+    /// An empty OMEMO message (or one without content): state updated, nothing to show.
+    Empty,
+}
+
+/// Our own device.
+pub struct OwnIdentity {
+    /// Our bare JID.
+    pub jid: BareJid,
+    /// Our device id.
+    pub device_id: DeviceId,
+    /// Our identity key pair.
+    pub identity: IdentityKeyPair,
+    /// The label we publish.
+    pub label: String,
+}
+
+/// The OMEMO manager. Cheap to share behind an `Arc`.
+pub struct OmemoManager {
+    connection: Connection,
+    store: Arc<Mutex<Store>>,
+    own: Arc<OwnIdentity>,
+    policy: TrustPolicy,
+    device_lists_fetched: AsyncMutex<HashMap<BareJid, Instant>>,
+    /// Serialises bundle republication.
+    publishing: AsyncMutex<()>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
+    // A panic while holding the lock cannot leave SQLite half-written (transactions roll
+    // back on drop), so a poisoned lock is safe to reuse.
+    store
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl OmemoManager {
+    /// Opens the store and loads or creates our device, signed pre-key and pre-keys.
+    /// Blocking: call it before the runtime is busy, or via `spawn_blocking`.
+    pub fn open_store(
+        db: &std::path::Path,
+        jid: &BareJid,
+        label: &str,
+    ) -> Result<(Store, OwnIdentity), OmemoError> {
+        if let Some(dir) = db.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|e| OmemoError::Store(StoreError::Io(e)))?;
+            }
+        }
+        let mut store = Store::open(db)?;
+        let t = now();
+        let device = store.load_or_create_own_device(jid.as_str(), Some(label), &mut OsRng, t)?;
+        let needs_rotation = store.current_signed_pre_key()?.is_none_or(|spk| {
+            t.saturating_sub(spk.created_at()) > SIGNED_PRE_KEY_ROTATION.as_secs()
+        });
+        if needs_rotation {
+            store.rotate_signed_pre_key(&mut OsRng, t)?;
+        }
+        store.prune_signed_pre_keys(SIGNED_PRE_KEY_GRACE.as_secs(), t)?;
+        store.remove_used_pre_keys(USED_PRE_KEY_GRACE.as_secs(), t)?;
+        store.ensure_pre_keys(PRE_KEY_TARGET, &mut OsRng, t)?;
+        let own = OwnIdentity {
+            jid: jid.clone(),
+            device_id: device.device_id(),
+            identity: IdentityKeyPair::from_seed(&device.identity().seed()),
+            label: label.to_owned(),
+        };
+        Ok((store, own))
+    }
+
+    /// Wraps an opened store and a connection.
+    pub fn new(
+        connection: Connection,
+        store: Store,
+        own: OwnIdentity,
+        policy: TrustPolicy,
+    ) -> Self {
+        Self {
+            connection,
+            store: Arc::new(Mutex::new(store)),
+            own: Arc::new(own),
+            policy,
+            device_lists_fetched: AsyncMutex::new(HashMap::new()),
+            publishing: AsyncMutex::new(()),
+            next_id: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    /// Our device.
+    pub fn own(&self) -> &OwnIdentity {
+        &self.own
+    }
+
+    /// The underlying connection.
+    pub fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    /// Runs `f` with the store on a blocking thread.
+    pub async fn with_store<T, F>(&self, f: F) -> Result<T, OmemoError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Store) -> T + Send + 'static,
+    {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || f(&mut lock(&store)))
+            .await
+            .map_err(|_| OmemoError::Task)
+    }
+
+    fn iq_id(&self, what: &str) -> String {
+        let n = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("omemo-{what}-{n}")
+    }
+
+    /// Sends a request and returns the answer as an IQ, error answers included (the PEP
+    /// interpreters in `omemo-pep` read both).
+    async fn request(&self, iq: Iq) -> Result<Iq, OmemoError> {
+        let id = iq.id().to_owned();
+        match self.connection.send_iq(iq).await {
+            Ok(answer) => Ok(answer),
+            Err(IqError::Stanza(error)) => Ok(Iq::from_error(id, *error)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn publish(
+        &self,
+        mut publication: Publication,
+        what: &'static str,
+    ) -> Result<(), OmemoError> {
+        loop {
+            let answer = self
+                .request(publication.request(&self.iq_id("publish")))
+                .await?;
+            match publication.handle_response(&answer) {
+                PublishProgress::Done => return Ok(()),
+                PublishProgress::Continue => continue,
+                PublishProgress::Failed(failure) => {
+                    return Err(OmemoError::Publish {
+                        what,
+                        reason: format!("{failure:?}"),
+                    })
+                }
+                _ => {
+                    return Err(OmemoError::Publish {
+                        what,
+                        reason: "unexpected progress".to_owned(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Publishes our device in our device list (keeping every other device) and our bundle.
+    pub async fn set_up(&self) -> Result<(), OmemoError> {
+        self.publish_device_list().await?;
+        self.publish_bundle().await?;
+        Ok(())
+    }
+
+    /// Fetches our device list and republishes it if our device is missing.
+    pub async fn publish_device_list(&self) -> Result<(), OmemoError> {
+        let answer = self
+            .request(pep::fetch_device_list(
+                &self.own.jid,
+                &self.iq_id("own-devices"),
+            ))
+            .await?;
+        let current = match pep::parse_device_list_response(&answer) {
+            Fetched::Found(list) => Some(list),
+            Fetched::NotFound => None,
+            Fetched::Malformed(e) => {
+                tracing::warn!(error = %e, "our own device list is malformed; replacing it");
+                None
+            }
+            other => {
+                return Err(OmemoError::Publish {
+                    what: "device list",
+                    reason: format!("fetching it failed: {other:?}"),
+                })
+            }
+        };
+        if let Some(list) = &current {
+            self.record_device_list(self.own.jid.clone(), list).await?;
+        }
+        self.publish_own_entry(current.as_ref()).await
+    }
+
+    async fn publish_own_entry(&self, current: Option<&DeviceList>) -> Result<(), OmemoError> {
+        let entry = DeviceEntry::with_signed_label(
+            self.own.device_id,
+            &self.own.label,
+            &self.own.identity,
+        )?;
+        if let Some(list) = pep::add_own_device(current, entry)? {
+            tracing::info!(device = %self.own.device_id, devices = list.len(), "publishing our device list");
+            self.publish(Publication::device_list(&list), "device list")
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes our bundle (signed pre-key and unused pre-keys).
+    pub async fn publish_bundle(&self) -> Result<(), OmemoError> {
+        let _guard = self.publishing.lock().await;
+        let own = Arc::clone(&self.own);
+        let (bundle, ids) = self
+            .with_store(move |store| -> Result<_, OmemoError> {
+                let t = now();
+                store.ensure_pre_keys(PRE_KEY_TARGET, &mut OsRng, t)?;
+                let spk = store
+                    .current_signed_pre_key()?
+                    .ok_or(StoreError::NoOwnDevice)?;
+                let pre_keys = store.unused_pre_keys()?;
+                let ids: Vec<_> = pre_keys.iter().map(|pk| pk.id()).collect();
+                let bundle =
+                    Bundle::from_own_keys(&own.identity, &spk, &pre_keys).map_err(|e| {
+                        OmemoError::Publish {
+                            what: "bundle",
+                            reason: e.to_string(),
+                        }
+                    })?;
+                Ok((bundle, ids))
+            })
+            .await??;
+        tracing::info!(device = %self.own.device_id, pre_keys = ids.len(), "publishing our bundle");
+        self.publish(Publication::bundle(self.own.device_id, &bundle), "bundle")
+            .await?;
+        self.with_store(move |store| store.mark_bundle_published(&ids))
+            .await??;
+        Ok(())
+    }
+
+    async fn record_device_list(&self, jid: BareJid, list: &DeviceList) -> Result<(), OmemoError> {
+        let listed: Vec<ListedDevice> = list
+            .devices()
+            .iter()
+            .map(|d| ListedDevice {
+                device_id: d.id(),
+                label: match d.label() {
+                    omemo_pep::omemo2::Label::Verified(l)
+                    | omemo_pep::omemo2::Label::Unverified(l) => Some(l.to_owned()),
+                    _ => None,
+                },
+                label_verified: d.label().verified().is_some(),
+            })
+            .collect();
+        let changes = self
+            .with_store(move |store| store.update_device_list(NS, jid.as_str(), &listed, now()))
+            .await??;
+        if !changes.is_empty() {
+            tracing::debug!(?changes, "device list changed");
+        }
+        Ok(())
+    }
+
+    /// Handles a device-list notification; republishes ours if our device is missing.
+    pub async fn handle_device_list_notification(
+        &self,
+        jid: BareJid,
+        list: DeviceList,
+    ) -> Result<(), OmemoError> {
+        self.record_device_list(jid.clone(), &list).await?;
+        self.device_lists_fetched
+            .lock()
+            .await
+            .insert(jid.clone(), Instant::now());
+        if jid == self.own.jid && !list.contains(self.own.device_id) {
+            tracing::warn!("our device vanished from our device list; re-adding it");
+            self.publish_own_entry(Some(&list)).await?;
+        }
+        Ok(())
+    }
+
+    /// Fetches `jid`'s device list unless a fresh one is known. Returns false if the JID has
+    /// no OMEMO 2 device list.
+    async fn refresh_device_list(&self, jid: &BareJid, force: bool) -> Result<bool, OmemoError> {
+        if !force {
+            let fetched = self.device_lists_fetched.lock().await;
+            if fetched
+                .get(jid)
+                .is_some_and(|t| t.elapsed() < DEVICE_LIST_MAX_AGE)
+            {
+                return Ok(true);
+            }
+        }
+        let answer = self
+            .request(pep::fetch_device_list(jid, &self.iq_id("devices")))
+            .await?;
+        let found = match pep::parse_device_list_response(&answer) {
+            Fetched::Found(list) => {
+                self.record_device_list(jid.clone(), &list).await?;
+                true
+            }
+            Fetched::NotFound => false,
+            other => {
+                tracing::warn!(%jid, outcome = ?other, "cannot fetch device list");
+                false
+            }
+        };
+        self.device_lists_fetched
+            .lock()
+            .await
+            .insert(jid.clone(), Instant::now());
+        Ok(found)
+    }
+
+    async fn fetch_bundle(
+        &self,
+        jid: &BareJid,
+        device: DeviceId,
+    ) -> Result<Option<Bundle>, OmemoError> {
+        let answer = self
+            .request(pep::fetch_bundle(jid, device, &self.iq_id("bundle")))
+            .await?;
+        Ok(match pep::parse_bundle_response(&answer, device) {
+            Fetched::Found(bundle) => Some(bundle),
+            other => {
+                tracing::warn!(%jid, %device, outcome = ?other, "no usable bundle");
+                None
+            }
+        })
+    }
+
+    /// Encrypts `content` (stanza children such as `<body>`) in an SCE envelope for every
+    /// accepted device of `to` and our own other devices, commits the new session states,
+    /// then sends one `<message type='chat'>`.
+    pub async fn send_sensitive(
+        &self,
+        to: &BareJid,
+        content: Vec<Element>,
+    ) -> Result<SendReport, OmemoError> {
+        if !self.refresh_device_list(to, false).await? {
+            return Err(OmemoError::NoOmemo(to.clone()));
+        }
+        if to != &self.own.jid {
+            self.refresh_device_list(&self.own.jid, false).await?;
+        }
+
+        // Bundles for devices that have no session yet (fetched outside the store lock).
+        let mut recipients = vec![to.clone()];
+        if to != &self.own.jid {
+            recipients.push(self.own.jid.clone());
+        }
+        let own_jid = self.own.jid.clone();
+        let own_device = self.own.device_id;
+        let recipients_for_query = recipients.clone();
+        let missing = self
+            .with_store(
+                move |store| -> Result<Vec<(BareJid, DeviceId)>, StoreError> {
+                    let mut missing = Vec::new();
+                    for jid in &recipients_for_query {
+                        for device in store.active_devices(NS, jid.as_str())? {
+                            if jid == &own_jid && device.device_id == own_device {
+                                continue;
+                            }
+                            if store
+                                .load_session(NS, jid.as_str(), device.device_id)?
+                                .is_none()
+                            {
+                                missing.push((jid.clone(), device.device_id));
+                            }
+                        }
+                    }
+                    Ok(missing)
+                },
+            )
+            .await??;
+        let mut bundles = Vec::new();
+        for (jid, device) in missing {
+            if let Some(bundle) = self.fetch_bundle(&jid, device).await? {
+                bundles.push((jid, device, bundle));
+            }
+        }
+
+        let own = Arc::clone(&self.own);
+        let policy = self.policy;
+        let to_owned = to.clone();
+        let mut envelope = sce::Envelope::new(
+            content,
+            own.jid.clone(),
+            to.clone(),
+            Some(xmpp_parsers::date::DateTime(chrono_now())),
+            &mut OsRng,
+        );
+        let envelope_bytes = envelope.to_bytes()?;
+        envelope.content.children.clear();
+        let stanza_id = self.iq_id("msg");
+        let (encrypted, report) = self
+            .with_store(move |store| {
+                encrypt_for_devices(
+                    store,
+                    &own,
+                    policy,
+                    &recipients,
+                    bundles,
+                    &envelope_bytes,
+                    &to_owned,
+                )
+            })
+            .await??;
+        let mut message =
+            hints::encrypted_message(Jid::from(to.clone()), MessageType::Chat, &encrypted);
+        message.id = Some(xmpp_parsers::message::Id(stanza_id.clone()));
+        self.connection
+            .send(message)
+            .await
+            .map_err(|_| OmemoError::Closed)?;
+        Ok(SendReport {
+            stanza_id,
+            ..report
+        })
+    }
+
+    /// Sends an empty OMEMO message to one device (session confirmation, heartbeat).
+    async fn send_empty(&self, jid: &BareJid, device: DeviceId) -> Result<(), OmemoError> {
+        let own = Arc::clone(&self.own);
+        let jid_owned = jid.clone();
+        let encrypted = self
+            .with_store(
+                move |store| -> Result<Option<EncryptedMessage>, OmemoError> {
+                    let Some(blob) = store.load_session(NS, jid_owned.as_str(), device)? else {
+                        return Ok(None);
+                    };
+                    let Ok(mut session) = Session::restore(&blob) else {
+                        return Ok(None);
+                    };
+                    let Ok(key) = session.encrypt(KeyMaterial::empty().as_bytes()) else {
+                        return Ok(None);
+                    };
+                    let state = session.snapshot();
+                    store.commit_encryption(
+                        NS,
+                        &[SessionUpdate {
+                            jid: jid_owned.as_str(),
+                            device_id: device,
+                            session_state: &state,
+                        }],
+                        now(),
+                    )?;
+                    Ok(Some(EncryptedMessage {
+                        sid: own.device_id,
+                        keys: vec![RecipientKeys {
+                            jid: jid_owned.clone(),
+                            keys: vec![EncryptedKey {
+                                rid: device,
+                                kex: key.is_key_exchange(),
+                                data: key.to_bytes(),
+                            }],
+                        }],
+                        payload: None,
+                    }))
+                },
+            )
+            .await??;
+        if let Some(encrypted) = encrypted {
+            let mut message =
+                hints::encrypted_message(Jid::from(jid.clone()), MessageType::Chat, &encrypted);
+            message.id = Some(xmpp_parsers::message::Id(self.iq_id("empty")));
+            self.connection
+                .send(message)
+                .await
+                .map_err(|_| OmemoError::Closed)?;
+            tracing::debug!(%jid, %device, "sent empty OMEMO message");
+        }
+        Ok(())
+    }
+
+    /// Decrypts an incoming message. `sender` is the bare JID that sent it (for a carbon of a
+    /// message we sent from another device, our own JID) and `recipient` the bare JID it was
+    /// addressed to (for messages to us, our own JID).
+    pub(crate) async fn receive(
+        &self,
+        message: &Message,
+        encrypted: EncryptedMessage,
+        sender: BareJid,
+        recipient: BareJid,
+    ) -> Result<Received, ReceiveError> {
+        let own = Arc::clone(&self.own);
+        let policy = self.policy;
+        let sid = encrypted.sid;
+        let sender_for_store = sender.clone();
+        let outcome = self
+            .with_store(move |store| {
+                decrypt_message(
+                    store,
+                    &own,
+                    policy,
+                    &encrypted,
+                    &sender_for_store,
+                    &recipient,
+                )
+            })
+            .await
+            .map_err(|_| ReceiveError::Store(StoreError::NoOwnDevice))??;
+
+        if outcome.used_pre_key {
+            if let Err(e) = self.publish_bundle().await {
+                tracing::warn!(error = %e, "republishing the bundle after a key exchange failed");
+            }
+        }
+        if outcome.e2ee.key_exchange || outcome.heartbeat_due {
+            if let Err(e) = self.send_empty(&sender, sid).await {
+                tracing::warn!(error = %e, "sending an empty OMEMO message failed");
+            }
+        }
+        match outcome.envelope {
+            Some(envelope) => {
+                let content: Vec<Element> = envelope.sensitive_content().cloned().collect();
+                if content.is_empty() {
+                    return Ok(Received::Empty);
+                }
+                Ok(Received::Message(Box::new(DecryptedMessage {
+                    from: message
+                        .from
+                        .clone()
+                        .unwrap_or_else(|| Jid::from(sender.clone())),
+                    id: message.id.as_ref().map(|id| id.0.clone()),
+                    type_: message.type_.clone(),
+                    body: envelope.body(),
+                    content,
+                    e2ee: outcome.e2ee,
+                })))
+            }
+            None => Ok(Received::Empty),
+        }
+    }
+
+    /// Refreshes a device list after a message from a device it does not contain.
+    pub(crate) async fn note_sender_device(&self, jid: &BareJid, device: DeviceId) {
+        let jid_owned = jid.clone();
+        let known = self
+            .with_store(move |store| {
+                store
+                    .device(NS, jid_owned.as_str(), device)
+                    .map(|d| d.is_some_and(|d| d.active))
+            })
+            .await;
+        if !matches!(known, Ok(Ok(true))) {
+            if let Err(e) = self.refresh_device_list(jid, true).await {
+                tracing::debug!(error = %e, "device list refresh failed");
+            }
+        }
+    }
+}
+
+fn chrono_now() -> chrono::DateTime<chrono::FixedOffset> {
+    chrono::Utc::now().fixed_offset()
+}
+
+struct DecryptOutcome {
+    envelope: Option<sce::Envelope>,
+    e2ee: E2eeMetadata,
+    heartbeat_due: bool,
+    used_pre_key: bool,
+}
+
+/// The receive path inside the store lock: decrypt, check, then commit in one transaction.
+fn decrypt_message(
+    store: &mut Store,
+    own: &OwnIdentity,
+    policy: TrustPolicy,
+    encrypted: &EncryptedMessage,
+    sender: &BareJid,
+    recipient: &BareJid,
+) -> Result<DecryptOutcome, ReceiveError> {
+    let key = encrypted
+        .key_for(&own.jid, own.device_id)
+        .ok_or(ReceiveError::NotForUs)?;
+    let message = KeyMessage::from_bytes(&key.data).map_err(ReceiveError::Decode)?;
+    let sid = encrypted.sid;
+    let stored = store
+        .load_session(NS, sender.as_str(), sid)
+        .map_err(ReceiveError::Store)?;
+    let existing = stored
+        .map(|blob| Session::restore(&blob))
+        .transpose()
+        .map_err(ReceiveError::Snapshot)?;
+
+    let (session, decrypted, key_exchange, used_pre_key) = match (&message, existing) {
+        (KeyMessage::KeyExchange(kex), existing)
+            if existing.as_ref().is_none_or(|s| !s.was_built_by(kex)) =>
+        {
+            let spk = store
+                .signed_pre_key(kex.signed_pre_key_id())
+                .map_err(ReceiveError::Store)?
+                .ok_or(ReceiveError::UnknownPreKey)?;
+            let pk = store
+                .pre_key(kex.pre_key_id())
+                .map_err(ReceiveError::Store)?
+                .ok_or(ReceiveError::UnknownPreKey)?;
+            let (session, decrypted) = Session::respond(&own.identity, &spk, &pk, kex, &mut OsRng)
+                .map_err(ReceiveError::KeyExchange)?;
+            (session, decrypted, true, Some(kex.pre_key_id()))
+        }
+        (_, Some(mut session)) => {
+            let decrypted = session
+                .decrypt(&message, &mut OsRng)
+                .map_err(ReceiveError::Decryption)?;
+            (session, decrypted, false, None)
+        }
+        (_, None) => return Err(ReceiveError::NoSession),
+    };
+
+    // The payload and its envelope must check out before anything is stored.
+    let envelope = match &encrypted.payload {
+        Some(ciphertext) => {
+            let bytes = payload::decrypt(ciphertext, decrypted.plaintext())
+                .map_err(ReceiveError::Payload)?;
+            let envelope = sce::Envelope::from_bytes(&bytes).map_err(ReceiveError::Envelope)?;
+            envelope
+                .verify_affixes(sender, recipient)
+                .map_err(ReceiveError::Envelope)?;
+            Some(envelope)
+        }
+        None => None,
+    };
+
+    let identity_key = session.peer_identity_key();
+    let recorded =
+        match store.record_identity_key(NS, sender.as_str(), sid, &identity_key, policy, now()) {
+            Ok(recorded) => recorded,
+            Err(StoreError::IdentityKeyChanged { .. }) => {
+                return Err(ReceiveError::IdentityChanged)
+            }
+            Err(e) => return Err(ReceiveError::Store(e)),
+        };
+    let state = session.snapshot();
+    store
+        .commit_decryption(&DecryptionCommit {
+            namespace: NS,
+            jid: sender.as_str(),
+            device_id: sid,
+            session_state: &state,
+            used_pre_key,
+            now: now(),
+        })
+        .map_err(ReceiveError::Store)?;
+    Ok(DecryptOutcome {
+        envelope,
+        e2ee: E2eeMetadata {
+            sender: sender.clone(),
+            device: sid,
+            identity_key,
+            trust: recorded.level,
+            key_exchange,
+        },
+        heartbeat_due: decrypted.heartbeat_due(),
+        used_pre_key: used_pre_key.is_some(),
+    })
+}
+
+/// The send path inside the store lock: sessions for new devices, trust filter, one payload,
+/// one ratchet step per device, one commit.
+fn encrypt_for_devices(
+    store: &mut Store,
+    own: &OwnIdentity,
+    policy: TrustPolicy,
+    recipients: &[BareJid],
+    bundles: Vec<(BareJid, DeviceId, Bundle)>,
+    envelope: &[u8],
+    to: &BareJid,
+) -> Result<(EncryptedMessage, SendReport), OmemoError> {
+    let t = now();
+    let mut report = SendReport::default();
+    let mut sessions: Vec<(BareJid, DeviceId, Session)> = Vec::new();
+    let mut bundles: HashMap<(BareJid, DeviceId), Bundle> = bundles
+        .into_iter()
+        .map(|(jid, device, bundle)| ((jid, device), bundle))
+        .collect();
+
+    for jid in recipients {
+        for device in store.active_devices(NS, jid.as_str())? {
+            let id = device.device_id;
+            if jid == &own.jid && id == own.device_id {
+                continue;
+            }
+            let session = match store.load_session(NS, jid.as_str(), id)? {
+                Some(blob) => match Session::restore(&blob) {
+                    Ok(session) => Some(session),
+                    Err(e) => {
+                        report
+                            .skipped
+                            .push((jid.clone(), id, format!("stored session: {e}")));
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            let session = match session {
+                Some(session) => session,
+                None => {
+                    let Some(bundle) = bundles.remove(&(jid.clone(), id)) else {
+                        report
+                            .skipped
+                            .push((jid.clone(), id, "no bundle".to_owned()));
+                        continue;
+                    };
+                    match Session::initiate(
+                        &own.identity,
+                        &bundle,
+                        bundle.choose_pre_key(&mut OsRng),
+                        &mut OsRng,
+                    ) {
+                        Ok(session) => session,
+                        Err(e) => {
+                            report
+                                .skipped
+                                .push((jid.clone(), id, format!("session: {e}")));
+                            continue;
+                        }
+                    }
+                }
+            };
+            let key = session.peer_identity_key();
+            let level = match store.record_identity_key(NS, jid.as_str(), id, &key, policy, t) {
+                Ok(recorded) => recorded.level,
+                Err(StoreError::IdentityKeyChanged { .. }) => {
+                    report
+                        .skipped
+                        .push((jid.clone(), id, "identity key changed".to_owned()));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if !level.is_accepted() {
+                report
+                    .skipped
+                    .push((jid.clone(), id, format!("trust level {level:?}")));
+                continue;
+            }
+            sessions.push((jid.clone(), id, session));
+        }
+    }
+    if !sessions.iter().any(|(jid, _, _)| jid == to) {
+        return Err(OmemoError::NoTrustedDevice(to.clone()));
+    }
+
+    let (ciphertext, key_material) = payload::encrypt(envelope, &mut OsRng);
+    let mut keys: Vec<RecipientKeys> = Vec::new();
+    let mut states = Vec::with_capacity(sessions.len());
+    for (jid, id, mut session) in sessions {
+        let key = match session.encrypt(key_material.as_bytes()) {
+            Ok(key) => key,
+            Err(e) => {
+                report
+                    .skipped
+                    .push((jid.clone(), id, format!("encrypt: {e}")));
+                continue;
+            }
+        };
+        let entry = EncryptedKey {
+            rid: id,
+            kex: key.is_key_exchange(),
+            data: key.to_bytes(),
+        };
+        match keys.iter_mut().find(|k| k.jid == jid) {
+            Some(group) => group.keys.push(entry),
+            None => keys.push(RecipientKeys {
+                jid: jid.clone(),
+                keys: vec![entry],
+            }),
+        }
+        report.encrypted_for.push((jid.clone(), id));
+        states.push((jid, id, session.snapshot()));
+    }
+    let updates: Vec<SessionUpdate<'_>> = states
+        .iter()
+        .map(|(jid, id, state)| SessionUpdate {
+            jid: jid.as_str(),
+            device_id: *id,
+            session_state: state,
+        })
+        .collect();
+    store.commit_encryption(NS, &updates, t)?;
+    Ok((
+        EncryptedMessage {
+            sid: own.device_id,
+            keys,
+            payload: Some(ciphertext),
+        },
+        report,
+    ))
+}

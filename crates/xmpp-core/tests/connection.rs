@@ -1,0 +1,414 @@
+//! The connection layer against a real Prosody (test-prosody): TLS trust, plaintext policy,
+//! messages, carbons, disco#info with caps, IQ errors, and reconnecting after a restart.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use test_prosody::TestServer;
+use xmpp_core::connection::{
+    CarbonDirection, ConnectError, Connection, ConnectionConfig, Event, Events, IqError, Secret,
+    OMEMO_DEVICES_NOTIFY,
+};
+use xmpp_parsers::caps;
+use xmpp_parsers::disco::{DiscoInfoQuery, DiscoInfoResult};
+use xmpp_parsers::hashes::Algo;
+use xmpp_parsers::iq::Iq;
+use xmpp_parsers::jid::Jid;
+use xmpp_parsers::message::{Lang, Message};
+use xmpp_parsers::minidom::Element;
+use xmpp_parsers::ping::Ping;
+use xmpp_parsers::stanza_error::DefinedCondition;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "xmpp_core=info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+fn config(server: &TestServer, user: &str, resource: &str) -> anyhow::Result<ConnectionConfig> {
+    let mut config = ConnectionConfig::new(server.jid(user)?, Secret::new(format!("{user}-pw")));
+    config.server = Some(("127.0.0.1".to_owned(), server.port()));
+    config.ca_file = Some(server.ca_file().to_owned());
+    config.resource = Some(resource.to_owned());
+    Ok(config)
+}
+
+async fn connect(
+    server: &TestServer,
+    user: &str,
+    resource: &str,
+) -> anyhow::Result<(Connection, Events)> {
+    let (connection, mut events) = Connection::connect(config(server, user, resource)?)
+        .await
+        .with_context(|| format!("connecting {user}/{resource}"))?;
+    match next_event(&mut events, |e| matches!(e, Event::Online { .. })).await? {
+        Event::Online { resumed: false, .. } => {}
+        other => bail!("expected a fresh session, got {other:?}"),
+    }
+    // A round trip through the server: carbons are enabled and presence is out once the
+    // server has answered a later request on the same stream.
+    connection
+        .send_iq(Iq::from_get("", Ping).with_to(Jid::new(server.domain())?))
+        .await
+        .context("ping")?;
+    Ok((connection, events))
+}
+
+async fn next_event(events: &mut Events, wanted: impl Fn(&Event) -> bool) -> anyhow::Result<Event> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Err(_) => bail!("timed out waiting for an event"),
+            Ok(None) => bail!("event stream ended"),
+            Ok(Some(event)) if wanted(&event) => return Ok(event),
+            Ok(Some(_)) => {}
+        }
+    }
+}
+
+fn body(message: &Message) -> Option<String> {
+    message.get_best_body_cloned(vec![]).map(|(_, body)| body)
+}
+
+fn chat(to: impl Into<Jid>, text: &str) -> Message {
+    Message::chat(Some(to.into())).with_body(Lang::new(), text.to_owned())
+}
+
+#[tokio::test]
+async fn starttls_login_with_the_ca_file_succeeds() -> anyhow::Result<()> {
+    init_tracing();
+    let server = TestServer::start()?;
+    server.create_account("alice", "alice-pw")?;
+    let (alice, _events) = connect(&server, "alice", "bot").await?;
+    assert_eq!(alice.bound_jid().to_string(), "alice@localhost/bot");
+    // The server requires encryption, so getting here means StartTLS worked.
+    let log = std::fs::read_to_string(server.log_file())?;
+    assert!(
+        log.contains("Stream encrypted (TLSv1.3"),
+        "no TLS 1.3 in the server log"
+    );
+    alice.close().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn login_without_the_ca_fails_with_a_tls_error() -> anyhow::Result<()> {
+    init_tracing();
+    let server = TestServer::start()?;
+    server.create_account("alice", "alice-pw")?;
+    let mut config = config(&server, "alice", "bot")?;
+    config.ca_file = None;
+    match Connection::connect(config).await {
+        Err(ConnectError::Tls(e)) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("UnknownIssuer") || text.contains("certificate"),
+                "{text}"
+            );
+        }
+        Err(other) => bail!("expected a TLS error, got {other}"),
+        Ok(_) => bail!("login must fail without the CA"),
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn wrong_password_is_an_auth_error() -> anyhow::Result<()> {
+    init_tracing();
+    let server = TestServer::start()?;
+    server.create_account("alice", "something-else")?;
+    let result = Connection::connect(config(&server, "alice", "bot")?).await;
+    assert!(
+        matches!(result, Err(ConnectError::Auth(_))),
+        "{:?}",
+        result.err()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn plaintext_only_to_loopback() -> anyhow::Result<()> {
+    init_tracing();
+    let server = TestServer::builder().allow_plaintext(true).start()?;
+    server.create_account("alice", "alice-pw")?;
+    let mut plain = config(&server, "alice", "bot")?;
+    plain.ca_file = None;
+    plain.insecure_plaintext = true;
+    let (alice, _events) = Connection::connect(plain.clone()).await?;
+    alice.close().await;
+
+    plain.server = Some(("192.0.2.1".to_owned(), server.port()));
+    let result = Connection::connect(plain).await;
+    assert!(
+        matches!(result, Err(ConnectError::PlaintextNotLoopback { .. })),
+        "{:?}",
+        result.err()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn messages_carbons_disco_and_iq_errors() -> anyhow::Result<()> {
+    init_tracing();
+    let server = TestServer::start()?;
+    server.create_account("alice", "alice-pw")?;
+    server.create_account("bob", "bob-pw")?;
+    let (alice, mut alice_events) = connect(&server, "alice", "bot").await?;
+    let (alice_phone, mut phone_events) = connect(&server, "alice", "phone").await?;
+    let (bob, mut bob_events) = connect(&server, "bob", "laptop").await?;
+
+    // Bob writes to alice/bot: alice/bot gets it, alice/phone gets a received carbon.
+    bob.send(chat(alice.bound_jid(), "hello alice")).await?;
+    let Event::Message(message) =
+        next_event(&mut alice_events, |e| matches!(e, Event::Message(_))).await?
+    else {
+        unreachable!()
+    };
+    assert_eq!(body(&message).as_deref(), Some("hello alice"));
+    assert_eq!(message.from, Some(bob.bound_jid().into()));
+    let Event::Carbon { direction, message } =
+        next_event(&mut phone_events, |e| matches!(e, Event::Carbon { .. })).await?
+    else {
+        unreachable!()
+    };
+    assert_eq!(direction, CarbonDirection::Received);
+    assert_eq!(body(&message).as_deref(), Some("hello alice"));
+
+    // Alice answers from bot: bob gets it, alice/phone gets a sent carbon.
+    alice.send(chat(bob.bound_jid(), "hello bob")).await?;
+    let Event::Message(message) =
+        next_event(&mut bob_events, |e| matches!(e, Event::Message(_))).await?
+    else {
+        unreachable!()
+    };
+    assert_eq!(body(&message).as_deref(), Some("hello bob"));
+    let Event::Carbon { direction, message } =
+        next_event(&mut phone_events, |e| matches!(e, Event::Carbon { .. })).await?
+    else {
+        unreachable!()
+    };
+    assert_eq!(direction, CarbonDirection::Sent);
+    assert_eq!(body(&message).as_deref(), Some("hello bob"));
+
+    // Bob asks alice/bot what it supports.
+    let response = bob
+        .send_iq(Iq::from_get("", DiscoInfoQuery { node: None }).with_to(alice.bound_jid().into()))
+        .await?;
+    let Iq::Result {
+        payload: Some(payload),
+        ..
+    } = response
+    else {
+        bail!("disco#info result without payload: {response:?}");
+    };
+    let info = DiscoInfoResult::try_from(payload)?;
+    assert!(info.features.contains(OMEMO_DEVICES_NOTIFY), "{info:?}");
+    // The caps hash alice sent in her presence is the hash of this disco#info result.
+    let ver =
+        caps::hash_caps(&caps::compute_disco(&info), Algo::Sha_1).map_err(anyhow::Error::msg)?;
+    let ver = xmpp_parsers::caps::Caps::new("x", ver);
+    let ver_attr = Element::from(ver).attr("ver").map(str::to_owned);
+    let ver_attr = ver_attr.context("caps without ver")?;
+    let log = server.stanza_log();
+    assert!(
+        log.contains(&format!("ver='{ver_attr}'")) || log.contains(&format!("ver=\"{ver_attr}\"")),
+        "presence with ver={ver_attr} not in the stanza log"
+    );
+    assert!(
+        log.contains("urn:xmpp:carbons:2"),
+        "carbons enable not in the log"
+    );
+
+    // An IQ nobody handles gets service-unavailable (RFC 6120 §8.4).
+    let unknown = Element::builder("query", "urn:example:unknown").build();
+    let result = bob
+        .send_iq(Iq::Get {
+            from: None,
+            to: Some(alice.bound_jid().into()),
+            id: String::new(),
+            payload: unknown,
+        })
+        .await;
+    match result {
+        Err(IqError::Stanza(error)) => {
+            assert_eq!(
+                error.defined_condition,
+                DefinedCondition::ServiceUnavailable
+            )
+        }
+        other => bail!("expected service-unavailable, got {other:?}"),
+    }
+
+    // A timeout is reported as such (nobody answers an IQ to a vanished resource... Prosody
+    // does, so use a tiny timeout instead).
+    let result = bob
+        .send_iq_with_timeout(
+            Iq::from_get("", Ping).with_to(alice.bound_jid().into()),
+            Duration::from_nanos(1),
+        )
+        .await;
+    assert!(matches!(result, Err(IqError::Timeout(_))), "{result:?}");
+
+    for connection in [alice, alice_phone, bob] {
+        connection.close().await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnects_after_a_server_restart() -> anyhow::Result<()> {
+    init_tracing();
+    let mut server = TestServer::start()?;
+    server.create_account("alice", "alice-pw")?;
+    server.create_account("bob", "bob-pw")?;
+    let (alice, mut alice_events) = connect(&server, "alice", "bot").await?;
+    let (bob, mut bob_events) = connect(&server, "bob", "laptop").await?;
+
+    let started = Instant::now();
+    tokio::task::block_in_place(|| server.restart())?;
+    let server_up = started.elapsed();
+    next_event(&mut alice_events, |e| matches!(e, Event::Offline)).await?;
+    let offline = started.elapsed();
+    let Event::Online { bound_jid, resumed } =
+        next_event(&mut alice_events, |e| matches!(e, Event::Online { .. })).await?
+    else {
+        unreachable!()
+    };
+    let online = started.elapsed();
+    assert!(!resumed, "a restarted Prosody cannot resume the session");
+    assert_eq!(bound_jid, alice.bound_jid());
+    next_event(&mut bob_events, |e| matches!(e, Event::Online { .. })).await?;
+    eprintln!(
+        "restart: Prosody back after {server_up:?}; alice Offline seen at {offline:?}, \
+         Online again at {online:?} ({:?} after the server was up)",
+        online.saturating_sub(server_up)
+    );
+
+    // Both can talk again.
+    bob.send(chat(alice.bound_jid(), "still there?")).await?;
+    let Event::Message(message) =
+        next_event(&mut alice_events, |e| matches!(e, Event::Message(_))).await?
+    else {
+        unreachable!()
+    };
+    assert_eq!(body(&message).as_deref(), Some("still there?"));
+    let pong = alice
+        .send_iq(Iq::from_get("", Ping).with_to(Jid::new(server.domain())?))
+        .await;
+    assert!(pong.is_ok(), "{pong:?}");
+
+    alice.close().await;
+    // After close, the remaining events drain and the stream ends.
+    tokio::time::timeout(WAIT, async { while alice_events.recv().await.is_some() {} })
+        .await
+        .context("events must end after close")?;
+    bob.close().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeps_retrying_while_the_server_is_down() -> anyhow::Result<()> {
+    init_tracing();
+    let mut server = TestServer::start()?;
+    server.create_account("alice", "alice-pw")?;
+    let (alice, mut alice_events) = connect(&server, "alice", "bot").await?;
+
+    let started = Instant::now();
+    tokio::task::block_in_place(|| server.stop())?;
+    next_event(&mut alice_events, |e| matches!(e, Event::Offline)).await?;
+    // Down long enough for at least one failed attempt (the first comes after 1 s ± 25 %).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::task::block_in_place(|| server.restart())?;
+    let server_up = started.elapsed();
+    next_event(&mut alice_events, |e| {
+        matches!(e, Event::Online { resumed: false, .. })
+    })
+    .await?;
+    let online = started.elapsed();
+    eprintln!(
+        "outage: server down for {server_up:?}; alice Online again at {online:?} \
+         ({:?} after the server was up)",
+        online.saturating_sub(server_up)
+    );
+    let pong = alice
+        .send_iq(Iq::from_get("", Ping).with_to(Jid::new(server.domain())?))
+        .await;
+    assert!(pong.is_ok(), "{pong:?}");
+    alice.close().await;
+    Ok(())
+}
+
+/// A TCP proxy in front of Prosody whose connections can be cut, to lose the connection
+/// without losing the server's session state.
+async fn cuttable_proxy(
+    target_port: u16,
+) -> anyhow::Result<(u16, tokio::sync::broadcast::Sender<()>)> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let port = listener.local_addr()?.port();
+    let (cut, _) = tokio::sync::broadcast::channel::<()>(4);
+    let cut_tx = cut.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let mut cut_rx = cut_tx.subscribe();
+            tokio::spawn(async move {
+                let Ok(mut upstream) =
+                    tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
+                else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+                    _ = cut_rx.recv() => {}
+                }
+            });
+        }
+    });
+    Ok((port, cut))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumes_the_session_after_a_dropped_connection() -> anyhow::Result<()> {
+    init_tracing();
+    let server = TestServer::start()?;
+    server.create_account("alice", "alice-pw")?;
+    server.create_account("bob", "bob-pw")?;
+    let (proxy_port, cut) = cuttable_proxy(server.port()).await?;
+    let mut alice_config = config(&server, "alice", "bot")?;
+    alice_config.server = Some(("127.0.0.1".to_owned(), proxy_port));
+    let (alice, mut alice_events) = Connection::connect(alice_config).await?;
+    next_event(&mut alice_events, |e| matches!(e, Event::Online { .. })).await?;
+    let (bob, _bob_events) = connect(&server, "bob", "laptop").await?;
+    assert!(
+        server.stanza_log().contains("urn:xmpp:sm:3"),
+        "stream management was not enabled"
+    );
+
+    let started = Instant::now();
+    cut.send(())?;
+    next_event(&mut alice_events, |e| matches!(e, Event::Offline)).await?;
+    // Sent while alice is away: Prosody keeps it for the hibernating session.
+    bob.send(chat(alice.bound_jid(), "while you were away"))
+        .await?;
+    let Event::Online { resumed, .. } =
+        next_event(&mut alice_events, |e| matches!(e, Event::Online { .. })).await?
+    else {
+        unreachable!()
+    };
+    eprintln!("resume: Online again after {:?}", started.elapsed());
+    assert!(resumed, "the session should have been resumed");
+    let Event::Message(message) =
+        next_event(&mut alice_events, |e| matches!(e, Event::Message(_))).await?
+    else {
+        unreachable!()
+    };
+    assert_eq!(body(&message).as_deref(), Some("while you were away"));
+    alice.close().await;
+    bob.close().await;
+    Ok(())
+}
