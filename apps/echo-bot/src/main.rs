@@ -62,9 +62,10 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing(verbose: u8) {
+    // refinery reports every start-up at info level; keep that out of the default output.
     let default = match verbose {
-        0 => "info",
-        1 => "debug",
+        0 => "info,refinery_core=warn",
+        1 => "debug,refinery_core=warn",
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));

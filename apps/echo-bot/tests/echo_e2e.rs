@@ -1,0 +1,268 @@
+//! End-to-end tests of the real `echo-bot` binary on a real Prosody, talked to by a Rust
+//! client built on `xmpp-core`: encrypted echoes, a restart on the same database without a
+//! new key exchange, what went over the wire, plaintext and distrusted senders.
+
+// Test helpers outside #[test] functions fail loudly on purpose.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use test_prosody::TestServer;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc::UnboundedReceiver;
+use xmpp_core::client::{Client, ClientEvent};
+use xmpp_core::jid::{BareJid, Jid};
+use xmpp_core::settings::{AccountSettings, Password, ServerAddress, TrustPolicySetting};
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+struct Bot {
+    child: Child,
+    device: String,
+}
+
+/// Starts the echo-bot binary and waits for its "ready" line.
+async fn start_bot(server: &TestServer, user: &str, db: &Path, extra: &[&str]) -> Bot {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_echo-bot"))
+        .args([
+            "--jid",
+            server.jid(user).unwrap().as_str(),
+            "--server",
+            &format!("127.0.0.1:{}", server.port()),
+            "--ca-file",
+            server.ca_file().to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+            "--label",
+            "echo-bot under test",
+        ])
+        .args(extra)
+        .env("XMPP_PASSWORD", "bot-password")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(TIMEOUT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.strip_prefix("echo-bot ready: ") {
+                return rest.to_owned();
+            }
+        }
+        panic!("echo-bot exited before it was ready");
+    })
+    .await
+    .expect("echo-bot did not get ready in time");
+    let device = ready
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("device="))
+        .unwrap()
+        .to_owned();
+    Bot { child, device }
+}
+
+async fn stop_bot(mut bot: Bot) {
+    let pid = bot.child.id().unwrap();
+    // SIGTERM: the bot shuts down cleanly.
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(TIMEOUT, bot.child.wait())
+        .await
+        .expect("echo-bot did not stop on SIGTERM")
+        .unwrap();
+    assert!(status.success(), "echo-bot exited with {status}");
+}
+
+fn settings(server: &TestServer, user: &str, db: &Path) -> AccountSettings {
+    AccountSettings {
+        jid: server.jid(user).unwrap(),
+        password: Password::new(format!("{user}-password")),
+        server: Some(ServerAddress {
+            host: "127.0.0.1".to_owned(),
+            port: server.port(),
+        }),
+        ca_file: Some(server.ca_file().to_owned()),
+        insecure_plaintext: false,
+        db: db.to_owned(),
+        label: format!("{user} test client"),
+        trust_policy: TrustPolicySetting::Toakafa,
+    }
+}
+
+/// Waits for the next decrypted message; other events are skipped.
+async fn next_encrypted(
+    events: &mut UnboundedReceiver<ClientEvent>,
+    within: Duration,
+) -> Option<Box<xmpp_core::omemo::DecryptedMessage>> {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        match tokio::time::timeout(left, events.recv()).await {
+            Ok(Some(ClientEvent::Encrypted(message))) => return Some(message),
+            Ok(Some(ClientEvent::Plaintext { from, body, .. })) => {
+                panic!("unexpected plaintext from {from}: {body}")
+            }
+            Ok(Some(_)) => continue,
+            Ok(None) | Err(_) => return None,
+        }
+    }
+}
+
+async fn echo_round(
+    client: &Client,
+    events: &mut UnboundedReceiver<ClientEvent>,
+    bot: &BareJid,
+    text: &str,
+) {
+    client.send_body(bot, text).await.unwrap();
+    let reply = next_encrypted(events, TIMEOUT)
+        .await
+        .unwrap_or_else(|| panic!("no encrypted answer to {text:?}"));
+    assert_eq!(reply.e2ee.sender, *bot);
+    assert_eq!(
+        reply.body.as_deref(),
+        Some(format!("Your message: {text}").as_str())
+    );
+    assert!(reply.e2ee.trust.is_accepted(), "{:?}", reply.e2ee.trust);
+}
+
+fn count(haystack: &str, needle: &str) -> usize {
+    haystack.matches(needle).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echoes_100_messages_and_survives_a_restart_without_new_key_exchange() {
+    let server = TestServer::start().unwrap();
+    server.create_account("bot", "bot-password").unwrap();
+    server.create_account("alice", "alice-password").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bot_db = dir.path().join("bot.sqlite3");
+    let bot_jid = server.jid("bot").unwrap();
+
+    let bot = start_bot(&server, "bot", &bot_db, &[]).await;
+    let first_device = bot.device.clone();
+    let (client, mut events) = Client::start(&settings(
+        &server,
+        "alice",
+        &dir.path().join("alice.sqlite3"),
+    ))
+    .await
+    .unwrap();
+
+    let started = Instant::now();
+    for i in 0..100 {
+        echo_round(
+            &client,
+            &mut events,
+            &bot_jid,
+            &format!("message number {i}"),
+        )
+        .await;
+    }
+    let elapsed = started.elapsed();
+    eprintln!(
+        "100 encrypted echoes in {elapsed:?} ({:?} per round trip)",
+        elapsed / 100
+    );
+
+    let log = server.stanza_log();
+    let key_exchanges_before = count(&log, "kex='true'") + count(&log, "kex=\"true\"");
+    assert!(
+        key_exchanges_before >= 1,
+        "the first message must be a key exchange"
+    );
+
+    // Restart the bot on the same database: same device, sessions continue.
+    stop_bot(bot).await;
+    let bot = start_bot(&server, "bot", &bot_db, &[]).await;
+    assert_eq!(
+        bot.device, first_device,
+        "the device id must survive a restart"
+    );
+    for i in 100..110 {
+        echo_round(
+            &client,
+            &mut events,
+            &bot_jid,
+            &format!("message number {i}"),
+        )
+        .await;
+    }
+    let log = server.stanza_log();
+    let key_exchanges_after = count(&log, "kex='true'") + count(&log, "kex=\"true\"");
+    assert_eq!(
+        key_exchanges_before, key_exchanges_after,
+        "no new key exchange after the restart"
+    );
+
+    // What the server saw: OMEMO 2 elements, never the bodies.
+    assert!(
+        count(&log, "<encrypted xmlns='urn:xmpp:omemo:2'>") >= 220,
+        "encrypted messages in the log"
+    );
+    assert!(
+        !log.contains("message number"),
+        "a plaintext body reached the server"
+    );
+    assert!(
+        !log.contains("Your message"),
+        "a plaintext answer reached the server"
+    );
+
+    // A plaintext message gets no plaintext echo.
+    client
+        .send_plaintext(Jid::from(bot_jid.clone()), "plaintext secret")
+        .await
+        .unwrap();
+    assert!(next_encrypted(&mut events, Duration::from_secs(3))
+        .await
+        .is_none());
+    assert!(!server
+        .stanza_log()
+        .contains("Your message: plaintext secret"));
+
+    client.close().await;
+    stop_bot(bot).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_distrusted_device_gets_no_answer() {
+    let server = TestServer::start().unwrap();
+    server.create_account("bot", "bot-password").unwrap();
+    server
+        .create_account("mallory", "mallory-password")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // With the manual policy every new key is AutomaticallyDistrusted until trusted by hand.
+    let bot = start_bot(
+        &server,
+        "bot",
+        &dir.path().join("bot.sqlite3"),
+        &["--trust-policy", "manual"],
+    )
+    .await;
+    let (client, mut events) =
+        Client::start(&settings(&server, "mallory", &dir.path().join("m.sqlite3")))
+            .await
+            .unwrap();
+    let bot_jid = server.jid("bot").unwrap();
+    client.send_body(&bot_jid, "please answer").await.unwrap();
+    assert!(
+        next_encrypted(&mut events, Duration::from_secs(5))
+            .await
+            .is_none(),
+        "the bot answered a distrusted device"
+    );
+    let log = server.stanza_log();
+    assert!(count(&log, "<encrypted xmlns='urn:xmpp:omemo:2'>") >= 1);
+    client.close().await;
+    stop_bot(bot).await;
+}
