@@ -44,12 +44,115 @@ venv:
     "{{venv}}/bin/pip" install --quiet --disable-pip-version-check -r interop/requirements.txt
     cp interop/requirements.txt "$stamp"
 
+# Install Prosody from Debian's packages without starting its system service.
+prosody:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if command -v prosody >/dev/null && command -v prosodyctl >/dev/null; then exit 0; fi
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    # policy-rc.d exit 101 forbids invoke-rc.d to start the service during the install.
+    created=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+        $sudo chmod +x /usr/sbin/policy-rc.d
+        created=1
+    fi
+    trap '[ -n "$created" ] && $sudo rm -f /usr/sbin/policy-rc.d' EXIT
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq prosody lua-dbi-sqlite3 >/dev/null
+    # Some images start it anyway; the tests run their own instances.
+    $sudo systemctl stop prosody 2>/dev/null || $sudo service prosody stop 2>/dev/null || true
+
 # Everything CI checks: lint, dependency rules, all tests including the interop runs.
-test: lint sans-io venv
+test: lint sans-io venv prosody
     cargo test --workspace --locked
     OMEMO_PYTHON="{{python}}" cargo test --workspace --locked -- --ignored
 
 # Benchmarks (criterion); each prints a summary table with its ratios and percentiles.
 bench:
     cargo bench --locked -p omemo-crypto --bench crypto
-    if [ -d crates/atm-trust/benches ]; then cargo bench --locked -p atm-trust; fi
+    cargo bench --locked -p atm-trust --bench store
+
+state := root / ".run" / "up"
+
+# Start Prosody (Docker where an engine runs, else the native package) with demo accounts, then the echo bot.
+up: up-server
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ -f "{{state}}/docker" ]; then exit 0; fi
+    if [ -f "{{state}}/echo-bot.pid" ] && kill -0 "$(cat "{{state}}/echo-bot.pid")" 2>/dev/null; then
+        echo "echo-bot already running (pid $(cat "{{state}}/echo-bot.pid"))"
+    else
+        cargo build --locked -q -p echo-bot
+        source "{{state}}/demo.env"
+        nohup "{{root}}/target/debug/echo-bot" --config "{{root}}/echo-bot.toml" \
+            >"{{state}}/echo-bot.out" 2>"{{state}}/echo-bot.log" &
+        echo $! > "{{state}}/echo-bot.pid"
+        for _ in $(seq 1 300); do
+            grep -q "echo-bot ready" "{{state}}/echo-bot.out" 2>/dev/null && break
+            kill -0 "$(cat "{{state}}/echo-bot.pid")" 2>/dev/null || { cat "{{state}}/echo-bot.log"; exit 1; }
+            sleep 0.1
+        done
+        grep -q "echo-bot ready" "{{state}}/echo-bot.out" || { echo "echo-bot did not start"; exit 1; }
+    fi
+    source "{{state}}/demo.env"
+    cat <<INFO
+    $(cat "{{state}}/echo-bot.out")
+
+    The echo bot is {{"$"}}DEMO_BOT_JID on 127.0.0.1:{{"$"}}DEMO_PORT (logs: .run/up/echo-bot.log).
+    Talk to it from an OMEMO 2 client (Kaidan, or any QXmpp-based client) as:
+      {{"$"}}DEMO_ALICE_JID  password in {{"$"}}DEMO_ALICE_PASSWORD_FILE
+      {{"$"}}DEMO_BOB_JID    password in {{"$"}}DEMO_BOB_PASSWORD_FILE
+    Server: 127.0.0.1 port {{"$"}}DEMO_PORT, StartTLS with the CA in {{"$"}}DEMO_CA_FILE.
+    Compare the fingerprint above with the one your client shows for the bot.
+    Stop everything with: just down
+    INFO
+
+# Start only Prosody with the demo accounts (to run the bot yourself with echo-bot.toml).
+up-server:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    mkdir -p "{{state}}"
+    if docker info >/dev/null 2>&1; then
+        docker compose up -d --build
+        touch "{{state}}/docker"
+        docker compose logs echo-bot | grep "echo-bot ready" || true
+        echo "Prosody and the echo bot run in Docker (docker compose logs -f); stop with: just down"
+        exit 0
+    fi
+    if [ -f "{{state}}/demo-server.pid" ] && kill -0 "$(cat "{{state}}/demo-server.pid")" 2>/dev/null; then
+        exit 0
+    fi
+    just prosody
+    cargo build --locked -q -p test-prosody --bin demo-server
+    rm -f "{{state}}/demo.env"
+    port=5222
+    if (exec 3<>/dev/tcp/127.0.0.1/5222) 2>/dev/null; then port=15222; fi
+    nohup "{{root}}/target/debug/demo-server" --state-dir "{{state}}" --port "$port" \
+        >"{{state}}/demo-server.log" 2>&1 &
+    echo $! > "{{state}}/demo-server.pid"
+    for _ in $(seq 1 300); do
+        [ -f "{{state}}/demo.env" ] && break
+        kill -0 "$(cat "{{state}}/demo-server.pid")" 2>/dev/null || { cat "{{state}}/demo-server.log"; exit 1; }
+        sleep 0.1
+    done
+    [ -f "{{state}}/demo.env" ] || { echo "Prosody did not start"; cat "{{state}}/demo-server.log"; exit 1; }
+    cat "{{state}}/demo-server.log"
+
+# Stop what `just up` started.
+down:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ -f "{{state}}/docker" ]; then docker compose down; rm -f "{{state}}/docker"; exit 0; fi
+    for name in echo-bot demo-server; do
+        pidfile="{{state}}/$name.pid"
+        [ -f "$pidfile" ] || continue
+        pid=$(cat "$pidfile")
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid"
+            for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+            echo "stopped $name (pid $pid)"
+        fi
+        rm -f "$pidfile"
+    done

@@ -1,6 +1,7 @@
 //! `echo-bot`: logs into an XMPP account, publishes its OMEMO 2 device and answers every
 //! OMEMO-encrypted message with an encrypted `Your message: <body>`.
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -71,6 +72,7 @@ fn init_tracing(verbose: u8) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }

@@ -52,6 +52,8 @@ const PORT_ATTEMPTS: usize = 3;
 pub struct TestServerBuilder {
     domain: String,
     allow_plaintext: bool,
+    port: Option<u16>,
+    interface: String,
 }
 
 impl Default for TestServerBuilder {
@@ -59,6 +61,8 @@ impl Default for TestServerBuilder {
         Self {
             domain: "localhost".to_owned(),
             allow_plaintext: false,
+            port: None,
+            interface: "127.0.0.1".to_owned(),
         }
     }
 }
@@ -75,6 +79,18 @@ impl TestServerBuilder {
     /// By default TLS is required, so a successful login proves that TLS was used.
     pub fn allow_plaintext(mut self, allow: bool) -> Self {
         self.allow_plaintext = allow;
+        self
+    }
+
+    /// Listen on this port instead of a free one (for the `just up` demo server).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    /// The address to listen on (default `127.0.0.1`; `0.0.0.0` inside a container).
+    pub fn interface(mut self, interface: impl Into<String>) -> Self {
+        self.interface = interface.into();
         self
     }
 
@@ -100,14 +116,23 @@ impl TestServerBuilder {
             prosodyctl,
             domain: self.domain,
             allow_plaintext: self.allow_plaintext,
+            interface: self.interface,
             port: 0,
             child: None,
             ca_file: root.join("ca.pem"),
             dir,
         };
         let mut last_error = None;
-        for _ in 0..PORT_ATTEMPTS {
-            server.port = free_port()?;
+        let attempts = if self.port.is_some() {
+            1
+        } else {
+            PORT_ATTEMPTS
+        };
+        for _ in 0..attempts {
+            server.port = match self.port {
+                Some(port) => port,
+                None => free_port()?,
+            };
             server.write_config()?;
             match server.spawn_and_wait() {
                 Ok(()) => return Ok(server),
@@ -131,6 +156,7 @@ pub struct TestServer {
     prosodyctl: PathBuf,
     domain: String,
     allow_plaintext: bool,
+    interface: String,
     port: u16,
     child: Option<Child>,
     ca_file: PathBuf,
@@ -277,6 +303,7 @@ impl TestServer {
             domain: &self.domain,
             port: self.port,
             allow_plaintext: self.allow_plaintext,
+            interface: &self.interface,
         });
         fs::write(self.config_file(), config).context("writing prosody.cfg.lua")
     }
@@ -344,6 +371,7 @@ struct ConfigValues<'a> {
     domain: &'a str,
     port: u16,
     allow_plaintext: bool,
+    interface: &'a str,
 }
 
 fn lua_string(s: &str) -> String {
@@ -373,7 +401,7 @@ data_path = {data}
 certificates = {certs}
 log = {{ debug = {log} }}
 
-interfaces = {{ "127.0.0.1" }}
+interfaces = {{ {interface} }}
 c2s_ports = {{ {port} }}
 c2s_direct_tls_ports = {{ }}
 s2s_ports = {{ }}
@@ -404,6 +432,7 @@ VirtualHost {domain}
         key = path("server.key"),
         cert = path("server.pem"),
         domain = lua_string(v.domain),
+        interface = lua_string(v.interface),
     )
 }
 
@@ -504,8 +533,10 @@ mod tests {
             domain: "localhost",
             port: 12345,
             allow_plaintext: false,
+            interface: "127.0.0.1",
         });
         for needle in [
+            "interfaces = { \"127.0.0.1\" }",
             "run_as_root = true",
             "c2s_ports = { 12345 }",
             "\"stanza_debug\"",
