@@ -266,3 +266,44 @@ async fn a_distrusted_device_gets_no_answer() {
     client.close().await;
     stop_bot(bot).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_session_is_rebuilt_from_a_fresh_bundle() {
+    let server = TestServer::start().unwrap();
+    server.create_account("bot", "bot-password").unwrap();
+    server.create_account("carol", "carol-password").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bot_db = dir.path().join("bot.sqlite3");
+    let bot_jid = server.jid("bot").unwrap();
+    let bot = start_bot(&server, "bot", &bot_db, &[]).await;
+    let (client, mut events) =
+        Client::start(&settings(&server, "carol", &dir.path().join("c.sqlite3")))
+            .await
+            .unwrap();
+    echo_round(&client, &mut events, &bot_jid, "before the loss").await;
+
+    // The bot loses its session with carol (say, a database restored from an old backup).
+    stop_bot(bot).await;
+    let carol_device = client.manager().own().device_id;
+    let mut store = atm_trust::Store::open(&bot_db).unwrap();
+    assert!(store
+        .delete_session(
+            atm_trust::Namespace::Omemo2,
+            "carol@localhost",
+            carol_device
+        )
+        .unwrap());
+    drop(store);
+    let bot = start_bot(&server, "bot", &bot_db, &[]).await;
+
+    // Carol's next message cannot be decrypted; the bot answers it with a key exchange built
+    // from carol's bundle, and the message after that gets through.
+    client.send_body(&bot_jid, "lost in transit").await.unwrap();
+    assert!(next_encrypted(&mut events, Duration::from_secs(3))
+        .await
+        .is_none());
+    echo_round(&client, &mut events, &bot_jid, "after the rebuild").await;
+
+    client.close().await;
+    stop_bot(bot).await;
+}

@@ -275,6 +275,14 @@ async fn handle_message(
                 }
                 Err(e) => {
                     tracing::warn!(%from, %device, error = %e, "cannot decrypt OMEMO message");
+                    if matches!(e, ReceiveError::NoSession) && !sent_carbon {
+                        let worker = Arc::clone(manager);
+                        tokio::spawn(async move {
+                            if let Err(e) = worker.rebuild_session(&sender, device).await {
+                                tracing::warn!(error = %e, "rebuilding the session failed");
+                            }
+                        });
+                    }
                     Some(ClientEvent::Undecryptable {
                         from,
                         device: Some(device),

@@ -712,6 +712,55 @@ impl OmemoManager {
         }
     }
 
+    /// XEP-0384 §rules: a message (not a key exchange) from a device we have no session with
+    /// gets a fresh session from the device's bundle and an empty message (a key exchange)
+    /// in answer, so that the sender's next messages decrypt. Nothing is lost silently: the
+    /// undecryptable message itself is reported to the application.
+    pub(crate) async fn rebuild_session(
+        &self,
+        jid: &BareJid,
+        device: DeviceId,
+    ) -> Result<(), OmemoError> {
+        let Some(bundle) = self.fetch_bundle(jid, device).await? else {
+            return Ok(());
+        };
+        let own = Arc::clone(&self.own);
+        let policy = self.policy;
+        let jid_owned = jid.clone();
+        let built = self
+            .with_store(move |store| -> Result<bool, OmemoError> {
+                let jid = jid_owned.as_str();
+                if store.load_session(NS, jid, device)?.is_some() {
+                    return Ok(false);
+                }
+                let key = bundle.identity_key();
+                match store.record_identity_key(NS, jid, device, &key, policy, now()) {
+                    Ok(_) => {}
+                    Err(StoreError::IdentityKeyChanged { .. }) => {
+                        tracing::warn!(%jid, %device, "bundle identity key differs from the known one; not rebuilding");
+                        return Ok(false);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                let Ok(session) = Session::initiate(
+                    &own.identity,
+                    &bundle,
+                    bundle.choose_pre_key(&mut OsRng),
+                    &mut OsRng,
+                ) else {
+                    return Ok(false);
+                };
+                store.store_session(NS, jid, device, &session.snapshot(), now())?;
+                Ok(true)
+            })
+            .await??;
+        if built {
+            tracing::info!(%jid, %device, "built a new session after a message without one");
+            self.send_empty(jid, device).await?;
+        }
+        Ok(())
+    }
+
     /// Refreshes a device list after a message from a device it does not contain.
     pub(crate) async fn note_sender_device(&self, jid: &BareJid, device: DeviceId) {
         let jid_owned = jid.clone();
