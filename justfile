@@ -73,6 +73,10 @@ bench:
     cargo bench --locked -p omemo-crypto --bench crypto
     cargo bench --locked -p atm-trust --bench store
 
+# End-to-end benchmark: N clients × M messages, plaintext echo vs OMEMO echo, on a local Prosody.
+bench-e2e clients="4" messages="100": prosody
+    BENCH_CLIENTS={{clients}} BENCH_MESSAGES={{messages}} cargo bench --locked -p echo-bot --bench e2e
+
 state := root / ".run" / "up"
 
 # Start Prosody (Docker where an engine runs, else the native package) with demo accounts, then the echo bot.

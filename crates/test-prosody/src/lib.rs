@@ -401,6 +401,8 @@ data_path = {data}
 certificates = {certs}
 log = {{ debug = {log} }}
 
+-- Interactive traffic: no Nagle delay on the server's sockets.
+network_settings = {{ nagle = false }}
 interfaces = {{ {interface} }}
 c2s_ports = {{ {port} }}
 c2s_direct_tls_ports = {{ }}

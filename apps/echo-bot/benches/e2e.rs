@@ -1,0 +1,392 @@
+//! `just bench-e2e`: N concurrent clients × M messages through a local Prosody, once against a
+//! plaintext echo over the same connection stack and once against the real OMEMO echo bot.
+//!
+//! Prints throughput, round-trip p50/p99, the bot's CPU time per message and its peak RSS,
+//! and the OMEMO/plaintext throughput ratio. Before the OMEMO run the bot's database is given
+//! 1,000 extra sessions (with generated peers), so the RSS figure is for a bot holding
+//! 1,000+ sessions. `BENCH_CLIENTS` (default 4) and `BENCH_MESSAGES` (default 100) set N and M.
+//!
+//! The plaintext echo is this same executable, re-run with `BENCH_PLAINTEXT_ECHO` set: a
+//! bench-only baseline, never part of the bot.
+
+// A benchmark driver: failures should stop it loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use omemo_crypto::{
+    Bundle, DeviceId, IdentityKeyPair, PreKey, PreKeyId, Session, SignedPreKey, SignedPreKeyId,
+};
+use rand_core::OsRng;
+use test_prosody::TestServer;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::Barrier;
+use xmpp_core::client::{Client, ClientEvent};
+use xmpp_core::connection::{Connection, ConnectionConfig, Event, Secret};
+use xmpp_core::jid::{BareJid, Jid};
+use xmpp_core::message::{Lang, Message, MessageType};
+use xmpp_core::settings::{AccountSettings, Password, ServerAddress, TrustPolicySetting};
+
+const EXTRA_SESSIONS: u32 = 1000;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    if std::env::var_os("BENCH_PLAINTEXT_ECHO").is_some() {
+        runtime.block_on(plaintext_echo());
+    } else if std::env::args().any(|a| a == "--bench") {
+        runtime.block_on(bench());
+    } else {
+        // `cargo test --benches` runs benches without `--bench`: nothing to do then.
+        println!("e2e bench: run with `cargo bench -p echo-bot --bench e2e` (or `just bench-e2e`)");
+    }
+}
+
+fn connection_config(jid: &str, password: &str) -> ConnectionConfig {
+    let mut config =
+        ConnectionConfig::new(BareJid::new(jid).unwrap(), Secret::new(password.to_owned()));
+    config.server = Some((
+        "127.0.0.1".to_owned(),
+        std::env::var("BENCH_PORT").unwrap().parse().unwrap(),
+    ));
+    config.ca_file = Some(std::env::var("BENCH_CA").unwrap().into());
+    config
+}
+
+fn text_message(to: Jid, body: &str) -> Message {
+    let mut message = Message::new_with_type(MessageType::Chat, Some(to));
+    message.bodies.insert(Lang::default(), body.to_owned());
+    message
+}
+
+/// The baseline bot: the same connection stack, echoing plaintext.
+async fn plaintext_echo() {
+    let jid = std::env::var("BENCH_JID").unwrap();
+    let (connection, mut events) = Connection::connect(connection_config(&jid, "bot-password"))
+        .await
+        .unwrap();
+    println!("plaintext echo ready");
+    while let Some(event) = events.recv().await {
+        if let Event::Message(message) = event {
+            let (Some(from), Some(body)) = (message.from.clone(), message.bodies.values().next())
+            else {
+                continue;
+            };
+            let reply = text_message(Jid::from(from.to_bare()), &format!("Your message: {body}"));
+            if connection.send(reply).await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+struct Bot {
+    child: Child,
+}
+
+impl Bot {
+    async fn spawn(mut command: Command, ready: &str) -> Self {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains(ready) {
+                // Keep draining stdout so the bot never blocks on a full pipe.
+                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+                return Self { child };
+            }
+        }
+        panic!("bot exited before it was ready");
+    }
+
+    /// (user + system CPU seconds, peak RSS in KiB) from /proc.
+    fn usage(&self) -> (f64, u64) {
+        let pid = self.child.id().unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let hwm = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0);
+        (ticks / 100.0, hwm)
+    }
+
+    async fn stop(mut self) {
+        let pid = self.child.id().unwrap();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
+}
+
+struct RunResult {
+    rtts: Vec<Duration>,
+    wall: Duration,
+    cpu: f64,
+    rss_kib: u64,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn report(name: &str, run: &RunResult) -> f64 {
+    let mut rtts = run.rtts.clone();
+    rtts.sort();
+    let n = rtts.len() as f64;
+    let throughput = n / run.wall.as_secs_f64();
+    println!(
+        "{name:<10} {:>7} msgs  {throughput:>8.1} msg/s  p50 {:>8.2?}  p99 {:>8.2?}  bot CPU/msg {:>8.1} µs  bot peak RSS {:>6.1} MB",
+        rtts.len(),
+        percentile(&rtts, 0.5),
+        percentile(&rtts, 0.99),
+        run.cpu / n * 1e6,
+        run.rss_kib as f64 / 1024.0,
+    );
+    throughput
+}
+
+async fn plaintext_client(
+    user: String,
+    bot: BareJid,
+    messages: usize,
+    start: Arc<Barrier>,
+) -> Vec<Duration> {
+    let (connection, mut events) = Connection::connect(connection_config(&user, "client-password"))
+        .await
+        .unwrap();
+    start.wait().await;
+    let mut rtts = Vec::with_capacity(messages);
+    for i in 0..messages {
+        let body = format!("{user} {i}");
+        let started = Instant::now();
+        connection
+            .send(text_message(Jid::from(bot.clone()), &body))
+            .await
+            .unwrap();
+        loop {
+            match events.recv().await.unwrap() {
+                Event::Message(m) if m.bodies.values().any(|b| b.ends_with(&body)) => break,
+                _ => {}
+            }
+        }
+        rtts.push(started.elapsed());
+    }
+    connection.close().await;
+    rtts
+}
+
+fn settings(server: &TestServer, user: &str, db: &Path) -> AccountSettings {
+    AccountSettings {
+        jid: server.jid(user).unwrap(),
+        password: Password::new("client-password".to_owned()),
+        server: Some(ServerAddress {
+            host: "127.0.0.1".to_owned(),
+            port: server.port(),
+        }),
+        ca_file: Some(server.ca_file().to_owned()),
+        insecure_plaintext: false,
+        db: db.to_owned(),
+        label: user.to_owned(),
+        trust_policy: TrustPolicySetting::Toakafa,
+    }
+}
+
+async fn omemo_client(
+    settings: AccountSettings,
+    bot: BareJid,
+    messages: usize,
+    start: Arc<Barrier>,
+) -> Vec<Duration> {
+    let (client, mut events) = Client::start(&settings).await.unwrap();
+    let mut rtts = Vec::with_capacity(messages);
+    // One warm-up round builds the session; it is not counted.
+    for i in 0..=messages {
+        let body = format!("{} {i}", settings.jid);
+        let started = Instant::now();
+        client.send_body(&bot, &body).await.unwrap();
+        loop {
+            match events.recv().await.unwrap() {
+                ClientEvent::Encrypted(m)
+                    if m.body.as_deref().is_some_and(|b| b.ends_with(&body)) =>
+                {
+                    break
+                }
+                _ => {}
+            }
+        }
+        if i == 0 {
+            start.wait().await;
+        } else {
+            rtts.push(started.elapsed());
+        }
+    }
+    client.close().await;
+    rtts
+}
+
+/// Fills the bot's store with sessions to generated peers, as a long-running bot would have.
+fn add_sessions(db: &Path, bot_jid: &BareJid) {
+    let (mut store, own) =
+        xmpp_core::omemo::OmemoManager::open_store(db, bot_jid, "echo-bot").unwrap();
+    let mut rng = OsRng;
+    for i in 0..EXTRA_SESSIONS {
+        let peer = IdentityKeyPair::generate(&mut rng);
+        let spk = SignedPreKey::generate(SignedPreKeyId::new(1).unwrap(), &peer, 0, &mut rng);
+        let pk = PreKey::generate(PreKeyId::new(1).unwrap(), &mut rng);
+        let bundle = Bundle::from_own_keys(&peer, &spk, [&pk]).unwrap();
+        let session = Session::initiate(&own.identity, &bundle, pk.id(), &mut rng).unwrap();
+        store
+            .store_session(
+                atm_trust::Namespace::Omemo2,
+                &format!("peer{i}@example.org"),
+                DeviceId::new(i + 1).unwrap(),
+                &session.snapshot(),
+                0,
+            )
+            .unwrap();
+    }
+}
+
+async fn bench() {
+    let clients = env_usize("BENCH_CLIENTS", 4);
+    let messages = env_usize("BENCH_MESSAGES", 100);
+    let server = TestServer::start().unwrap();
+    server.create_account("bot", "bot-password").unwrap();
+    for c in 0..clients {
+        server
+            .create_account(&format!("client{c}"), "client-password")
+            .unwrap();
+    }
+    let bot_jid = server.jid("bot").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    println!(
+        "e2e bench: {clients} clients × {messages} messages, Prosody on 127.0.0.1:{}",
+        server.port()
+    );
+
+    // Plaintext baseline.
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .env("BENCH_PLAINTEXT_ECHO", "1")
+        .env("BENCH_JID", bot_jid.as_str())
+        .env("BENCH_PORT", server.port().to_string())
+        .env("BENCH_CA", server.ca_file());
+    // The driver's own plaintext clients use the same variables.
+    std::env::set_var("BENCH_PORT", server.port().to_string());
+    std::env::set_var("BENCH_CA", server.ca_file());
+    let bot = Bot::spawn(command, "plaintext echo ready").await;
+    let start = Arc::new(Barrier::new(clients + 1));
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            tokio::spawn(plaintext_client(
+                format!("client{c}@localhost"),
+                bot_jid.clone(),
+                messages,
+                Arc::clone(&start),
+            ))
+        })
+        .collect();
+    start.wait().await;
+    let (cpu0, _) = bot.usage();
+    let started = Instant::now();
+    let mut rtts = Vec::new();
+    for task in tasks {
+        rtts.extend(task.await.unwrap());
+    }
+    let wall = started.elapsed();
+    let (cpu1, rss) = bot.usage();
+    bot.stop().await;
+    let plain = RunResult {
+        rtts,
+        wall,
+        cpu: cpu1 - cpu0,
+        rss_kib: rss,
+    };
+
+    // OMEMO echo bot with 1,000 stored sessions.
+    let bot_db = dir.path().join("bot.sqlite3");
+    add_sessions(&bot_db, &bot_jid);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_echo-bot"));
+    command
+        .args(["--jid", bot_jid.as_str(), "--server"])
+        .arg(format!("127.0.0.1:{}", server.port()))
+        .arg("--ca-file")
+        .arg(server.ca_file())
+        .arg("--db")
+        .arg(&bot_db)
+        .env("XMPP_PASSWORD", "bot-password")
+        .env("RUST_LOG", "warn");
+    let bot = Bot::spawn(command, "echo-bot ready").await;
+    // Log-in and the first (key-exchange) round happen before the barrier; only the rounds
+    // after it are timed and counted, in both runs.
+    let start = Arc::new(Barrier::new(clients + 1));
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let s = settings(
+                &server,
+                &format!("client{c}"),
+                &dir.path().join(format!("client{c}.sqlite3")),
+            );
+            tokio::spawn(omemo_client(
+                s,
+                bot_jid.clone(),
+                messages,
+                Arc::clone(&start),
+            ))
+        })
+        .collect();
+    start.wait().await;
+    let (cpu0, _) = bot.usage();
+    let started = Instant::now();
+    let mut rtts = Vec::new();
+    for task in tasks {
+        rtts.extend(task.await.unwrap());
+    }
+    let wall = started.elapsed();
+    let (cpu1, rss) = bot.usage();
+    bot.stop().await;
+    let omemo = RunResult {
+        rtts,
+        wall,
+        cpu: cpu1 - cpu0,
+        rss_kib: rss,
+    };
+
+    println!();
+    let plain_tp = report("plaintext", &plain);
+    let omemo_tp = report("omemo", &omemo);
+    println!(
+        "OMEMO/plaintext throughput: {:.0} % (target ≥ 80 %); bot RSS with {EXTRA_SESSIONS}+ stored sessions: {:.1} MB (target ≤ 50 MB)",
+        omemo_tp / plain_tp * 100.0,
+        omemo.rss_kib as f64 / 1024.0
+    );
+}
