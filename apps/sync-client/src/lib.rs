@@ -33,3 +33,4 @@
 //! ```
 
 pub mod bookmarks;
+pub mod transfer;
