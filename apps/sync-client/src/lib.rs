@@ -33,4 +33,5 @@
 //! ```
 
 pub mod bookmarks;
+pub mod send;
 pub mod transfer;

@@ -1,5 +1,453 @@
-//! Placeholder binary for the bookmark-sync client; the XMPP front end replaces it.
+//! `sync-client`: sends a browser's bookmarks end-to-end encrypted (OMEMO 2) to the echo bot
+//! and verifies the encrypted answers; shows and manages the trust in devices.
 
-fn main() {
-    println!("sync-client {}", env!("CARGO_PKG_VERSION"));
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+use serde::Deserialize;
+use sync_client::bookmarks::{self, Format};
+use sync_client::send::{send_transfer, ChunkOutcome};
+use sync_client::transfer::Transfer;
+use tracing_subscriber::EnvFilter;
+use xmpp_core::client::Client;
+use xmpp_core::jid::BareJid;
+use xmpp_core::omemo::{set_trust_by_fingerprint, OmemoManager};
+use xmpp_core::settings::{read_config_file, AccountArgs, AccountFile, AccountSettings};
+use xmpp_core::TrustLevel;
+
+/// End-to-end encrypted bookmark sync over XMPP (OMEMO 2).
+#[derive(Debug, Parser)]
+#[command(name = "sync-client", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Send bookmarks to the bot, encrypted, and verify every encrypted answer.
+    Send(SendArgs),
+    /// Show our device id, fingerprints, a verification URI and its QR code.
+    Fingerprint {
+        #[command(flatten)]
+        account: AccountArgs,
+    },
+    /// List every device of a JID with label, fingerprint and trust level.
+    Devices {
+        #[command(flatten)]
+        account: AccountArgs,
+        /// The JID whose devices to show.
+        jid: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Authenticate a key of JID (after comparing its fingerprint out of band).
+    Trust {
+        #[command(flatten)]
+        account: AccountArgs,
+        /// The key's owner.
+        jid: String,
+        /// The fingerprint, in either form shown by `devices`.
+        fingerprint: String,
+    },
+    /// Distrust a key of JID: nothing is encrypted for it any more.
+    Distrust {
+        #[command(flatten)]
+        account: AccountArgs,
+        /// The key's owner.
+        jid: String,
+        /// The fingerprint, in either form shown by `devices`.
+        fingerprint: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct SendArgs {
+    #[command(flatten)]
+    account: AccountArgs,
+    /// The bot's JID.
+    #[arg(long, env = "SYNC_TO")]
+    to: Option<String>,
+    /// Bookmarks file (default: the Falkon profile's bookmarks.json, if found).
+    #[arg(long, env = "SYNC_FILE")]
+    file: Option<PathBuf>,
+    /// Input format: auto, falkon, firefox-json, firefox-jsonlz4, chromium, netscape-html, xbel, canonical.
+    #[arg(long, env = "SYNC_FORMAT", default_value = "auto")]
+    format: String,
+    /// Seconds to wait for each answer.
+    #[arg(long, env = "SYNC_TIMEOUT")]
+    timeout: Option<u64>,
+    /// Print the summary as JSON (no progress bar).
+    #[arg(long)]
+    json: bool,
+}
+
+/// The configuration file: `[account]` and `[sync]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    account: AccountFile,
+    #[serde(default)]
+    sync: SyncSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SyncSection {
+    to: Option<String>,
+    file: Option<PathBuf>,
+    format: Option<String>,
+    timeout: Option<u64>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let verbose = match &cli.command {
+        Command::Send(a) => a.account.verbose,
+        Command::Fingerprint { account }
+        | Command::Devices { account, .. }
+        | Command::Trust { account, .. }
+        | Command::Distrust { account, .. } => account.verbose,
+    };
+    init_tracing(verbose);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("sync-client: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("sync-client: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info,refinery_core=warn",
+        2 => "debug,refinery_core=warn",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn settings(account: &AccountArgs) -> anyhow::Result<(AccountSettings, ConfigFile)> {
+    let file: ConfigFile = read_config_file(account.config.as_deref())?;
+    let settings = AccountSettings::resolve(
+        account,
+        &file.account,
+        std::env::var("XMPP_PASSWORD").ok(),
+        "sync-client",
+    )?;
+    Ok((settings, file))
+}
+
+fn parse_jid(jid: &str) -> anyhow::Result<BareJid> {
+    BareJid::new(jid).with_context(|| format!("invalid JID {jid:?}"))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<bool> {
+    match cli.command {
+        Command::Send(args) => send(args).await,
+        Command::Fingerprint { account } => fingerprint(&account).await,
+        Command::Devices { account, jid, json } => devices(&account, &jid, json).await,
+        Command::Trust {
+            account,
+            jid,
+            fingerprint,
+        } => trust(&account, &jid, &fingerprint, TrustLevel::Authenticated).await,
+        Command::Distrust {
+            account,
+            jid,
+            fingerprint,
+        } => trust(&account, &jid, &fingerprint, TrustLevel::ManuallyDistrusted).await,
+    }
+}
+
+fn default_bookmarks_file() -> Option<PathBuf> {
+    let home = PathBuf::from(std::env::var_os("HOME")?);
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.join(".config"));
+    let candidate = config.join("falkon/profiles/default/bookmarks.json");
+    candidate.is_file().then_some(candidate)
+}
+
+async fn send(args: SendArgs) -> anyhow::Result<bool> {
+    let (settings, file) = settings(&args.account)?;
+    let to = args
+        .to
+        .or(file.sync.to)
+        .context("no bot JID: give --to (or `to` under [sync])")?;
+    let bot = parse_jid(&to)?;
+    let path = args
+        .file
+        .or(file.sync.file)
+        .or_else(default_bookmarks_file)
+        .context("no bookmarks file: give --file (no Falkon profile was found)")?;
+    let format_name = if args.format == "auto" {
+        file.sync.format.unwrap_or_else(|| "auto".to_owned())
+    } else {
+        args.format
+    };
+    let format = match format_name.as_str() {
+        "auto" => None,
+        name => Some(
+            name.parse::<Format>()
+                .with_context(|| format!("--format {name}"))?,
+        ),
+    };
+    let timeout = Duration::from_secs(args.timeout.or(file.sync.timeout).unwrap_or(30));
+
+    // Everything that can fail on the input fails here, before anything is sent.
+    let (format, tree) = bookmarks::import_file(&path, format)
+        .with_context(|| format!("cannot import {}", path.display()))?;
+    let stats = tree.stats();
+    let transfer_id = format!("{:08x}", rand_id());
+    let transfer = Transfer::new(&tree, &transfer_id)?;
+    tracing::info!(
+        %format,
+        bookmarks = stats.bookmarks,
+        chunks = transfer.chunks.len(),
+        "bookmarks imported"
+    );
+
+    let (client, mut events) = Client::start(&settings)
+        .await
+        .with_context(|| format!("cannot start as {}", settings.jid))?;
+    let bar = (!args.json && transfer.chunks.len() > 1).then(|| {
+        let bar = indicatif::ProgressBar::new(transfer.chunks.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} chunks {elapsed}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let summary = send_transfer(&client, &mut events, &bot, &transfer, timeout, |done| {
+        if let Some(bar) = &bar {
+            bar.set_position(done as u64);
+        }
+    })
+    .await;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    client.close().await;
+
+    let verified = summary
+        .chunks
+        .iter()
+        .filter(|c| matches!(c, ChunkOutcome::Verified { .. }))
+        .count();
+    let ok = summary.all_verified() && summary.chunks.len() == transfer.chunks.len();
+    if args.json {
+        let report = serde_json::json!({
+            "ok": ok,
+            "to": bot.as_str(),
+            "format": format.name(),
+            "bookmarks": stats.bookmarks,
+            "folders": stats.folders,
+            "separators": stats.separators,
+            "document_bytes": transfer.document_bytes,
+            "compressed_bytes": transfer.compressed_bytes,
+            "chunks": transfer.chunks.len(),
+            "verified_chunks": verified,
+            "unencrypted_replies": summary.unencrypted_replies,
+            "seconds": summary.elapsed.as_secs_f64(),
+            "bot_devices": summary.answering_devices().iter()
+                .map(|(d, t)| serde_json::json!({"device": d, "trust": t}))
+                .collect::<Vec<_>>(),
+            "outcomes": summary.chunks,
+        });
+        println!("{report}");
+    } else {
+        println!(
+            "{} bookmarks in {} folders ({}): {} bytes, {} compressed, {} chunk(s)",
+            stats.bookmarks,
+            stats.folders,
+            format,
+            transfer.document_bytes,
+            transfer.compressed_bytes,
+            transfer.chunks.len()
+        );
+        println!(
+            "{verified}/{} chunks verified in {:.2?}",
+            transfer.chunks.len(),
+            summary.elapsed
+        );
+        for (device, trust) in summary.answering_devices() {
+            println!("answered by {bot} device {device}, trust level {trust}");
+        }
+        if summary.unencrypted_replies > 0 {
+            println!(
+                "{} unencrypted repl{} dropped",
+                summary.unencrypted_replies,
+                if summary.unencrypted_replies == 1 {
+                    "y"
+                } else {
+                    "ies"
+                }
+            );
+        }
+        if let Some(failure) = summary
+            .chunks
+            .iter()
+            .find(|c| !matches!(c, ChunkOutcome::Verified { .. }))
+        {
+            println!("failed: {failure:?}");
+        }
+    }
+    if !ok {
+        bail!(
+            "only {verified} of {} chunks came back verified",
+            transfer.chunks.len()
+        );
+    }
+    Ok(true)
+}
+
+fn rand_id() -> u32 {
+    use rand_core::RngCore as _;
+    rand_core::OsRng.next_u32()
+}
+
+async fn open_store(
+    account: &AccountArgs,
+) -> anyhow::Result<(atm_trust::Store, xmpp_core::omemo::OwnIdentity)> {
+    let (settings, _) = settings(account)?;
+    let (db, jid, label) = (
+        settings.db.clone(),
+        settings.jid.clone(),
+        settings.label.clone(),
+    );
+    Ok(tokio::task::spawn_blocking(move || OmemoManager::open_store(&db, &jid, &label)).await??)
+}
+
+async fn fingerprint(account: &AccountArgs) -> anyhow::Result<bool> {
+    let (_, own) = open_store(account).await?;
+    let key = own.identity.public_key();
+    let uri = format!(
+        "xmpp:{}?trust-message;encryption=urn:xmpp:omemo:2;trust={}",
+        own.jid,
+        key.key_id_hex()
+    );
+    println!("JID:          {}", own.jid);
+    println!("Device id:    {}", own.device_id);
+    println!(
+        "Fingerprint:  {}   (XEP-0384, Curve25519 form)",
+        key.fingerprint()
+    );
+    println!(
+        "Key id:       {}   (QXmpp/Kaidan, Ed25519 form)",
+        key.key_id_hex()
+    );
+    println!("URI:          {uri}");
+    let code = qrcode::QrCode::new(uri.as_bytes()).context("cannot build the QR code")?;
+    println!(
+        "{}",
+        code.render::<qrcode::render::unicode::Dense1x2>()
+            .quiet_zone(true)
+            .build()
+    );
+    Ok(true)
+}
+
+async fn devices(account: &AccountArgs, jid: &str, json: bool) -> anyhow::Result<bool> {
+    let jid = parse_jid(jid)?;
+    let (settings, _) = settings(account)?;
+    let (client, _events) = Client::start(&settings).await?;
+    let devices = client.manager().devices(&jid).await?;
+    client.close().await;
+    if json {
+        let list: Vec<_> = devices
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "device": d.device.get(),
+                    "label": d.label,
+                    "label_verified": d.label_verified,
+                    "active": d.active,
+                    "fingerprint": d.identity_key.map(|k| k.fingerprint()),
+                    "key_id": d.identity_key.map(|k| k.key_id_hex()),
+                    "trust": d.trust.map(|t| format!("{t:?}")),
+                    "own": d.own,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(list));
+        return Ok(true);
+    }
+    if devices.is_empty() {
+        println!("{jid} has no OMEMO 2 devices");
+    }
+    for d in devices {
+        let label = match (&d.label, d.label_verified) {
+            (Some(l), true) => format!("\"{l}\""),
+            (Some(l), false) => format!("\"{l}\" (unverified label)"),
+            (None, _) => "(no label)".to_owned(),
+        };
+        let trust = if d.own {
+            "this device".to_owned()
+        } else {
+            d.trust.map_or("unknown".to_owned(), |t| format!("{t:?}"))
+        };
+        println!(
+            "device {:>10}  {}  {}{}",
+            d.device,
+            trust,
+            label,
+            if d.active { "" } else { "  [removed]" }
+        );
+        if let Some(key) = d.identity_key {
+            println!("    fingerprint {}", key.fingerprint());
+            println!("    key id      {}", key.key_id_hex());
+        }
+    }
+    Ok(true)
+}
+
+async fn trust(
+    account: &AccountArgs,
+    jid: &str,
+    fingerprint: &str,
+    level: TrustLevel,
+) -> anyhow::Result<bool> {
+    let jid = parse_jid(jid)?;
+    let (mut store, _) = open_store(account).await?;
+    let fingerprint = fingerprint.to_owned();
+    let jid_owned = jid.clone();
+    let events = tokio::task::spawn_blocking(move || {
+        set_trust_by_fingerprint(&mut store, &jid_owned, &fingerprint, level)
+    })
+    .await??;
+    if events.is_empty() {
+        println!("{jid}: the key already had that trust level");
+    }
+    for event in events {
+        println!(
+            "{}: key {} {:?} -> {:?}",
+            event.jid,
+            event.identity_key.fingerprint(),
+            event.old_level,
+            event.new_level
+        );
+    }
+    Ok(true)
 }

@@ -103,7 +103,10 @@ impl Transfer {
                 .iter()
                 .enumerate()
                 .map(|(i, piece)| {
-                    format!("{CHUNK_PREFIX} {transfer_id} {}/{count} {sha256} {piece}", i + 1)
+                    format!(
+                        "{CHUNK_PREFIX} {transfer_id} {}/{count} {sha256} {piece}",
+                        i + 1
+                    )
                 })
                 .collect()
         };
@@ -138,13 +141,19 @@ impl<'a> Chunk<'a> {
         if parts.next() != Some(CHUNK_PREFIX) {
             return Err(TransferError::Malformed("prefix"));
         }
-        let transfer_id = parts.next().ok_or(TransferError::Malformed("transfer id"))?;
+        let transfer_id = parts
+            .next()
+            .ok_or(TransferError::Malformed("transfer id"))?;
         let (index, count) = parts
             .next()
             .and_then(|p| p.split_once('/'))
             .ok_or(TransferError::Malformed("index"))?;
-        let index: usize = index.parse().map_err(|_| TransferError::Malformed("index"))?;
-        let count: usize = count.parse().map_err(|_| TransferError::Malformed("count"))?;
+        let index: usize = index
+            .parse()
+            .map_err(|_| TransferError::Malformed("index"))?;
+        let count: usize = count
+            .parse()
+            .map_err(|_| TransferError::Malformed("count"))?;
         if index == 0 || index > count || count > MAX_CHUNKS {
             return Err(TransferError::Malformed("index out of range"));
         }
@@ -164,12 +173,17 @@ impl<'a> Chunk<'a> {
 }
 
 /// Puts a document back together from its chunks (in any order) and checks it.
-pub fn reassemble<'a>(bodies: impl IntoIterator<Item = &'a str>) -> Result<BookmarkTree, TransferError> {
+pub fn reassemble<'a>(
+    bodies: impl IntoIterator<Item = &'a str>,
+) -> Result<BookmarkTree, TransferError> {
     let mut chunks: Vec<Chunk<'a>> = bodies
         .into_iter()
         .map(Chunk::parse)
         .collect::<Result<_, _>>()?;
-    let first = chunks.first().ok_or(TransferError::Inconsistent("no chunks"))?.clone();
+    let first = chunks
+        .first()
+        .ok_or(TransferError::Inconsistent("no chunks"))?
+        .clone();
     if chunks.iter().any(|c| {
         c.transfer_id != first.transfer_id || c.count != first.count || c.sha256 != first.sha256
     }) {
@@ -214,7 +228,10 @@ mod tests {
     fn chunks_reassemble_to_the_same_tree_in_any_order() {
         let tree = sample(5000);
         let transfer = Transfer::new(&tree, "t-1").unwrap();
-        assert!(transfer.chunks.len() > 1, "5,000 bookmarks need several chunks");
+        assert!(
+            transfer.chunks.len() > 1,
+            "5,000 bookmarks need several chunks"
+        );
         assert!(transfer.compressed_bytes < transfer.document_bytes);
         for chunk in &transfer.chunks {
             assert!(chunk.len() <= CHUNK_DATA_CHARS + 200);
@@ -241,7 +258,12 @@ mod tests {
         let mut with_tampered = all.clone();
         with_tampered[0] = &tampered;
         assert!(reassemble(with_tampered).is_err());
-        for bad in ["", "hello", "omemo-bookmarks/1 x 0/1 00 data", "omemo-bookmarks/1 x 2/1 ab d"] {
+        for bad in [
+            "",
+            "hello",
+            "omemo-bookmarks/1 x 0/1 00 data",
+            "omemo-bookmarks/1 x 2/1 ab d",
+        ] {
             assert!(Chunk::parse(bad).is_err(), "{bad:?}");
         }
         assert!(Transfer::new(&tree, "bad id").is_err());
@@ -252,6 +274,9 @@ mod tests {
         let tree = BookmarkTree::default();
         let transfer = Transfer::new(&tree, "empty").unwrap();
         assert_eq!(transfer.chunks.len(), 1);
-        assert_eq!(reassemble(transfer.chunks.iter().map(String::as_str)).unwrap(), tree);
+        assert_eq!(
+            reassemble(transfer.chunks.iter().map(String::as_str)).unwrap(),
+            tree
+        );
     }
 }

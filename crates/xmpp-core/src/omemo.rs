@@ -70,6 +70,9 @@ pub enum OmemoError {
     /// An XML element could not be built or parsed.
     #[error("XML: {0}")]
     Xml(#[from] omemo_pep::Error),
+    /// No known key of this JID has that fingerprint.
+    #[error("no known key of {0} has that fingerprint (run `devices` first)")]
+    UnknownKey(BareJid),
     /// A background task panicked or was cancelled.
     #[error("internal task failed")]
     Task,
@@ -169,6 +172,25 @@ pub struct SendReport {
     pub skipped: Vec<(BareJid, DeviceId, String)>,
     /// The id of the sent stanza.
     pub stanza_id: String,
+}
+
+/// One device of a JID, for display.
+#[derive(Debug, Clone)]
+pub struct DeviceInfo {
+    /// The device id.
+    pub device: DeviceId,
+    /// Its label, if any.
+    pub label: Option<String>,
+    /// Whether the label's signature verified.
+    pub label_verified: bool,
+    /// Whether the device is in the current device list.
+    pub active: bool,
+    /// Its identity key, once known from its bundle or a message.
+    pub identity_key: Option<IdentityPublicKey>,
+    /// The key's trust level (`None` for our own device or an unknown key).
+    pub trust: Option<TrustLevel>,
+    /// True for this program's own device.
+    pub own: bool,
 }
 
 /// What the receive path hands back.
@@ -761,6 +783,84 @@ impl OmemoManager {
         Ok(())
     }
 
+    /// Every known device of `jid` after a fresh fetch of its device list, with label,
+    /// identity key (from its bundle) and trust level.
+    pub async fn devices(&self, jid: &BareJid) -> Result<Vec<DeviceInfo>, OmemoError> {
+        self.refresh_device_list(jid, true).await?;
+        let jid_owned = jid.clone();
+        let unknown: Vec<DeviceId> = self
+            .with_store(move |store| store.devices(NS, jid_owned.as_str()))
+            .await??
+            .into_iter()
+            .filter(|d| d.active && d.identity_key.is_none())
+            .map(|d| d.device_id)
+            .collect();
+        for device in unknown {
+            if jid == &self.own.jid && device == self.own.device_id {
+                continue;
+            }
+            if let Some(bundle) = self.fetch_bundle(jid, device).await? {
+                let jid_owned = jid.clone();
+                let policy = self.policy;
+                let result = self
+                    .with_store(move |store| {
+                        store.record_identity_key(NS, jid_owned.as_str(), device, &bundle.identity_key(), policy, now())
+                    })
+                    .await?;
+                if let Err(e) = result {
+                    tracing::warn!(%jid, %device, error = %e, "cannot record the identity key");
+                }
+            }
+        }
+        let jid_owned = jid.clone();
+        let own = Arc::clone(&self.own);
+        let infos = self
+            .with_store(move |store| -> Result<Vec<DeviceInfo>, StoreError> {
+                let mut infos = Vec::new();
+                for d in store.devices(NS, jid_owned.as_str())? {
+                    let own_device = jid_owned == own.jid && d.device_id == own.device_id;
+                    let identity_key = if own_device {
+                        Some(own.identity.public_key())
+                    } else {
+                        d.identity_key
+                    };
+                    let trust = match (&identity_key, own_device) {
+                        (_, true) => None,
+                        (Some(key), false) => store.trust_level(jid_owned.as_str(), key)?,
+                        (None, false) => None,
+                    };
+                    infos.push(DeviceInfo {
+                        device: d.device_id,
+                        label: d.label,
+                        label_verified: d.label_verified,
+                        active: d.active,
+                        identity_key,
+                        trust,
+                        own: own_device,
+                    });
+                }
+                Ok(infos)
+            })
+            .await??;
+        Ok(infos)
+    }
+
+    /// Records a manual trust decision for the key of `jid` whose fingerprint (either form:
+    /// the Curve25519 form XEP-0384 shows, or the Ed25519 key id QXmpp uses; spaces and case
+    /// ignored) is `fingerprint`. Returns the resulting trust events (authenticating a key
+    /// also demotes that contact's automatically trusted keys, TOAKAFA).
+    pub async fn set_trust(
+        &self,
+        jid: &BareJid,
+        fingerprint: &str,
+        level: TrustLevel,
+    ) -> Result<Vec<atm_trust::TrustEvent>, OmemoError> {
+        let jid_owned = jid.clone();
+        let fingerprint = fingerprint.to_owned();
+        self.with_store(move |store| set_trust_by_fingerprint(store, &jid_owned, &fingerprint, level))
+            .await?
+    }
+
     /// Refreshes a device list after a message from a device it does not contain.
     pub(crate) async fn note_sender_device(&self, jid: &BareJid, device: DeviceId) {
         let jid_owned = jid.clone();
@@ -781,6 +881,38 @@ impl OmemoManager {
 
 fn chrono_now() -> chrono::DateTime<chrono::FixedOffset> {
     chrono::Utc::now().fixed_offset()
+}
+
+/// Records a manual trust decision for the key of `jid` whose fingerprint (either form:
+/// the Curve25519 form XEP-0384 shows, or the Ed25519 key id QXmpp uses; spaces, colons and
+/// case ignored) is `fingerprint`, directly in the store (no connection needed).
+pub fn set_trust_by_fingerprint(
+    store: &mut Store,
+    jid: &BareJid,
+    fingerprint: &str,
+    level: TrustLevel,
+) -> Result<Vec<atm_trust::TrustEvent>, OmemoError> {
+    let wanted: String = fingerprint
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != ':')
+        .flat_map(char::to_lowercase)
+        .collect();
+    let mut keys: Vec<IdentityPublicKey> = store
+        .identity_keys(jid.as_str())?
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    keys.extend(
+        store
+            .devices(NS, jid.as_str())?
+            .into_iter()
+            .filter_map(|d| d.identity_key),
+    );
+    let key = keys
+        .into_iter()
+        .find(|k| k.fingerprint().replace(' ', "") == wanted || k.key_id_hex() == wanted)
+        .ok_or_else(|| OmemoError::UnknownKey(jid.clone()))?;
+    Ok(store.set_trust_level(jid.as_str(), &key, level, now())?)
 }
 
 struct DecryptOutcome {

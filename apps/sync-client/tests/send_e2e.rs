@@ -1,0 +1,276 @@
+//! `sync-client send` end to end through a real Prosody: against the real echo bot (a small
+//! set and 5,000 bookmarks in several chunks), against the Python reference echo peer, and
+//! against a peer that answers in plaintext; bad files are refused before anything is sent.
+
+// Test helpers outside #[test] functions fail loudly on purpose.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use test_prosody::TestServer;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The echo-bot binary next to ours; built on demand when this package is tested alone.
+fn echo_bot_binary() -> PathBuf {
+    let ours = PathBuf::from(env!("CARGO_BIN_EXE_sync-client"));
+    let bot = ours.with_file_name("echo-bot");
+    if !bot.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "-p", "echo-bot"])
+            .current_dir(workspace_root())
+            .status()
+            .unwrap();
+        assert!(status.success(), "building echo-bot failed");
+    }
+    bot
+}
+
+async fn start_echo_bot(server: &TestServer, db: &Path) -> Child {
+    let mut child = Command::new(echo_bot_binary())
+        .args(["--jid", server.jid("bot").unwrap().as_str()])
+        .args(["--server", &format!("127.0.0.1:{}", server.port())])
+        .arg("--ca-file")
+        .arg(server.ca_file())
+        .arg("--db")
+        .arg(db)
+        .env("XMPP_PASSWORD", "bot-password")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.starts_with("echo-bot ready") {
+                return;
+            }
+        }
+        panic!("echo-bot exited before it was ready");
+    })
+    .await
+    .unwrap();
+    child
+}
+
+fn python() -> PathBuf {
+    let python = std::env::var_os("OMEMO_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
+    assert!(
+        python.exists(),
+        "the Python venv is missing: run `just venv`"
+    );
+    python
+}
+
+async fn start_python_peer(server: &TestServer, mode: &str) -> Child {
+    let mut child = Command::new(python())
+        .arg(workspace_root().join("interop/xmpp_peer.py"))
+        .args(["--mode", mode, "--jid", server.jid("bot").unwrap().as_str()])
+        .args(["--server", &format!("127.0.0.1:{}", server.port())])
+        .arg("--ca-file")
+        .arg(server.ca_file())
+        .args(["--timeout", "30"])
+        .env("XMPP_PASSWORD", "bot-password")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("\"ready\"") {
+                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+                return;
+            }
+        }
+        panic!("the Python peer exited before it was ready");
+    })
+    .await
+    .unwrap();
+    child
+}
+
+async fn sync_client(server: &TestServer, dir: &Path, file: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sync-client"))
+        .arg("send")
+        .args(["--jid", server.jid("alice").unwrap().as_str()])
+        .args(["--server", &format!("127.0.0.1:{}", server.port())])
+        .arg("--ca-file")
+        .arg(server.ca_file())
+        .arg("--db")
+        .arg(dir.join("alice.sqlite3"))
+        .args(["--to", server.jid("bot").unwrap().as_str()])
+        .arg("--file")
+        .arg(file)
+        .arg("--json")
+        .args(if extra.is_empty() { &["--timeout", "15"][..] } else { extra })
+        .env("XMPP_PASSWORD", "alice-password")
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap()
+}
+
+fn server() -> TestServer {
+    let server = TestServer::start().unwrap();
+    server.create_account("bot", "bot-password").unwrap();
+    server.create_account("alice", "alice-password").unwrap();
+    server
+}
+
+fn report(output: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_else(|_| {
+        panic!(
+            "no JSON summary; stdout: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+/// A Netscape bookmark file with `count` bookmarks in nested folders.
+fn write_bookmarks(path: &Path, count: usize) {
+    let mut html = String::from(
+        "<!DOCTYPE NETSCAPE-Bookmark-file-1>\n<TITLE>Bookmarks</TITLE>\n<H1>Bookmarks</H1>\n<DL><p>\n",
+    );
+    for folder in 0..count.div_ceil(100) {
+        html.push_str(&format!(
+            "<DT><H3>Folder {folder} &amp; Ünïcödé</H3>\n<DL><p>\n"
+        ));
+        for i in folder * 100..((folder + 1) * 100).min(count) {
+            html.push_str(&format!(
+                "<DT><A HREF=\"https://example.org/{folder}/page-{i}?id={}\" ADD_DATE=\"{}\" TAGS=\"t{},news\">Page {i} 🔖</A>\n<DD>Description of page {i}\n",
+                i * 7919,
+                1_600_000_000 + i,
+                i % 17
+            ));
+        }
+        html.push_str("</DL><p>\n<HR>\n");
+    }
+    html.push_str("</DL><p>\n");
+    std::fs::write(path, html).unwrap();
+}
+
+fn messages_bytes(log: &str) -> (usize, usize) {
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("<message") && l.contains("urn:xmpp:omemo:2"))
+        .collect();
+    (lines.len(), lines.iter().map(|l| l.len()).sum())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_a_small_set_and_5000_bookmarks_to_the_echo_bot() {
+    let server = server();
+    let dir = tempfile::tempdir().unwrap();
+    let _bot = start_echo_bot(&server, &dir.path().join("bot.sqlite3")).await;
+
+    let small = workspace_root().join("apps/sync-client/tests/fixtures/firefox-export.html");
+    let output = sync_client(&server, dir.path(), &small, &[]).await;
+    let summary = report(&output);
+    assert!(output.status.success(), "{summary}");
+    assert_eq!(summary["ok"], true);
+    assert_eq!(summary["verified_chunks"], summary["chunks"]);
+    assert!(summary["bookmarks"].as_u64().unwrap() > 0);
+    assert!(summary["bot_devices"][0]["device"].as_u64().unwrap() > 0);
+    assert_eq!(summary["bot_devices"][0]["trust"], "AutomaticallyTrusted");
+
+    let big = dir.path().join("big.html");
+    write_bookmarks(&big, 5000);
+    let before = messages_bytes(&server.stanza_log());
+    let started = Instant::now();
+    let output = sync_client(&server, dir.path(), &big, &[]).await;
+    let elapsed = started.elapsed();
+    let summary = report(&output);
+    assert!(output.status.success(), "{summary}");
+    assert_eq!(summary["bookmarks"], 5000);
+    let chunks = summary["chunks"].as_u64().unwrap();
+    assert!(chunks > 1, "5,000 bookmarks need several chunks");
+    assert_eq!(summary["verified_chunks"], chunks);
+    let after = messages_bytes(&server.stanza_log());
+    eprintln!(
+        "5,000 bookmarks: {chunks} chunks, {} document bytes, {} compressed, send {:.2} s (process {:.2?}), {} encrypted stanzas / {} bytes through the server (as logged, both directions)",
+        summary["document_bytes"],
+        summary["compressed_bytes"],
+        summary["seconds"].as_f64().unwrap(),
+        elapsed,
+        after.0 - before.0,
+        after.1 - before.1,
+    );
+    let log = server.stanza_log();
+    assert!(
+        !log.contains("example.org/0/page-1"),
+        "a bookmark reached the server in plaintext"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_files_are_refused_before_anything_is_sent() {
+    let server = server();
+    let dir = tempfile::tempdir().unwrap();
+    for (name, content) in [
+        (
+            "truncated.json",
+            &b"{\"roots\": {\"bookmark_bar\": {\"children\": [{\"name\""[..],
+        ),
+        ("garbage.bin", &[0u8, 159, 146, 150, 255, 0, 1, 2][..]),
+        ("empty.html", &b""[..]),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        let output = sync_client(&server, dir.path(), &path, &[]).await;
+        assert!(!output.status.success(), "{name} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("cannot import"), "{name}: {stderr}");
+    }
+    let missing = sync_client(&server, dir.path(), &dir.path().join("nope.json"), &[]).await;
+    assert!(!missing.status.success());
+    // Nothing logged in: the input is checked before connecting.
+    assert!(!server.stanza_log().contains("alice@localhost"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Python reference venv; `just test` runs it"]
+async fn sends_to_the_python_echo_peer() {
+    let server = server();
+    let dir = tempfile::tempdir().unwrap();
+    let _peer = start_python_peer(&server, "echo").await;
+    let big = dir.path().join("big.html");
+    write_bookmarks(&big, 2000);
+    let output = sync_client(&server, dir.path(), &big, &[]).await;
+    let summary = report(&output);
+    assert!(output.status.success(), "{summary}");
+    assert_eq!(summary["verified_chunks"], summary["chunks"]);
+    assert!(summary["chunks"].as_u64().unwrap() > 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Python reference venv; `just test` runs it"]
+async fn a_plaintext_answer_fails_the_send() {
+    let server = server();
+    let dir = tempfile::tempdir().unwrap();
+    let _peer = start_python_peer(&server, "plaintext-echo").await;
+    let small = workspace_root().join("apps/sync-client/tests/fixtures/falkon-bookmarks.json");
+    let output = sync_client(&server, dir.path(), &small, &["--timeout", "5"]).await;
+    assert!(!output.status.success(), "a plaintext answer was accepted");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("unencrypted message received, ignoring"),
+        "{stderr}"
+    );
+    let summary = report(&output);
+    assert_eq!(summary["ok"], false);
+    assert!(summary["unencrypted_replies"].as_u64().unwrap() >= 1);
+    assert_eq!(summary["verified_chunks"], 0);
+}
