@@ -114,7 +114,11 @@ async fn sync_client(server: &TestServer, dir: &Path, file: &Path, extra: &[&str
         .arg("--file")
         .arg(file)
         .arg("--json")
-        .args(if extra.is_empty() { &["--timeout", "15"][..] } else { extra })
+        .args(if extra.is_empty() {
+            &["--timeout", "15"][..]
+        } else {
+            extra
+        })
         .env("XMPP_PASSWORD", "alice-password")
         .env("RUST_LOG", "warn")
         .output()

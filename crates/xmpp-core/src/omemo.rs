@@ -804,7 +804,14 @@ impl OmemoManager {
                 let policy = self.policy;
                 let result = self
                     .with_store(move |store| {
-                        store.record_identity_key(NS, jid_owned.as_str(), device, &bundle.identity_key(), policy, now())
+                        store.record_identity_key(
+                            NS,
+                            jid_owned.as_str(),
+                            device,
+                            &bundle.identity_key(),
+                            policy,
+                            now(),
+                        )
                     })
                     .await?;
                 if let Err(e) = result {
@@ -857,8 +864,10 @@ impl OmemoManager {
     ) -> Result<Vec<atm_trust::TrustEvent>, OmemoError> {
         let jid_owned = jid.clone();
         let fingerprint = fingerprint.to_owned();
-        self.with_store(move |store| set_trust_by_fingerprint(store, &jid_owned, &fingerprint, level))
-            .await?
+        self.with_store(move |store| {
+            set_trust_by_fingerprint(store, &jid_owned, &fingerprint, level)
+        })
+        .await?
     }
 
     /// Refreshes a device list after a message from a device it does not contain.
