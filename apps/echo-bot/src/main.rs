@@ -158,3 +158,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     client.close().await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -41,7 +41,8 @@ enum Command {
         #[command(flatten)]
         account: AccountArgs,
         /// The JID whose devices to show.
-        jid: String,
+        #[arg(value_name = "JID")]
+        contact: String,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -51,7 +52,8 @@ enum Command {
         #[command(flatten)]
         account: AccountArgs,
         /// The key's owner.
-        jid: String,
+        #[arg(value_name = "JID")]
+        contact: String,
         /// The fingerprint, in either form shown by `devices`.
         fingerprint: String,
     },
@@ -60,7 +62,8 @@ enum Command {
         #[command(flatten)]
         account: AccountArgs,
         /// The key's owner.
-        jid: String,
+        #[arg(value_name = "JID")]
+        contact: String,
         /// The fingerprint, in either form shown by `devices`.
         fingerprint: String,
     },
@@ -167,17 +170,29 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
         Command::Send(args) => send(args).await,
         Command::Fingerprint { account } => fingerprint(&account).await,
-        Command::Devices { account, jid, json } => devices(&account, &jid, json).await,
+        Command::Devices {
+            account,
+            contact,
+            json,
+        } => devices(&account, &contact, json).await,
         Command::Trust {
             account,
-            jid,
+            contact,
             fingerprint,
-        } => trust(&account, &jid, &fingerprint, TrustLevel::Authenticated).await,
+        } => trust(&account, &contact, &fingerprint, TrustLevel::Authenticated).await,
         Command::Distrust {
             account,
-            jid,
+            contact,
             fingerprint,
-        } => trust(&account, &jid, &fingerprint, TrustLevel::ManuallyDistrusted).await,
+        } => {
+            trust(
+                &account,
+                &contact,
+                &fingerprint,
+                TrustLevel::ManuallyDistrusted,
+            )
+            .await
+        }
     }
 }
 
@@ -450,4 +465,14 @@ async fn trust(
         );
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -278,3 +278,85 @@ async fn a_plaintext_answer_fails_the_send() {
     assert!(summary["unencrypted_replies"].as_u64().unwrap() >= 1);
     assert_eq!(summary["verified_chunks"], 0);
 }
+
+async fn sync_client_command(server: &TestServer, dir: &Path, args: &[&str]) -> Output {
+    let (command, rest) = args.split_first().unwrap();
+    Command::new(env!("CARGO_BIN_EXE_sync-client"))
+        .arg(command)
+        .args(["--jid", server.jid("alice").unwrap().as_str()])
+        .args(["--server", &format!("127.0.0.1:{}", server.port())])
+        .arg("--ca-file")
+        .arg(server.ca_file())
+        .arg("--db")
+        .arg(dir.join("alice.sqlite3"))
+        .args(rest)
+        .env("XMPP_PASSWORD", "alice-password")
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_trust_and_fingerprint_commands() {
+    let server = server();
+    let dir = tempfile::tempdir().unwrap();
+    let _bot = start_echo_bot(&server, &dir.path().join("bot.sqlite3")).await;
+
+    let output = sync_client_command(&server, dir.path(), &["fingerprint"]).await;
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("xmpp:alice@localhost?trust-message;encryption=urn:xmpp:omemo:2;trust="));
+    assert!(text.contains('█') || text.contains('▀'), "no QR code drawn");
+
+    let output =
+        sync_client_command(&server, dir.path(), &["devices", "bot@localhost", "--json"]).await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let devices: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let bot = &devices[0];
+    assert_eq!(bot["active"], true);
+    assert_eq!(bot["label_verified"], true);
+    assert_eq!(bot["trust"], "AutomaticallyTrusted");
+    let fingerprint = bot["fingerprint"].as_str().unwrap().to_owned();
+
+    // Authenticate the bot's key by its fingerprint; the next send reports that level.
+    let output = sync_client_command(
+        &server,
+        dir.path(),
+        &["trust", "bot@localhost", &fingerprint],
+    )
+    .await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("Authenticated"));
+    let small = workspace_root().join("apps/sync-client/tests/fixtures/chromium-Bookmarks.json");
+    let output = sync_client(&server, dir.path(), &small, &[]).await;
+    let summary = report(&output);
+    assert!(output.status.success(), "{summary}");
+    assert_eq!(summary["bot_devices"][0]["trust"], "Authenticated");
+
+    // Distrusted, the bot's device gets nothing: the send fails without sending.
+    let output = sync_client_command(
+        &server,
+        dir.path(),
+        &["distrust", "bot@localhost", &fingerprint],
+    )
+    .await;
+    assert!(output.status.success());
+    let output = sync_client(&server, dir.path(), &small, &[]).await;
+    assert!(!output.status.success());
+    assert_eq!(report(&output)["verified_chunks"], 0);
+
+    // An unknown fingerprint is a clear error.
+    let output =
+        sync_client_command(&server, dir.path(), &["trust", "bot@localhost", "00ff"]).await;
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("fingerprint"));
+}

@@ -440,6 +440,19 @@ impl OmemoManager {
     }
 
     async fn record_device_list(&self, jid: BareJid, list: &DeviceList) -> Result<(), OmemoError> {
+        // Labels can be verified for devices whose identity key we already know.
+        let jid_for_keys = jid.clone();
+        let mut keys: HashMap<DeviceId, IdentityPublicKey> = self
+            .with_store(move |store| store.devices(NS, jid_for_keys.as_str()))
+            .await??
+            .into_iter()
+            .filter_map(|d| d.identity_key.map(|k| (d.device_id, k)))
+            .collect();
+        if jid == self.own.jid {
+            keys.insert(self.own.device_id, self.own.identity.public_key());
+        }
+        let mut list = list.clone();
+        list.verify_labels(|id| keys.get(&id).copied());
         let listed: Vec<ListedDevice> = list
             .devices()
             .iter()
@@ -819,6 +832,8 @@ impl OmemoManager {
                 }
             }
         }
+        // Now that the keys are known, a second look verifies the labels.
+        self.refresh_device_list(jid, true).await?;
         let jid_owned = jid.clone();
         let own = Arc::clone(&self.own);
         let infos = self
