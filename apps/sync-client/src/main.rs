@@ -15,7 +15,7 @@ use sync_client::transfer::Transfer;
 use tracing_subscriber::EnvFilter;
 use xmpp_core::client::Client;
 use xmpp_core::jid::BareJid;
-use xmpp_core::omemo::{set_trust_by_fingerprint, OmemoManager};
+use xmpp_core::omemo::OmemoManager;
 use xmpp_core::settings::{read_config_file, AccountArgs, AccountFile, AccountSettings};
 use xmpp_core::TrustLevel;
 
@@ -47,7 +47,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Authenticate a key of JID (after comparing its fingerprint out of band).
+    /// Authenticate a key of JID (after comparing its fingerprint out of band); our
+    /// authenticated devices learn it through an ATM trust message (XEP-0450).
     Trust {
         #[command(flatten)]
         account: AccountArgs,
@@ -445,13 +446,14 @@ async fn trust(
     level: TrustLevel,
 ) -> anyhow::Result<bool> {
     let jid = parse_jid(jid)?;
-    let (mut store, _) = open_store(account).await?;
-    let fingerprint = fingerprint.to_owned();
-    let jid_owned = jid.clone();
-    let events = tokio::task::spawn_blocking(move || {
-        set_trust_by_fingerprint(&mut store, &jid_owned, &fingerprint, level)
-    })
-    .await??;
+    let (settings, _) = settings(account)?;
+    let (client, _events) = Client::start(&settings).await?;
+    let result = client
+        .manager()
+        .decide_trust(&jid, fingerprint, level)
+        .await;
+    client.close().await;
+    let (events, announced) = result?;
     if events.is_empty() {
         println!("{jid}: the key already had that trust level");
     }
@@ -463,6 +465,9 @@ async fn trust(
             event.old_level,
             event.new_level
         );
+    }
+    if announced > 0 {
+        println!("sent {announced} ATM trust message(s) to authenticated devices");
     }
     Ok(true)
 }

@@ -9,6 +9,7 @@
 //!   affix verification;
 //! - [`hints`]: EME (XEP-0380) and store (XEP-0334) hints, wrapping and finding
 //!   `<encrypted>` in a `<message>`;
+//! - [`tm`]: XEP-0434 trust messages as XEP-0450 (ATM) uses them;
 //! - [`pep`]: device-list and bundle requests, the publish-options fallbacks, and the
 //!   interpretation of answers and notifications.
 //!
@@ -65,5 +66,6 @@ pub mod ns;
 pub mod omemo2;
 pub mod pep;
 pub mod sce;
+pub mod tm;
 
 pub use error::Error;

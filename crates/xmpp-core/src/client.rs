@@ -251,7 +251,7 @@ async fn handle_message(
         Some(Ok(encrypted)) => {
             let device = encrypted.sid;
             match manager
-                .receive(message, encrypted, sender.clone(), recipient)
+                .receive(message, encrypted, sender.clone(), recipient, sent_carbon)
                 .await
             {
                 Ok(received) => {

@@ -10,14 +10,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use atm_trust::{
-    DecryptionCommit, ListedDevice, Namespace, SessionUpdate, Store, StoreError, TrustLevel,
-    TrustPolicy,
+    DecryptionCommit, KeyOwnerDecisions, ListedDevice, Namespace, SessionUpdate, Store, StoreError,
+    TrustLevel, TrustPolicy,
 };
 use omemo_crypto::{
     payload, Bundle, DeviceId, IdentityKeyPair, IdentityPublicKey, KeyMaterial, KeyMessage, Session,
 };
 use omemo_pep::omemo2::{DeviceEntry, DeviceList, EncryptedKey, EncryptedMessage, RecipientKeys};
 use omemo_pep::pep::{self, Fetched, Publication, PublishProgress};
+use omemo_pep::tm::{KeyOwner, TrustMessage};
 use omemo_pep::{hints, sce};
 use rand_core::OsRng;
 use tokio::sync::Mutex as AsyncMutex;
@@ -551,6 +552,18 @@ impl OmemoManager {
         to: &BareJid,
         content: Vec<Element>,
     ) -> Result<SendReport, OmemoError> {
+        self.send_encrypted(to, content, TrustLevel::is_accepted)
+            .await
+    }
+
+    /// Like [`OmemoManager::send_sensitive`], encrypting only for devices whose trust level
+    /// passes `accept` (ATM trust messages go to Authenticated devices only).
+    pub async fn send_encrypted(
+        &self,
+        to: &BareJid,
+        content: Vec<Element>,
+        accept: fn(TrustLevel) -> bool,
+    ) -> Result<SendReport, OmemoError> {
         if !self.refresh_device_list(to, false).await? {
             return Err(OmemoError::NoOmemo(to.clone()));
         }
@@ -613,6 +626,7 @@ impl OmemoManager {
                     store,
                     &own,
                     policy,
+                    accept,
                     &recipients,
                     bundles,
                     &envelope_bytes,
@@ -696,6 +710,7 @@ impl OmemoManager {
         encrypted: EncryptedMessage,
         sender: BareJid,
         recipient: BareJid,
+        sent_carbon: bool,
     ) -> Result<Received, ReceiveError> {
         let own = Arc::clone(&self.own);
         let policy = self.policy;
@@ -727,7 +742,18 @@ impl OmemoManager {
         }
         match outcome.envelope {
             Some(envelope) => {
-                let content: Vec<Element> = envelope.sensitive_content().cloned().collect();
+                // Trust messages are handled here and never shown (XEP-0450); those in
+                // carbons of our own sent messages are not for us.
+                let (trust_messages, content): (Vec<Element>, Vec<Element>) = envelope
+                    .sensitive_content()
+                    .cloned()
+                    .partition(TrustMessage::is_trust_message);
+                if !sent_carbon {
+                    for element in &trust_messages {
+                        self.apply_trust_message(&sender, &outcome.e2ee.identity_key, element)
+                            .await;
+                    }
+                }
                 if content.is_empty() {
                     return Ok(Received::Empty);
                 }
@@ -881,8 +907,163 @@ impl OmemoManager {
         let fingerprint = fingerprint.to_owned();
         self.with_store(move |store| {
             set_trust_by_fingerprint(store, &jid_owned, &fingerprint, level)
+                .map(|(_, events)| events)
         })
         .await?
+    }
+
+    /// Applies a received ATM trust message; problems are logged, never fatal.
+    async fn apply_trust_message(
+        &self,
+        sender: &BareJid,
+        sender_key: &IdentityPublicKey,
+        element: &Element,
+    ) {
+        let message = match TrustMessage::try_from(element) {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::warn!(%sender, error = %e, "ignoring a malformed trust message");
+                return;
+            }
+        };
+        let keys = |list: &[Vec<u8>]| -> Vec<IdentityPublicKey> {
+            list.iter()
+                .filter_map(|k| IdentityPublicKey::from_bytes(k).ok())
+                .collect()
+        };
+        let decisions: Vec<KeyOwnerDecisions> = message
+            .key_owners
+            .iter()
+            .map(|owner| KeyOwnerDecisions {
+                jid: owner.jid.to_string(),
+                trust: keys(&owner.trust),
+                distrust: keys(&owner.distrust),
+            })
+            .collect();
+        let own = self.own.jid.clone();
+        let sender_owned = sender.clone();
+        let sender_key = *sender_key;
+        match self
+            .with_store(move |store| {
+                store.apply_trust_message(
+                    own.as_str(),
+                    sender_owned.as_str(),
+                    &sender_key,
+                    &decisions,
+                    now(),
+                )
+            })
+            .await
+        {
+            Ok(Ok(outcome)) => {
+                for event in &outcome.events {
+                    tracing::info!(jid = %event.jid, key = %event.identity_key.fingerprint(), old = ?event.old_level, new = ?event.new_level, "trust changed by an ATM trust message");
+                }
+                if outcome.stored > 0 || outcome.refused > 0 {
+                    tracing::info!(%sender, stored = outcome.stored, refused = outcome.refused, "ATM decisions kept for later or refused");
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(%sender, error = %e, "applying a trust message failed"),
+            Err(e) => tracing::warn!(%sender, error = %e, "applying a trust message failed"),
+        }
+    }
+
+    /// Records a manual decision about a key and announces it with ATM trust messages
+    /// (XEP-0450 §use-cases): to our own devices whose keys are Authenticated, and, when a
+    /// contact's key is authenticated, our own authenticated and distrusted keys to that
+    /// contact's Authenticated devices. Returns the trust events and how many trust messages
+    /// went out.
+    pub async fn decide_trust(
+        &self,
+        jid: &BareJid,
+        fingerprint: &str,
+        level: TrustLevel,
+    ) -> Result<(Vec<atm_trust::TrustEvent>, usize), OmemoError> {
+        let jid_owned = jid.clone();
+        let fingerprint = fingerprint.to_owned();
+        let (key, events) = self
+            .with_store(move |store| {
+                set_trust_by_fingerprint(store, &jid_owned, &fingerprint, level)
+            })
+            .await??;
+        let authenticated = level == TrustLevel::Authenticated;
+        let owner = KeyOwner {
+            jid: jid.clone(),
+            trust: if authenticated {
+                vec![key.to_bytes().to_vec()]
+            } else {
+                Vec::new()
+            },
+            distrust: if authenticated {
+                Vec::new()
+            } else {
+                vec![key.to_bytes().to_vec()]
+            },
+        };
+        let mut sent = 0;
+        let own_jid = self.own.jid.clone();
+        if self
+            .send_trust_message(
+                &own_jid,
+                TrustMessage {
+                    key_owners: vec![owner],
+                },
+            )
+            .await?
+        {
+            sent += 1;
+        }
+        if authenticated && jid != &own_jid {
+            let own_for_store = own_jid.clone();
+            let own_keys = self
+                .with_store(move |store| store.identity_keys(own_for_store.as_str()))
+                .await??;
+            let pick = |wanted: TrustLevel| -> Vec<Vec<u8>> {
+                own_keys
+                    .iter()
+                    .filter(|(_, level)| *level == wanted)
+                    .map(|(k, _)| k.to_bytes().to_vec())
+                    .collect()
+            };
+            let owner = KeyOwner {
+                jid: own_jid.clone(),
+                trust: pick(TrustLevel::Authenticated),
+                distrust: pick(TrustLevel::ManuallyDistrusted),
+            };
+            if !(owner.trust.is_empty() && owner.distrust.is_empty())
+                && self
+                    .send_trust_message(
+                        jid,
+                        TrustMessage {
+                            key_owners: vec![owner],
+                        },
+                    )
+                    .await?
+            {
+                sent += 1;
+            }
+        }
+        Ok((events, sent))
+    }
+
+    /// Sends a trust message to `to`'s Authenticated devices; false if there are none.
+    async fn send_trust_message(
+        &self,
+        to: &BareJid,
+        message: TrustMessage,
+    ) -> Result<bool, OmemoError> {
+        let is_authenticated: fn(TrustLevel) -> bool = |level| level == TrustLevel::Authenticated;
+        match self
+            .send_encrypted(to, vec![message.to_element()], is_authenticated)
+            .await
+        {
+            Ok(report) => {
+                tracing::info!(%to, devices = report.encrypted_for.len(), "sent an ATM trust message");
+                Ok(true)
+            }
+            Err(OmemoError::NoTrustedDevice(_) | OmemoError::NoOmemo(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Refreshes a device list after a message from a device it does not contain.
@@ -915,7 +1096,7 @@ pub fn set_trust_by_fingerprint(
     jid: &BareJid,
     fingerprint: &str,
     level: TrustLevel,
-) -> Result<Vec<atm_trust::TrustEvent>, OmemoError> {
+) -> Result<(IdentityPublicKey, Vec<atm_trust::TrustEvent>), OmemoError> {
     let wanted: String = fingerprint
         .chars()
         .filter(|c| !c.is_whitespace() && *c != ':')
@@ -936,7 +1117,8 @@ pub fn set_trust_by_fingerprint(
         .into_iter()
         .find(|k| k.fingerprint().replace(' ', "") == wanted || k.key_id_hex() == wanted)
         .ok_or_else(|| OmemoError::UnknownKey(jid.clone()))?;
-    Ok(store.set_trust_level(jid.as_str(), &key, level, now())?)
+    let events = store.set_trust_level(jid.as_str(), &key, level, now())?;
+    Ok((key, events))
 }
 
 struct DecryptOutcome {
@@ -1043,10 +1225,12 @@ fn decrypt_message(
 
 /// The send path inside the store lock: sessions for new devices, trust filter, one payload,
 /// one ratchet step per device, one commit.
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename the list
 fn encrypt_for_devices(
     store: &mut Store,
     own: &OwnIdentity,
     policy: TrustPolicy,
+    accept: fn(TrustLevel) -> bool,
     recipients: &[BareJid],
     bundles: Vec<(BareJid, DeviceId, Bundle)>,
     envelope: &[u8],
@@ -1114,7 +1298,7 @@ fn encrypt_for_devices(
                 }
                 Err(e) => return Err(e.into()),
             };
-            if !level.is_accepted() {
+            if !accept(level) {
                 report
                     .skipped
                     .push((jid.clone(), id, format!("trust level {level:?}")));

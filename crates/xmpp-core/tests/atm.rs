@@ -1,0 +1,141 @@
+//! Automatic Trust Management (XEP-0450) between two devices of one account, through a real
+//! Prosody: once alice's two devices have authenticated each other, authenticating bob's
+//! key on one of them makes it Authenticated on the other, by an encrypted trust message.
+
+// Test helpers outside #[test] functions fail loudly on purpose.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use test_prosody::TestServer;
+use xmpp_core::client::Client;
+use xmpp_core::jid::BareJid;
+use xmpp_core::omemo::DeviceInfo;
+use xmpp_core::settings::{AccountSettings, Password, ServerAddress, TrustPolicySetting};
+use xmpp_core::TrustLevel;
+
+fn settings(server: &TestServer, user: &str, db: &Path, label: &str) -> AccountSettings {
+    AccountSettings {
+        jid: server.jid(user).unwrap(),
+        password: Password::new(format!("{user}-password")),
+        server: Some(ServerAddress {
+            host: "127.0.0.1".to_owned(),
+            port: server.port(),
+        }),
+        ca_file: Some(server.ca_file().to_owned()),
+        insecure_plaintext: false,
+        db: db.to_owned(),
+        label: label.to_owned(),
+        trust_policy: TrustPolicySetting::Toakafa,
+    }
+}
+
+fn fingerprint_of(devices: &[DeviceInfo], device: u32) -> String {
+    devices
+        .iter()
+        .find(|d| d.device.get() == device)
+        .and_then(|d| d.identity_key)
+        .map(|k| k.fingerprint())
+        .unwrap_or_else(|| panic!("device {device} unknown: {devices:?}"))
+}
+
+async fn trust_of(client: &Client, jid: &BareJid, device: u32) -> Option<TrustLevel> {
+    client
+        .manager()
+        .devices(jid)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|d| d.device.get() == device)
+        .and_then(|d| d.trust)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authenticating_a_contact_key_reaches_our_other_authenticated_device() {
+    let server = TestServer::start().unwrap();
+    server.create_account("alice", "alice-password").unwrap();
+    server.create_account("bob", "bob-password").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let alice = server.jid("alice").unwrap();
+    let bob = server.jid("bob").unwrap();
+
+    let (phone, _phone_events) = Client::start(&settings(
+        &server,
+        "alice",
+        &dir.path().join("phone.db"),
+        "phone",
+    ))
+    .await
+    .unwrap();
+    let (laptop, _laptop_events) = Client::start(&settings(
+        &server,
+        "alice",
+        &dir.path().join("laptop.db"),
+        "laptop",
+    ))
+    .await
+    .unwrap();
+    let (bob_client, _bob_events) =
+        Client::start(&settings(&server, "bob", &dir.path().join("bob.db"), "bob"))
+            .await
+            .unwrap();
+    let phone_id = phone.manager().own().device_id.get();
+    let laptop_id = laptop.manager().own().device_id.get();
+    let bob_id = bob_client.manager().own().device_id.get();
+
+    // The two devices authenticate each other (as after scanning each other's QR code).
+    let laptop_fp = fingerprint_of(&phone.manager().devices(&alice).await.unwrap(), laptop_id);
+    let phone_fp = fingerprint_of(&laptop.manager().devices(&alice).await.unwrap(), phone_id);
+    phone
+        .manager()
+        .decide_trust(&alice, &laptop_fp, TrustLevel::Authenticated)
+        .await
+        .unwrap();
+    laptop
+        .manager()
+        .decide_trust(&alice, &phone_fp, TrustLevel::Authenticated)
+        .await
+        .unwrap();
+
+    // The laptop knows bob's key only from his bundle, trusted blindly (TOAKAFA).
+    assert_eq!(
+        trust_of(&laptop, &bob, bob_id).await,
+        Some(TrustLevel::AutomaticallyTrusted)
+    );
+
+    // The phone authenticates bob's key and tells the laptop.
+    let bob_fp = fingerprint_of(&phone.manager().devices(&bob).await.unwrap(), bob_id);
+    let (events, announced) = phone
+        .manager()
+        .decide_trust(&bob, &bob_fp, TrustLevel::Authenticated)
+        .await
+        .unwrap();
+    assert!(events
+        .iter()
+        .any(|e| e.new_level == TrustLevel::Authenticated));
+    assert!(announced >= 1, "no trust message was sent");
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if trust_of(&laptop, &bob, bob_id).await == Some(TrustLevel::Authenticated) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the laptop never learned that bob's key is authenticated"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The trust message went over the wire encrypted, like everything else.
+    let log = server.stanza_log();
+    assert!(
+        !log.contains("urn:xmpp:tm:1"),
+        "a trust message reached the server in plaintext"
+    );
+
+    phone.close().await;
+    laptop.close().await;
+    bob_client.close().await;
+}
