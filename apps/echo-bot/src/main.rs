@@ -1,13 +1,11 @@
 //! `echo-bot`: logs into an XMPP account, publishes its OMEMO 2 device and answers every
 //! OMEMO-encrypted message with an encrypted `Your message: <body>`.
 
-use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
 use serde::Deserialize;
-use tracing_subscriber::EnvFilter;
 use xmpp_core::client::{Client, ClientEvent};
 use xmpp_core::settings::{read_config_file, AccountArgs, AccountFile, AccountSettings};
 
@@ -45,7 +43,7 @@ struct EchoSection {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.account.verbose);
+    xmpp_core::logging::init(cli.account.verbose, "info");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -60,21 +58,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_tracing(verbose: u8) {
-    // refinery reports every start-up at info level; keep that out of the default output.
-    let default = match verbose {
-        0 => "info,refinery_core=warn",
-        1 => "debug,refinery_core=warn",
-        _ => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -1,7 +1,6 @@
 //! `sync-client`: sends a browser's bookmarks end-to-end encrypted (OMEMO 2) to the echo bot
 //! and verifies the encrypted answers; shows and manages the trust in devices.
 
-use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -12,7 +11,6 @@ use serde::Deserialize;
 use sync_client::bookmarks::{self, Format};
 use sync_client::send::{send_transfer, ChunkOutcome};
 use sync_client::transfer::Transfer;
-use tracing_subscriber::EnvFilter;
 use xmpp_core::client::Client;
 use xmpp_core::jid::BareJid;
 use xmpp_core::omemo::OmemoManager;
@@ -119,7 +117,7 @@ fn main() -> ExitCode {
         | Command::Trust { account, .. }
         | Command::Distrust { account, .. } => account.verbose,
     };
-    init_tracing(verbose);
+    xmpp_core::logging::init(verbose, "warn");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -135,21 +133,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_tracing(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info,refinery_core=warn",
-        2 => "debug,refinery_core=warn",
-        _ => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 fn settings(account: &AccountArgs) -> anyhow::Result<(AccountSettings, ConfigFile)> {
