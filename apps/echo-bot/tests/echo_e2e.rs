@@ -43,7 +43,7 @@ async fn start_bot(server: &TestServer, user: &str, db: &Path, extra: &[&str]) -
         .env("XMPP_PASSWORD", "bot-password")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .unwrap();

@@ -49,7 +49,7 @@ fn peer(server: &TestServer, user: &str, mode: &str, extra: &[&str]) -> Command 
         .env("XMPP_PASSWORD", format!("{user}-password"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::null())
         .kill_on_drop(true);
     command
 }
@@ -98,6 +98,8 @@ async fn start_bot(server: &TestServer, db: &Path) -> (Child, String) {
         .env("XMPP_PASSWORD", "bot-password")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
+        // Not inherited: an orphan must not hold the test runner's output pipe open.
+        .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .unwrap();

@@ -44,6 +44,8 @@ async fn start_echo_bot(server: &TestServer, db: &Path) -> Child {
         .env("XMPP_PASSWORD", "bot-password")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
+        // Not inherited: an orphan must not hold the test runner's output pipe open.
+        .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -83,6 +85,8 @@ async fn start_python_peer(server: &TestServer, mode: &str) -> Child {
         .env("XMPP_PASSWORD", "bot-password")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
+        // Not inherited: an orphan must not hold the test runner's output pipe open.
+        .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
