@@ -54,7 +54,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("echo-bot: {e:#}");
+            eprintln!("echo-bot: {}", xmpp_core::logging::one_line(e.as_ref()));
             ExitCode::FAILURE
         }
     }

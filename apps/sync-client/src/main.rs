@@ -129,7 +129,7 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("sync-client: {e:#}");
+            eprintln!("sync-client: {}", xmpp_core::logging::one_line(e.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -22,3 +22,39 @@ pub fn init(verbose: u8, quiet: &str) {
         .with_writer(std::io::stderr)
         .try_init();
 }
+
+/// An error and its causes on one line (`a: b: c`), leaving out causes whose text the
+/// message already contains (many errors repeat their source in their own message).
+pub fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer: {0}")]
+    struct Repeats(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Plain(#[source] std::io::Error);
+
+    #[test]
+    fn causes_are_listed_once() {
+        let io = || std::io::Error::other("disk on fire");
+        assert_eq!(one_line(&Repeats(io())), "outer: disk on fire");
+        assert_eq!(one_line(&Plain(io())), "outer: disk on fire");
+    }
+}

@@ -229,9 +229,24 @@ pub fn read_config_file<T: for<'de> Deserialize<'de> + Default>(
         path: path.to_owned(),
         source,
     })?;
-    toml::from_str(&text).map_err(|e| SettingsError::Parse {
-        path: path.to_owned(),
-        message: e.to_string().trim_end().to_owned(),
+    toml::from_str(&text).map_err(|e| {
+        // One line, with the position: `line L, column C: what is wrong`.
+        let position = e.span().map(|span| {
+            let before = text.get(..span.start).unwrap_or_default();
+            let line = before.matches('\n').count() + 1;
+            let column = before
+                .rsplit('\n')
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .count()
+                + 1;
+            format!("line {line}, column {column}: ")
+        });
+        SettingsError::Parse {
+            path: path.to_owned(),
+            message: format!("{}{}", position.unwrap_or_default(), e.message().trim_end()),
+        }
     })
 }
 
