@@ -160,3 +160,10 @@ down:
         fi
         rm -f "$pidfile"
     done
+
+# Fuzz one target with libFuzzer for SECONDS (targets: protobuf, decrypt, pep_xml, bookmarks).
+# Stable toolchain: RUSTC_BOOTSTRAP=1 lets cargo-fuzz pass its nightly-only flags. Findings
+# land in fuzz/artifacts/TARGET/; copy real crashes to fuzz/artifacts/regressions/TARGET/.
+fuzz target seconds="600":
+    command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+    RUSTC_BOOTSTRAP=1 cargo fuzz run --features libfuzzer "{{target}}" "fuzz/corpus/{{target}}" -- -max_total_time={{seconds}} -print_final_stats=1

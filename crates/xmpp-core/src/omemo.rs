@@ -119,6 +119,9 @@ pub enum ReceiveError {
     /// The store failed.
     #[error("store: {0}")]
     Store(StoreError),
+    /// The background task that decrypts panicked or was cancelled.
+    #[error("internal task failed")]
+    Internal,
 }
 
 impl ReceiveError {
@@ -728,7 +731,7 @@ impl OmemoManager {
                 )
             })
             .await
-            .map_err(|_| ReceiveError::Store(StoreError::NoOwnDevice))??;
+            .map_err(|_| ReceiveError::Internal)??;
 
         if outcome.used_pre_key {
             if let Err(e) = self.publish_bundle().await {
