@@ -18,6 +18,7 @@ fmt:
 # Formatting check and clippy with warnings as errors.
 lint:
     cargo fmt --all -- --check
+    cargo fmt --manifest-path fuzz/Cargo.toml -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
 
 # The sans-IO crates must not depend on tokio, rusqlite or tokio-xmpp.
@@ -66,6 +67,9 @@ prosody:
 # Everything CI checks: lint, dependency rules, all tests including the interop runs.
 test: lint sans-io venv prosody
     cargo test --workspace --locked
+    # The fuzz corpora and regression inputs, replayed on stable (fuzz/ is its own workspace;
+    # sharing the target directory reuses most of the build).
+    CARGO_TARGET_DIR="{{root}}/target" cargo test --manifest-path fuzz/Cargo.toml --locked
     OMEMO_PYTHON="{{python}}" cargo test --workspace --locked -- --ignored
 
 # Benchmarks (criterion); each prints a summary table with its ratios and percentiles.
