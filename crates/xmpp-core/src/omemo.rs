@@ -613,15 +613,16 @@ impl OmemoManager {
         let own = Arc::clone(&self.own);
         let policy = self.policy;
         let to_owned = to.clone();
-        let mut envelope = sce::Envelope::new(
+        let envelope_bytes = sce::Envelope::new(
             content,
             own.jid.clone(),
             to.clone(),
-            Some(xmpp_parsers::date::DateTime(chrono_now())),
+            Some(xmpp_parsers::date::DateTime(
+                chrono::Utc::now().fixed_offset(),
+            )),
             &mut OsRng,
-        );
-        let envelope_bytes = envelope.to_bytes()?;
-        envelope.content.children.clear();
+        )
+        .to_bytes()?;
         let stanza_id = self.iq_id("msg");
         let (encrypted, report) = self
             .with_store(move |store| {
@@ -1085,10 +1086,6 @@ impl OmemoManager {
             }
         }
     }
-}
-
-fn chrono_now() -> chrono::DateTime<chrono::FixedOffset> {
-    chrono::Utc::now().fixed_offset()
 }
 
 /// Records a manual trust decision for the key of `jid` whose fingerprint (either form:
