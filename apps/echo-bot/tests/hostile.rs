@@ -7,8 +7,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
 
 use omemo_crypto::{payload, DeviceId, IdentityKeyPair, KeyMessage, Session};
 use omemo_pep::omemo2::{EncryptedKey, EncryptedMessage, RecipientKeys};
@@ -16,46 +14,14 @@ use omemo_pep::pep::{self, Fetched};
 use omemo_pep::{hints, sce};
 use rand_core::OsRng;
 use test_prosody::TestServer;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-use xmpp_core::client::{Client, ClientEvent};
+use xmpp_core::client::Client;
 use xmpp_core::connection::{Connection, ConnectionConfig, Events, Secret};
 use xmpp_core::jid::{BareJid, Jid};
 use xmpp_core::message::MessageType;
-use xmpp_core::settings::{AccountSettings, Password, ServerAddress, TrustPolicySetting};
 
-async fn start_bot(server: &TestServer, db: &Path) -> (Child, DeviceId) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_echo-bot"))
-        .args(["--jid", server.jid("bot").unwrap().as_str()])
-        .args(["--server", &format!("127.0.0.1:{}", server.port())])
-        .arg("--ca-file")
-        .arg(server.ca_file())
-        .arg("--db")
-        .arg(db)
-        .env("XMPP_PASSWORD", "bot-password")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        // Not inherited: an orphan must not hold the test runner's output pipe open.
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let device = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(d) = line
-                .split_whitespace()
-                .find_map(|kv| kv.strip_prefix("device="))
-            {
-                return DeviceId::new(d.parse().unwrap()).unwrap();
-            }
-        }
-        panic!("echo-bot exited before it was ready");
-    })
-    .await
-    .unwrap();
-    (child, device)
-}
+mod common;
+
+use common::{echo_round, settings, start_bot};
 
 /// The attacker: a raw connection plus a hand-driven OMEMO session with the bot.
 struct Mallory {
@@ -165,28 +131,6 @@ fn stored_session(db: &Path, jid: &BareJid, device: DeviceId) -> Option<Vec<u8>>
         .map(|blob| blob.to_vec())
 }
 
-async fn echo_round(
-    client: &Client,
-    events: &mut tokio::sync::mpsc::UnboundedReceiver<ClientEvent>,
-    bot: &BareJid,
-    text: &str,
-) {
-    client.send_body(bot, text).await.unwrap();
-    let reply = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            if let ClientEvent::Encrypted(m) = events.recv().await.unwrap() {
-                return m;
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("the bot stopped answering after: {text}"));
-    assert_eq!(
-        reply.body.as_deref(),
-        Some(format!("Your message: {text}").as_str())
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_messages_change_nothing_and_the_bot_keeps_answering() {
     let server = TestServer::start().unwrap();
@@ -197,21 +141,10 @@ async fn hostile_messages_change_nothing_and_the_bot_keeps_answering() {
     }
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("bot.sqlite3");
-    let (_bot, bot_device) = start_bot(&server, &db).await;
+    let bot_process = start_bot(&server, "bot", &db, &[]).await;
+    let bot_device = DeviceId::new(bot_process.device.parse().unwrap()).unwrap();
     let bot = server.jid("bot").unwrap();
-    let alice_settings = AccountSettings {
-        jid: server.jid("alice").unwrap(),
-        password: Password::new("alice-password".into()),
-        server: Some(ServerAddress {
-            host: "127.0.0.1".into(),
-            port: server.port(),
-        }),
-        ca_file: Some(server.ca_file().to_owned()),
-        insecure_plaintext: false,
-        db: dir.path().join("alice.sqlite3"),
-        label: "alice".into(),
-        trust_policy: TrustPolicySetting::Toakafa,
-    };
+    let alice_settings = settings(&server, "alice", &dir.path().join("alice.sqlite3"));
     let (alice, mut alice_events) = Client::start(&alice_settings).await.unwrap();
     echo_round(&alice, &mut alice_events, &bot, "hello before the attack").await;
 

@@ -16,7 +16,10 @@ use test_prosody::TestServer;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use xmpp_core::client::{Client, ClientEvent};
-use xmpp_core::settings::{AccountSettings, Password, ServerAddress, TrustPolicySetting};
+
+mod common;
+
+use common::{settings, start_bot};
 
 const MESSAGES: usize = 50;
 
@@ -87,39 +90,6 @@ async fn start_peer(mut command: Command) -> (Child, serde_json::Value) {
     (child, ready)
 }
 
-async fn start_bot(server: &TestServer, db: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_echo-bot"))
-        .args(["--jid", server.jid("bot").unwrap().as_str()])
-        .args(["--server", &format!("127.0.0.1:{}", server.port())])
-        .arg("--ca-file")
-        .arg(server.ca_file())
-        .arg("--db")
-        .arg(db)
-        .env("XMPP_PASSWORD", "bot-password")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        // Not inherited: an orphan must not hold the test runner's output pipe open.
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let device = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(device) = line
-                .split_whitespace()
-                .find_map(|kv| kv.strip_prefix("device="))
-            {
-                return device.to_owned();
-            }
-        }
-        panic!("echo-bot exited before it was ready");
-    })
-    .await
-    .unwrap();
-    (child, device)
-}
-
 fn accounts(server: &TestServer, users: &[&str]) {
     for user in users {
         server
@@ -134,7 +104,8 @@ async fn python_client_talks_to_the_rust_echo_bot() {
     let server = TestServer::start().unwrap();
     accounts(&server, &["bot", "alice", "bob"]);
     let dir = tempfile::tempdir().unwrap();
-    let (_bot, device) = start_bot(&server, &dir.path().join("bot.sqlite3")).await;
+    let bot = start_bot(&server, "bot", &dir.path().join("bot.sqlite3"), &[]).await;
+    let device = bot.device.clone();
 
     // The reference validates the published device list and bundle.
     let (status, report) = run_peer(peer(
@@ -199,19 +170,7 @@ async fn rust_client_talks_to_the_python_echo_peer() {
     .await;
     let peer_device = ready["device_id"].as_u64().unwrap();
 
-    let settings = AccountSettings {
-        jid: server.jid("carol").unwrap(),
-        password: Password::new("carol-password".to_owned()),
-        server: Some(ServerAddress {
-            host: "127.0.0.1".to_owned(),
-            port: server.port(),
-        }),
-        ca_file: Some(server.ca_file().to_owned()),
-        insecure_plaintext: false,
-        db: dir.path().join("carol.sqlite3"),
-        label: "carol".to_owned(),
-        trust_policy: TrustPolicySetting::Toakafa,
-    };
+    let settings = settings(&server, "carol", &dir.path().join("carol.sqlite3"));
     let (client, mut events) = Client::start(&settings).await.unwrap();
     let pybot = server.jid("pybot").unwrap();
     let started = Instant::now();

@@ -1,0 +1,136 @@
+//! Helpers shared by the echo-bot integration tests: the bot process, a test client's
+//! settings, and one verified echo round trip.
+
+// Not every test file uses every helper; failures should fail loudly.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use test_prosody::TestServer;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc::UnboundedReceiver;
+use xmpp_core::client::{Client, ClientEvent};
+use xmpp_core::jid::BareJid;
+use xmpp_core::settings::{AccountSettings, Password, ServerAddress, TrustPolicySetting};
+
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running echo-bot process; killed when dropped.
+pub(crate) struct Bot {
+    pub(crate) child: Child,
+    /// The device id the bot printed when it was ready.
+    pub(crate) device: String,
+}
+
+/// Starts the echo-bot binary and waits for its "ready" line.
+pub(crate) async fn start_bot(server: &TestServer, user: &str, db: &Path, extra: &[&str]) -> Bot {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_echo-bot"))
+        .args([
+            "--jid",
+            server.jid(user).unwrap().as_str(),
+            "--server",
+            &format!("127.0.0.1:{}", server.port()),
+            "--ca-file",
+            server.ca_file().to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+            "--label",
+            "echo-bot under test",
+        ])
+        .args(extra)
+        .env("XMPP_PASSWORD", "bot-password")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(TIMEOUT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.strip_prefix("echo-bot ready: ") {
+                return rest.to_owned();
+            }
+        }
+        panic!("echo-bot exited before it was ready");
+    })
+    .await
+    .expect("echo-bot did not get ready in time");
+    let device = ready
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("device="))
+        .unwrap()
+        .to_owned();
+    Bot { child, device }
+}
+
+pub(crate) async fn stop_bot(mut bot: Bot) {
+    let pid = bot.child.id().unwrap();
+    // SIGTERM: the bot shuts down cleanly.
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(TIMEOUT, bot.child.wait())
+        .await
+        .expect("echo-bot did not stop on SIGTERM")
+        .unwrap();
+    assert!(status.success(), "echo-bot exited with {status}");
+}
+
+pub(crate) fn settings(server: &TestServer, user: &str, db: &Path) -> AccountSettings {
+    AccountSettings {
+        jid: server.jid(user).unwrap(),
+        password: Password::new(format!("{user}-password")),
+        server: Some(ServerAddress {
+            host: "127.0.0.1".to_owned(),
+            port: server.port(),
+        }),
+        ca_file: Some(server.ca_file().to_owned()),
+        insecure_plaintext: false,
+        db: db.to_owned(),
+        label: format!("{user} test client"),
+        trust_policy: TrustPolicySetting::Toakafa,
+    }
+}
+
+/// Waits for the next decrypted message; other events are skipped.
+pub(crate) async fn next_encrypted(
+    events: &mut UnboundedReceiver<ClientEvent>,
+    within: Duration,
+) -> Option<Box<xmpp_core::omemo::DecryptedMessage>> {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        match tokio::time::timeout(left, events.recv()).await {
+            Ok(Some(ClientEvent::Encrypted(message))) => return Some(message),
+            Ok(Some(ClientEvent::Plaintext { from, body, .. })) => {
+                panic!("unexpected plaintext from {from}: {body}")
+            }
+            Ok(Some(_)) => continue,
+            Ok(None) | Err(_) => return None,
+        }
+    }
+}
+
+pub(crate) async fn echo_round(
+    client: &Client,
+    events: &mut UnboundedReceiver<ClientEvent>,
+    bot: &BareJid,
+    text: &str,
+) {
+    client.send_body(bot, text).await.unwrap();
+    let reply = next_encrypted(events, TIMEOUT)
+        .await
+        .unwrap_or_else(|| panic!("no encrypted answer to {text:?}"));
+    assert_eq!(reply.e2ee.sender, *bot);
+    assert_eq!(
+        reply.body.as_deref(),
+        Some(format!("Your message: {text}").as_str())
+    );
+    assert!(reply.e2ee.trust.is_accepted(), "{:?}", reply.e2ee.trust);
+}
