@@ -21,6 +21,13 @@ pub(crate) enum PlaintextReply {
 pub(crate) const PLAINTEXT_NOTICE: &str =
     "This bot only answers OMEMO 2 encrypted messages. Please enable OMEMO in your client.";
 
+/// The longest body (in bytes) that is echoed. An echo is a little larger than the message it
+/// answers (the prefix, keys for more devices), so echoing a message that barely fit under the
+/// server's stanza limit (Prosody: 256 KiB) would get the bot's own stream closed for an
+/// oversized stanza. Longer messages get a short encrypted note instead; the bookmark client's
+/// chunks are far below this.
+pub(crate) const MAX_ECHO_BYTES: usize = 128 * 1024;
+
 /// The bot's reaction to one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Action {
@@ -44,6 +51,13 @@ pub(crate) fn decide(event: &ClientEvent, own: &BareJid, plaintext: PlaintextRep
                 return Action::Ignore("sender device is not trusted");
             }
             match &message.body {
+                Some(body) if body.len() > MAX_ECHO_BYTES => Action::EncryptedReply {
+                    to: e2ee.sender.clone(),
+                    body: format!(
+                        "Your message is too long to echo ({} bytes; the limit is {MAX_ECHO_BYTES}).",
+                        body.len()
+                    ),
+                },
                 Some(body) => Action::EncryptedReply {
                     to: e2ee.sender.clone(),
                     body: format!("Your message: {body}"),
@@ -115,6 +129,31 @@ mod tests {
                 }
             );
         }
+    }
+
+    #[test]
+    fn overlong_messages_get_an_encrypted_note_instead_of_an_echo() {
+        let alice = BareJid::new("alice@example.org").unwrap();
+        let at_limit = "a".repeat(MAX_ECHO_BYTES);
+        let event = encrypted(alice.as_str(), TrustLevel::ManuallyTrusted, Some(&at_limit));
+        assert_eq!(
+            decide(&event, &bot(), PlaintextReply::Ignore),
+            Action::EncryptedReply {
+                to: alice.clone(),
+                body: format!("Your message: {at_limit}")
+            }
+        );
+        let over = "é".repeat(MAX_ECHO_BYTES / 2 + 1);
+        let event = encrypted(alice.as_str(), TrustLevel::ManuallyTrusted, Some(&over));
+        let Action::EncryptedReply { to, body } = decide(&event, &bot(), PlaintextReply::Ignore)
+        else {
+            panic!("an overlong message must still get an encrypted answer");
+        };
+        assert_eq!(to, alice);
+        assert!(
+            body.starts_with("Your message is too long to echo (131074 bytes"),
+            "{body}"
+        );
     }
 
     #[test]

@@ -7,8 +7,7 @@
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::mpsc::UnboundedReceiver;
-use xmpp_core::client::{Client, ClientEvent};
+use xmpp_core::client::{Client, ClientEvent, ClientEvents};
 use xmpp_core::jid::BareJid;
 
 use crate::transfer::Transfer;
@@ -79,7 +78,7 @@ impl SendSummary {
 /// each chunk with the number done.
 pub async fn send_transfer(
     client: &Client,
-    events: &mut UnboundedReceiver<ClientEvent>,
+    events: &mut ClientEvents,
     bot: &BareJid,
     transfer: &Transfer,
     timeout: Duration,
@@ -113,7 +112,7 @@ pub async fn send_transfer(
 }
 
 async fn wait_for_echo(
-    events: &mut UnboundedReceiver<ClientEvent>,
+    events: &mut ClientEvents,
     bot: &BareJid,
     expected: &str,
     timeout: Duration,

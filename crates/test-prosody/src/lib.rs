@@ -54,6 +54,7 @@ pub struct TestServerBuilder {
     allow_plaintext: bool,
     port: Option<u16>,
     interface: String,
+    extra: Vec<String>,
 }
 
 impl Default for TestServerBuilder {
@@ -63,6 +64,7 @@ impl Default for TestServerBuilder {
             allow_plaintext: false,
             port: None,
             interface: "127.0.0.1".to_owned(),
+            extra: Vec::new(),
         }
     }
 }
@@ -94,6 +96,14 @@ impl TestServerBuilder {
         self
     }
 
+    /// Adds a global option to the generated configuration, as a Lua assignment such as
+    /// `c2s_stanza_size_limit = 8 * 1024 * 1024` or `smacks_hibernation_time = 5`. Tests of
+    /// limits and faults use it; the line is written as given.
+    pub fn option(mut self, line: impl Into<String>) -> Self {
+        self.extra.push(line.into());
+        self
+    }
+
     /// Generates everything and starts Prosody; returns once the port accepts connections.
     pub fn start(self) -> anyhow::Result<TestServer> {
         let prosody = find_program("prosody").ok_or_else(|| {
@@ -117,6 +127,7 @@ impl TestServerBuilder {
             domain: self.domain,
             allow_plaintext: self.allow_plaintext,
             interface: self.interface,
+            extra: self.extra,
             port: 0,
             child: None,
             ca_file: root.join("ca.pem"),
@@ -157,6 +168,7 @@ pub struct TestServer {
     domain: String,
     allow_plaintext: bool,
     interface: String,
+    extra: Vec<String>,
     port: u16,
     child: Option<Child>,
     ca_file: PathBuf,
@@ -304,6 +316,7 @@ impl TestServer {
             port: self.port,
             allow_plaintext: self.allow_plaintext,
             interface: &self.interface,
+            extra: &self.extra,
         });
         fs::write(self.config_file(), config).context("writing prosody.cfg.lua")
     }
@@ -372,6 +385,7 @@ struct ConfigValues<'a> {
     port: u16,
     allow_plaintext: bool,
     interface: &'a str,
+    extra: &'a [String],
 }
 
 fn lua_string(s: &str) -> String {
@@ -421,7 +435,7 @@ authentication = "internal_hashed"
 storage = "internal"
 c2s_require_encryption = {require_encryption}
 ssl = {{ key = {key}; certificate = {cert} }}
-
+{extra}
 VirtualHost {domain}
     ssl = {{ key = {key}; certificate = {cert} }}
 "#,
@@ -435,6 +449,11 @@ VirtualHost {domain}
         cert = path("server.pem"),
         domain = lua_string(v.domain),
         interface = lua_string(v.interface),
+        extra = v
+            .extra
+            .iter()
+            .map(|line| format!("{line}\n"))
+            .collect::<String>(),
     )
 }
 

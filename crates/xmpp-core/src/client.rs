@@ -1,21 +1,23 @@
 //! The small API the programs use: connect an account with OMEMO 2 set up, send encrypted
 //! content, and receive a stream of [`ClientEvent`]s.
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use atm_trust::TrustPolicy;
 use omemo_crypto::DeviceId;
 use omemo_pep::{hints, pep};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use xmpp_parsers::jid::{BareJid, Jid};
 use xmpp_parsers::message::{Lang, Message, MessageType};
 use xmpp_parsers::minidom::Element;
 
 use crate::connection::{
-    Capabilities, CarbonDirection, ConnectError, Connection, ConnectionConfig, Event,
+    Capabilities, CarbonDirection, ConnectError, Connection, ConnectionConfig, Event, Events,
     OMEMO_DEVICES_NOTIFY,
 };
+use crate::fair::{FairQueue, Full};
 use crate::omemo::{
     DecryptedMessage, OmemoError, OmemoManager, ReceiveError, Received, SendReport,
 };
@@ -69,7 +71,148 @@ pub enum ClientEvent {
 /// A connected account with OMEMO 2.
 pub struct Client {
     manager: Arc<OmemoManager>,
-    task: JoinHandle<()>,
+    /// The dispatcher (connection events into the fair queue) and the worker (decryption).
+    tasks: [JoinHandle<()>; 2],
+}
+
+/// The program's end of a client: events in order, `None` once the client stopped. Read it
+/// continuously; while it is full, inbound messages wait in bounded per-sender queues and
+/// what does not fit there is dropped.
+pub type ClientEvents = mpsc::Receiver<ClientEvent>;
+
+/// Events decrypted ahead of the program.
+const APP_QUEUE: usize = 32;
+/// Inbound messages one sender may have waiting for decryption.
+const PER_SENDER_QUEUE: usize = 128;
+/// Inbound messages waiting for decryption, all senders together.
+const INBOUND_QUEUE: usize = 2048;
+
+/// Connection events waiting for the worker.
+struct Inbound {
+    state: Mutex<InboundState>,
+    ready: Notify,
+}
+
+struct InboundState {
+    /// Online/offline changes, served before any message.
+    control: VecDeque<Event>,
+    /// Messages (and carbons, under our own JID), served round-robin by sender.
+    messages: FairQueue<BareJid, Event>,
+    /// Senders whose queue is full, with the number of messages dropped since it filled.
+    flooding: HashMap<BareJid, u64>,
+    /// Messages dropped because all queues together were full.
+    overflow: u64,
+    /// The connection's event stream ended.
+    closed: bool,
+}
+
+impl Inbound {
+    fn new() -> Self {
+        Self {
+            state: Mutex::new(InboundState {
+                control: VecDeque::new(),
+                messages: FairQueue::new(PER_SENDER_QUEUE, INBOUND_QUEUE),
+                flooding: HashMap::new(),
+                overflow: 0,
+                closed: false,
+            }),
+            ready: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, InboundState> {
+        // The state stays consistent across a panic in another holder: every update is a
+        // single push or pop.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Sorts connection events into the inbound queues as fast as they arrive, so that the
+/// connection never waits for decryption and a flood is cut at the queue bounds.
+async fn dispatch(mut events: Events, inbound: Arc<Inbound>, own: BareJid) {
+    while let Some(event) = events.recv().await {
+        let sender = match &event {
+            Event::Message(message) => message
+                .from
+                .as_ref()
+                .map_or_else(|| own.clone(), Jid::to_bare),
+            Event::Carbon { .. } => own.clone(),
+            Event::Online { .. } | Event::Offline => {
+                inbound.lock().control.push_back(event);
+                inbound.ready.notify_one();
+                continue;
+            }
+            Event::Presence(_) => continue,
+        };
+        let mut state = inbound.lock();
+        match state.messages.push(sender.clone(), event) {
+            Ok(()) => {}
+            Err(Full::Sender) => {
+                let dropped = state.flooding.entry(sender.clone()).or_insert(0);
+                if *dropped == 0 {
+                    tracing::warn!(
+                        %sender,
+                        queued = PER_SENDER_QUEUE,
+                        "inbound flood: this sender's queue is full; dropping its new messages"
+                    );
+                }
+                *dropped += 1;
+            }
+            Err(Full::Total) => {
+                if state.overflow == 0 {
+                    tracing::warn!(
+                        queued = INBOUND_QUEUE,
+                        "inbound queue full: dropping new messages"
+                    );
+                }
+                state.overflow += 1;
+            }
+        }
+        drop(state);
+        inbound.ready.notify_one();
+    }
+    inbound.lock().closed = true;
+    inbound.ready.notify_one();
+}
+
+/// Takes events from the inbound queues (control first, then senders in turn), decrypts and
+/// hands them to the program; waits while the program's queue is full.
+async fn work(manager: Arc<OmemoManager>, inbound: Arc<Inbound>, tx: mpsc::Sender<ClientEvent>) {
+    let mut first_online = true;
+    loop {
+        let next = {
+            let mut state = inbound.lock();
+            if let Some(event) = state.control.pop_front() {
+                Some(event)
+            } else if let Some((sender, event)) = state.messages.pop() {
+                if state.messages.queued(&sender) == 0 {
+                    if let Some(dropped) = state.flooding.remove(&sender) {
+                        tracing::warn!(%sender, dropped, "inbound flood over: messages were dropped");
+                    }
+                }
+                if state.messages.len() == 0 && state.overflow > 0 {
+                    tracing::warn!(
+                        dropped = state.overflow,
+                        "inbound queue drained: messages were dropped while it was full"
+                    );
+                    state.overflow = 0;
+                }
+                Some(event)
+            } else if state.closed {
+                break;
+            } else {
+                None
+            }
+        };
+        match next {
+            Some(event) => {
+                if !handle_event(&manager, event, &tx, &mut first_online).await {
+                    break;
+                }
+            }
+            None => inbound.ready.notified().await,
+        }
+    }
 }
 
 fn policy(setting: TrustPolicySetting) -> TrustPolicy {
@@ -82,9 +225,7 @@ fn policy(setting: TrustPolicySetting) -> TrustPolicy {
 impl Client {
     /// Opens the database, connects, publishes our device and bundle, and starts handling
     /// incoming stanzas.
-    pub async fn start(
-        settings: &AccountSettings,
-    ) -> Result<(Client, mpsc::UnboundedReceiver<ClientEvent>), ClientError> {
+    pub async fn start(settings: &AccountSettings) -> Result<(Client, ClientEvents), ClientError> {
         let db = settings.db.clone();
         let jid = settings.jid.clone();
         let label = settings.label.clone();
@@ -101,7 +242,7 @@ impl Client {
 
         let mut config = ConnectionConfig::from_settings(settings);
         config.capabilities = Capabilities::default().with_feature(OMEMO_DEVICES_NOTIFY);
-        let (connection, mut events) = Connection::connect(config).await?;
+        let (connection, events) = Connection::connect(config).await?;
         let manager = Arc::new(OmemoManager::new(
             connection,
             store,
@@ -110,17 +251,21 @@ impl Client {
         ));
         manager.set_up().await?;
 
-        let (tx, rx) = mpsc::unbounded_channel();
-        let worker = Arc::clone(&manager);
-        let task = tokio::spawn(async move {
-            let mut first_online = true;
-            while let Some(event) = events.recv().await {
-                if !handle_event(&worker, event, &tx, &mut first_online).await {
-                    break;
-                }
-            }
-        });
-        Ok((Client { manager, task }, rx))
+        let (tx, rx) = mpsc::channel(APP_QUEUE);
+        let inbound = Arc::new(Inbound::new());
+        let dispatcher = tokio::spawn(dispatch(
+            events,
+            Arc::clone(&inbound),
+            manager.own().jid.clone(),
+        ));
+        let worker = tokio::spawn(work(Arc::clone(&manager), inbound, tx));
+        Ok((
+            Client {
+                manager,
+                tasks: [dispatcher, worker],
+            },
+            rx,
+        ))
     }
 
     /// The OMEMO manager (device, trust and store access).
@@ -163,7 +308,9 @@ impl Client {
     /// Closes the connection and stops the event task.
     pub async fn close(self) {
         self.manager.connection().close().await;
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
@@ -171,7 +318,7 @@ impl Client {
 async fn handle_event(
     manager: &Arc<OmemoManager>,
     event: Event,
-    tx: &mpsc::UnboundedSender<ClientEvent>,
+    tx: &mpsc::Sender<ClientEvent>,
     first_online: &mut bool,
 ) -> bool {
     let out = match event {
@@ -193,7 +340,7 @@ async fn handle_event(
         Event::Presence(_) => None,
     };
     match out {
-        Some(event) => tx.send(event).is_ok(),
+        Some(event) => tx.send(event).await.is_ok(),
         None => !tx.is_closed(),
     }
 }

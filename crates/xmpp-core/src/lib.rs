@@ -30,6 +30,7 @@
 
 pub mod client;
 pub mod connection;
+mod fair;
 pub mod logging;
 pub mod omemo;
 pub mod settings;

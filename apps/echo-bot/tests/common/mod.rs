@@ -4,15 +4,14 @@
 // Not every test file uses every helper; failures should fail loudly.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use test_prosody::TestServer;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::mpsc::UnboundedReceiver;
-use xmpp_core::client::{Client, ClientEvent};
+use xmpp_core::client::{Client, ClientEvent, ClientEvents};
 use xmpp_core::jid::BareJid;
 use xmpp_core::settings::{AccountSettings, Password, ServerAddress, TrustPolicySetting};
 
@@ -23,10 +22,25 @@ pub(crate) struct Bot {
     pub(crate) child: Child,
     /// The device id the bot printed when it was ready.
     pub(crate) device: String,
+    /// The bot's log (stderr, `warn` and above), appended to across restarts.
+    pub(crate) log: PathBuf,
 }
 
-/// Starts the echo-bot binary and waits for its "ready" line.
+impl Bot {
+    /// Everything the bot (and earlier bots on the same database) logged so far.
+    pub(crate) fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Starts the echo-bot binary and waits for its "ready" line. Its log goes to `<db>.log`.
 pub(crate) async fn start_bot(server: &TestServer, user: &str, db: &Path, extra: &[&str]) -> Bot {
+    let log = db.with_extension("log");
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_echo-bot"))
         .args([
             "--jid",
@@ -44,7 +58,7 @@ pub(crate) async fn start_bot(server: &TestServer, user: &str, db: &Path, extra:
         .env("XMPP_PASSWORD", "bot-password")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(log_file))
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -65,7 +79,7 @@ pub(crate) async fn start_bot(server: &TestServer, user: &str, db: &Path, extra:
         .find_map(|kv| kv.strip_prefix("device="))
         .unwrap()
         .to_owned();
-    Bot { child, device }
+    Bot { child, device, log }
 }
 
 pub(crate) async fn stop_bot(mut bot: Bot) {
@@ -100,7 +114,7 @@ pub(crate) fn settings(server: &TestServer, user: &str, db: &Path) -> AccountSet
 
 /// Waits for the next decrypted message; other events are skipped.
 pub(crate) async fn next_encrypted(
-    events: &mut UnboundedReceiver<ClientEvent>,
+    events: &mut ClientEvents,
     within: Duration,
 ) -> Option<Box<xmpp_core::omemo::DecryptedMessage>> {
     let deadline = Instant::now() + within;
@@ -119,7 +133,7 @@ pub(crate) async fn next_encrypted(
 
 pub(crate) async fn echo_round(
     client: &Client,
-    events: &mut UnboundedReceiver<ClientEvent>,
+    events: &mut ClientEvents,
     bot: &BareJid,
     text: &str,
 ) {
