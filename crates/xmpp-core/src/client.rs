@@ -242,6 +242,11 @@ impl Client {
 
         let mut config = ConnectionConfig::from_settings(settings);
         config.capabilities = Capabilities::default().with_feature(OMEMO_DEVICES_NOTIFY);
+        // One resource per OMEMO device, the same after a restart: when the process died
+        // without closing its stream, binding the same resource replaces the stale session
+        // at once, and the server moves the messages it could not deliver there to offline
+        // storage for us (a random resource would leave them to bounce when it times out).
+        config.resource = Some(format!("omemo-{}", own.device_id));
         let (connection, events) = Connection::connect(config).await?;
         let manager = Arc::new(OmemoManager::new(
             connection,
