@@ -116,6 +116,16 @@ impl Store {
         value.map(|v| time_from_sql("sessions", v)).transpose()
     }
 
+    /// When any session of `namespace` last changed (Unix seconds): roughly when this account
+    /// last decrypted or encrypted a message. `None` before the first session.
+    pub fn last_session_activity(&self, namespace: Namespace) -> Result<Option<u64>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT max(updated_at) FROM sessions WHERE namespace = ?1")?;
+        let value: Option<i64> = stmt.query_row(params![namespace.as_str()], |row| row.get(0))?;
+        value.map(|v| time_from_sql("sessions", v)).transpose()
+    }
+
     /// Commits everything a decrypted message changes, in one transaction: the new session
     /// state, the consumed pre-key marked used, the device's last-seen time and counters
     /// (received-without-reply + 1, sent-without-reply reset to 0).

@@ -313,6 +313,22 @@ fn decryption_commit_is_all_or_nothing() {
 }
 
 #[test]
+fn last_session_activity_is_the_newest_commit() {
+    let mut store = Store::open_in_memory().unwrap();
+    assert_eq!(store.last_session_activity(NS).unwrap(), None);
+    store
+        .update_device_list(NS, BOB, &listed(&[1, 2]), NOW)
+        .unwrap();
+    let mut commit = decryption(BOB, 1, b"a", None);
+    commit.now = NOW + 50;
+    store.commit_decryption(&commit).unwrap();
+    let mut commit = decryption(BOB, 2, b"b", None);
+    commit.now = NOW + 20;
+    store.commit_decryption(&commit).unwrap();
+    assert_eq!(store.last_session_activity(NS).unwrap(), Some(NOW + 50));
+}
+
+#[test]
 fn encryption_commit_updates_every_recipient_and_counters() {
     let mut store = Store::open_in_memory().unwrap();
     store

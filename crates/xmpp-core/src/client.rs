@@ -7,12 +7,14 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use atm_trust::TrustPolicy;
 use omemo_crypto::DeviceId;
 use omemo_pep::{hints, pep};
+use rand_core::{OsRng, RngCore as _};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use xmpp_parsers::jid::{BareJid, Jid};
 use xmpp_parsers::message::{Lang, Message, MessageType};
 use xmpp_parsers::minidom::Element;
 
+use crate::archive;
 use crate::connection::{
     Capabilities, CarbonDirection, ConnectError, Connection, ConnectionConfig, Event, Events,
     OMEMO_DEVICES_NOTIFY,
@@ -80,33 +82,47 @@ pub struct Client {
 /// what does not fit there is dropped.
 pub type ClientEvents = mpsc::Receiver<ClientEvent>;
 
-/// Events decrypted ahead of the program.
-const APP_QUEUE: usize = 32;
+/// Events decrypted ahead of the program. A decrypted message's ratchet step is committed
+/// before the program sees it, so a crash loses what is decrypted but not yet handled: one
+/// event ahead keeps that window small while decryption still overlaps the program's work.
+const APP_QUEUE: usize = 1;
 /// Inbound messages one sender may have waiting for decryption.
 const PER_SENDER_QUEUE: usize = 128;
 /// Inbound messages waiting for decryption, all senders together.
 const INBOUND_QUEUE: usize = 2048;
 
 /// Connection events waiting for the worker.
-struct Inbound {
+struct Queues {
     state: Mutex<InboundState>,
     ready: Notify,
+}
+
+/// One queued message.
+enum Inbound {
+    /// As the connection delivered it.
+    Live(Event),
+    /// Replayed from our archive after a fresh session (see [`crate::archive`]).
+    Archived(Box<Message>),
 }
 
 struct InboundState {
     /// Online/offline changes, served before any message.
     control: VecDeque<Event>,
     /// Messages (and carbons, under our own JID), served round-robin by sender.
-    messages: FairQueue<BareJid, Event>,
+    messages: FairQueue<BareJid, Inbound>,
     /// Senders whose queue is full, with the number of messages dropped since it filled.
     flooding: HashMap<BareJid, u64>,
     /// Messages dropped because all queues together were full.
     overflow: u64,
     /// The connection's event stream ended.
     closed: bool,
+    /// The id of the latest archive query; only its results are accepted.
+    archive_query: Option<String>,
+    /// Archive results accepted for that query.
+    archived: usize,
 }
 
-impl Inbound {
+impl Queues {
     fn new() -> Self {
         Self {
             state: Mutex::new(InboundState {
@@ -115,6 +131,8 @@ impl Inbound {
                 flooding: HashMap::new(),
                 overflow: 0,
                 closed: false,
+                archive_query: None,
+                archived: 0,
             }),
             ready: Notify::new(),
         }
@@ -129,14 +147,34 @@ impl Inbound {
 
 /// Sorts connection events into the inbound queues as fast as they arrive, so that the
 /// connection never waits for decryption and a flood is cut at the queue bounds.
-async fn dispatch(mut events: Events, inbound: Arc<Inbound>, own: BareJid) {
+async fn dispatch(mut events: Events, inbound: Arc<Queues>, own: BareJid) {
     while let Some(event) = events.recv().await {
-        let sender = match &event {
-            Event::Message(message) => message
-                .from
-                .as_ref()
-                .map_or_else(|| own.clone(), Jid::to_bare),
-            Event::Carbon { .. } => own.clone(),
+        let (sender, item) = match event {
+            Event::Message(message) if archive::is_result(&message) => {
+                let mut state = inbound.lock();
+                let unwrapped = state
+                    .archive_query
+                    .as_deref()
+                    .and_then(|queryid| archive::unwrap_result(&message, &own, queryid));
+                let Some(archived) = unwrapped else {
+                    tracing::warn!(from = ?message.from, "dropping an archive result we did not ask for");
+                    continue;
+                };
+                state.archived += 1;
+                let sender = archived
+                    .from
+                    .as_ref()
+                    .map_or_else(|| own.clone(), Jid::to_bare);
+                (sender, Inbound::Archived(Box::new(archived)))
+            }
+            Event::Message(message) => {
+                let sender = message
+                    .from
+                    .as_ref()
+                    .map_or_else(|| own.clone(), Jid::to_bare);
+                (sender, Inbound::Live(Event::Message(message)))
+            }
+            event @ Event::Carbon { .. } => (own.clone(), Inbound::Live(event)),
             Event::Online { .. } | Event::Offline => {
                 inbound.lock().control.push_back(event);
                 inbound.ready.notify_one();
@@ -145,7 +183,7 @@ async fn dispatch(mut events: Events, inbound: Arc<Inbound>, own: BareJid) {
             Event::Presence(_) => continue,
         };
         let mut state = inbound.lock();
-        match state.messages.push(sender.clone(), event) {
+        match state.messages.push(sender.clone(), item) {
             Ok(()) => {}
             Err(Full::Sender) => {
                 let dropped = state.flooding.entry(sender.clone()).or_insert(0);
@@ -177,13 +215,16 @@ async fn dispatch(mut events: Events, inbound: Arc<Inbound>, own: BareJid) {
 
 /// Takes events from the inbound queues (control first, then senders in turn), decrypts and
 /// hands them to the program; waits while the program's queue is full.
-async fn work(manager: Arc<OmemoManager>, inbound: Arc<Inbound>, tx: mpsc::Sender<ClientEvent>) {
+async fn work(manager: Arc<OmemoManager>, inbound: Arc<Queues>, tx: mpsc::Sender<ClientEvent>) {
     let mut first_online = true;
     loop {
         let next = {
             let mut state = inbound.lock();
             if let Some(event) = state.control.pop_front() {
-                Some(event)
+                if let Event::Online { resumed: false, .. } = event {
+                    tokio::spawn(catch_up(Arc::clone(&manager), Arc::clone(&inbound)));
+                }
+                Some(Inbound::Live(event))
             } else if let Some((sender, event)) = state.messages.pop() {
                 if state.messages.queued(&sender) == 0 {
                     if let Some(dropped) = state.flooding.remove(&sender) {
@@ -204,15 +245,89 @@ async fn work(manager: Arc<OmemoManager>, inbound: Arc<Inbound>, tx: mpsc::Sende
                 None
             }
         };
-        match next {
-            Some(event) => {
-                if !handle_event(&manager, event, &tx, &mut first_online).await {
-                    break;
+        let keep_going = match next {
+            Some(Inbound::Live(event)) => {
+                handle_event(&manager, event, &tx, &mut first_online).await
+            }
+            Some(Inbound::Archived(message)) => {
+                match handle_message(&manager, &message, Origin::Archive).await {
+                    Some(event) => tx.send(event).await.is_ok(),
+                    None => !tx.is_closed(),
                 }
             }
-            None => inbound.ready.notified().await,
+            None => {
+                inbound.ready.notified().await;
+                true
+            }
+        };
+        if !keep_going {
+            break;
         }
     }
+}
+
+/// Replays our archive from shortly before the last ratchet activity (see [`crate::archive`]).
+async fn catch_up(manager: Arc<OmemoManager>, inbound: Arc<Queues>) {
+    let last = match manager
+        .with_store(|store| store.last_session_activity(crate::omemo::NS))
+        .await
+    {
+        Ok(Ok(Some(last))) => last,
+        Ok(Ok(None)) => return, // no session yet: nothing we could have missed
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot read the last activity; not catching up");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the last activity; not catching up");
+            return;
+        }
+    };
+    let queryid = format!("catch-up-{:016x}", OsRng.next_u64());
+    {
+        let mut state = inbound.lock();
+        state.archive_query = Some(queryid.clone());
+        state.archived = 0;
+    }
+    let start = last.saturating_sub(archive::MARGIN_SECS);
+    let mut after = None;
+    let mut pages = 0usize;
+    loop {
+        let iq = archive::query(&format!("{queryid}-{pages}"), &queryid, start, after.take());
+        let response = match manager.connection().send_iq(iq).await {
+            Ok(response) => response,
+            Err(e) => {
+                tracing::info!(error = %e, "the server's archive is not available; not catching up");
+                return;
+            }
+        };
+        pages += 1;
+        match archive::parse_fin(response) {
+            Some((false, Some(last_id))) if pages * archive::PAGE < archive::MAX_MESSAGES => {
+                after = Some(last_id);
+            }
+            Some((complete, _)) => {
+                if !complete {
+                    tracing::warn!(
+                        max = archive::MAX_MESSAGES,
+                        "catch-up stopped at its limit; older messages are not replayed"
+                    );
+                }
+                break;
+            }
+            None => {
+                tracing::warn!("malformed answer from the archive; catch-up stopped");
+                break;
+            }
+        }
+        // Let the worker drain the page before asking for the next one, so that a long
+        // backlog does not overflow the per-sender queues.
+        while inbound.lock().messages.len() > archive::PAGE / 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    let replayed = inbound.lock().archived;
+    tracing::info!(replayed, since = start, "caught up from the archive");
 }
 
 fn policy(setting: TrustPolicySetting) -> TrustPolicy {
@@ -257,7 +372,7 @@ impl Client {
         manager.set_up().await?;
 
         let (tx, rx) = mpsc::channel(APP_QUEUE);
-        let inbound = Arc::new(Inbound::new());
+        let inbound = Arc::new(Queues::new());
         let dispatcher = tokio::spawn(dispatch(
             events,
             Arc::clone(&inbound),
@@ -338,9 +453,13 @@ async fn handle_event(
             Some(ClientEvent::Online { resumed })
         }
         Event::Offline => Some(ClientEvent::Offline),
-        Event::Message(message) => handle_message(manager, &message, false).await,
+        Event::Message(message) => handle_message(manager, &message, Origin::Live).await,
         Event::Carbon { direction, message } => {
-            handle_message(manager, &message, direction == CarbonDirection::Sent).await
+            let origin = match direction {
+                CarbonDirection::Sent => Origin::SentCarbon,
+                CarbonDirection::Received => Origin::Live,
+            };
+            handle_message(manager, &message, origin).await
         }
         Event::Presence(_) => None,
     };
@@ -350,12 +469,38 @@ async fn handle_event(
     }
 }
 
+/// Where a message came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// Addressed to us (directly or as a received carbon).
+    Live,
+    /// A carbon of a message another of our devices sent.
+    SentCarbon,
+    /// Replayed from our archive: already-handled messages are expected, so failures are
+    /// only logged at debug level and never trigger a session rebuild.
+    Archive,
+}
+
 async fn handle_message(
     manager: &Arc<OmemoManager>,
     message: &Message,
-    sent_carbon: bool,
+    origin: Origin,
 ) -> Option<ClientEvent> {
+    let sent_carbon = origin == Origin::SentCarbon;
+    let archived = origin == Origin::Archive;
+    if archived
+        && (message.type_ == MessageType::Error
+            || message
+                .from
+                .as_ref()
+                .is_some_and(|f| f.to_bare() == manager.own().jid))
+    {
+        return None; // our own sent messages and errors are not replayed
+    }
     if let Some(notification) = pep::parse_device_list_event(message) {
+        if archived {
+            return None;
+        }
         match notification {
             Ok(n) => {
                 if let Err(e) = manager
@@ -383,7 +528,7 @@ async fn handle_message(
     match hints::find_encrypted(message) {
         None => {
             let body = message.bodies.values().next()?.clone();
-            if sent_carbon {
+            if sent_carbon || archived {
                 return None;
             }
             Some(ClientEvent::Plaintext {
@@ -391,6 +536,10 @@ async fn handle_message(
                 type_: message.type_.clone(),
                 body,
             })
+        }
+        Some(Err(e)) if archived => {
+            tracing::debug!(%from, error = %e, "malformed OMEMO message in the archive");
+            None
         }
         Some(Err(e)) => {
             tracing::warn!(%from, error = %e, "malformed OMEMO message");
@@ -411,11 +560,18 @@ async fn handle_message(
                     tokio::spawn(async move { worker.note_sender_device(&sender, device).await });
                     match received {
                         Received::Message(decrypted) if !sent_carbon => {
+                            if archived {
+                                tracing::info!(%from, %device, id = ?message.id, "recovered a message from the archive");
+                            }
                             tracing::debug!(%from, %device, trust = ?decrypted.e2ee.trust, "decrypted message");
                             Some(ClientEvent::Encrypted(decrypted))
                         }
                         _ => None,
                     }
+                }
+                Err(e) if archived => {
+                    tracing::debug!(%from, %device, id = ?message.id, error = %e, "archived message not replayed");
+                    None
                 }
                 Err(e) if e.is_duplicate() => {
                     tracing::debug!(%from, %device, "duplicate OMEMO message ignored");

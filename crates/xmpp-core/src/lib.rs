@@ -28,6 +28,7 @@
 //! # }
 //! ```
 
+mod archive;
 pub mod client;
 pub mod connection;
 mod fair;

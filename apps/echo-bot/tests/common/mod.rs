@@ -22,7 +22,8 @@ pub(crate) struct Bot {
     pub(crate) child: Child,
     /// The device id the bot printed when it was ready.
     pub(crate) device: String,
-    /// The bot's log (stderr, `warn` and above), appended to across restarts.
+    /// The bot's log (stderr: warnings, and the client layer's info lines), appended to across
+    /// restarts.
     pub(crate) log: PathBuf,
 }
 
@@ -56,7 +57,7 @@ pub(crate) async fn start_bot(server: &TestServer, user: &str, db: &Path, extra:
         ])
         .args(extra)
         .env("XMPP_PASSWORD", "bot-password")
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "warn,xmpp_core::client=info")
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log_file))
         .kill_on_drop(true)
