@@ -41,6 +41,10 @@ pub const USED_PRE_KEY_GRACE: Duration = Duration::from_secs(24 * 3600);
 /// Re-fetch a contact's device list when sending if the last fetch is older than this.
 pub const DEVICE_LIST_MAX_AGE: Duration = Duration::from_secs(300);
 
+/// How often a message from a device missing from its sender's list may trigger a fresh
+/// fetch of that list.
+const UNLISTED_SENDER_REFRESH: Duration = Duration::from_secs(30);
+
 /// Errors of the OMEMO layer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -1081,6 +1085,17 @@ impl OmemoManager {
             })
             .await;
         if !matches!(known, Ok(Ok(true))) {
+            // A sender that keeps writing from an unlisted device (or has no list at all)
+            // must not turn every message into a PEP request.
+            let recently = self
+                .device_lists_fetched
+                .lock()
+                .await
+                .get(jid)
+                .is_some_and(|t| t.elapsed() < UNLISTED_SENDER_REFRESH);
+            if recently {
+                return;
+            }
             if let Err(e) = self.refresh_device_list(jid, true).await {
                 tracing::debug!(error = %e, "device list refresh failed");
             }
