@@ -73,6 +73,11 @@ impl OmemoMessage {
     }
 
     fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        // prost fills an absent `required` integer with 0 instead of failing; a header
+        // without its counters is malformed, not "message 0".
+        if !has_fields(bytes, &[1, 2]) {
+            return Err(DecodeError::Protobuf);
+        }
         let proto = OmemoMessageProto::decode(bytes).map_err(|_| DecodeError::Protobuf)?;
         let dh_pub = X25519PublicKey::from_bytes(&proto.dh_pub)
             .map_err(|e| DecodeError::Key("dh_pub", e))?;
@@ -87,6 +92,25 @@ impl OmemoMessage {
             ciphertext,
         })
     }
+}
+
+/// Whether the top level of the protobuf message `bytes` holds every field of `tags` (each
+/// below 32); false for bytes that are not a well-formed sequence of fields.
+fn has_fields(mut bytes: &[u8], tags: &[u32]) -> bool {
+    let mut seen = 0u32;
+    while !bytes.is_empty() {
+        let Ok((tag, wire_type)) = prost::encoding::decode_key(&mut bytes) else {
+            return false;
+        };
+        if tag < 32 {
+            seen |= 1 << tag;
+        }
+        let context = prost::encoding::DecodeContext::default();
+        if prost::encoding::skip_field(wire_type, tag, &mut bytes, context).is_err() {
+            return false;
+        }
+    }
+    tags.iter().all(|&tag| seen & (1 << tag) != 0)
 }
 
 /// An `OMEMOAuthenticatedMessage`: a 16-byte MAC and the serialized `OMEMOMessage` it covers.
@@ -348,6 +372,25 @@ mod tests {
         };
         let message = header.to_bytes();
         AuthenticatedMessage::new([7; MAC_LEN], message, header)
+    }
+
+    #[test]
+    fn a_header_without_its_counters_is_malformed() {
+        let full = sample().header().to_bytes();
+        assert!(OmemoMessage::from_bytes(&full).is_ok());
+        // Drop `n` (bytes 0..2) or `pn` (bytes 2..4); prost alone would read them as 0.
+        for range in [0..2, 2..4] {
+            let mut cut = full.clone();
+            cut.drain(range.clone());
+            assert!(
+                matches!(OmemoMessage::from_bytes(&cut), Err(DecodeError::Protobuf)),
+                "{range:?}"
+            );
+        }
+        assert!(
+            !has_fields(&[0x08], &[1]),
+            "a truncated varint is not a field"
+        );
     }
 
     #[test]
