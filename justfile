@@ -72,6 +72,13 @@ test: lint sans-io venv prosody
     CARGO_TARGET_DIR="{{root}}/target" cargo test --manifest-path fuzz/Cargo.toml --locked
     OMEMO_PYTHON="{{python}}" cargo test --workspace --locked -- --ignored
 
+# SIGKILLs of the bot mid-stream, a Prosody restart, the sync-client killed mid-send, hostile
+# peers and a flood, all against real Prosody instances (also part of `just test`).
+# The reliability suite alone, printing what each run measured.
+faults: prosody
+    cargo test --locked -p echo-bot --test faults --test hostile --test flood -- --nocapture --test-threads=1
+    cargo test --locked -p sync-client --test faults -- --nocapture --test-threads=1
+
 # Benchmarks (criterion); each prints a summary table with its ratios and percentiles.
 bench:
     cargo bench --locked -p omemo-crypto --bench crypto

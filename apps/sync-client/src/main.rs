@@ -87,6 +87,10 @@ struct SendArgs {
     /// Print the summary as JSON (no progress bar).
     #[arg(long)]
     json: bool,
+    /// Write the bookmarks as they came back from the bot (reassembled from the echoes) to
+    /// FILE, as canonical JSON, once every chunk is verified.
+    #[arg(long, value_name = "FILE")]
+    save_echo: Option<PathBuf>,
 }
 
 /// The configuration file: `[account]` and `[sync]`.
@@ -225,6 +229,7 @@ async fn send(args: SendArgs) -> anyhow::Result<bool> {
         %format,
         bookmarks = stats.bookmarks,
         chunks = transfer.chunks.len(),
+        transfer = %transfer.transfer_id,
         "bookmarks imported"
     );
 
@@ -255,7 +260,21 @@ async fn send(args: SendArgs) -> anyhow::Result<bool> {
         .iter()
         .filter(|c| matches!(c, ChunkOutcome::Verified { .. }))
         .count();
-    let ok = summary.all_verified() && summary.chunks.len() == transfer.chunks.len();
+    let echoed = match &summary.echoed {
+        Some(Ok(echoed)) => Some(echoed),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "the echoes do not reassemble");
+            None
+        }
+        None => None,
+    };
+    if let (Some(echoed), Some(path)) = (echoed, &args.save_echo) {
+        let json = echoed.tree.to_canonical_json()?;
+        std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let echo_matches = echoed.is_some_and(|e| e.matches);
+    let ok =
+        summary.all_verified() && summary.chunks.len() == transfer.chunks.len() && echo_matches;
     if args.json {
         let report = serde_json::json!({
             "ok": ok,
@@ -267,7 +286,19 @@ async fn send(args: SendArgs) -> anyhow::Result<bool> {
             "document_bytes": transfer.document_bytes,
             "compressed_bytes": transfer.compressed_bytes,
             "chunks": transfer.chunks.len(),
+            "transfer_id": transfer.transfer_id,
+            "document_sha256": transfer.document_sha256,
             "verified_chunks": verified,
+            "echoed": echoed.map(|e| serde_json::json!({
+                "bookmarks": e.stats.bookmarks,
+                "folders": e.stats.folders,
+                "separators": e.stats.separators,
+                "document_sha256": e.document_sha256,
+                "matches": e.matches,
+            })),
+            "stale_echoes": summary.stale_echoes.len(),
+            "stale_echo_chunks": summary.stale_echoes,
+            "key_exchange_answers": summary.key_exchange_answers,
             "unencrypted_replies": summary.unencrypted_replies,
             "seconds": summary.elapsed.as_secs_f64(),
             "bot_devices": summary.answering_devices().iter()
@@ -305,6 +336,32 @@ async fn send(args: SendArgs) -> anyhow::Result<bool> {
                 }
             );
         }
+        if let Some(echoed) = echoed {
+            println!(
+                "the echoes reassemble to {} bookmarks in {} folders, {} the sent document",
+                echoed.stats.bookmarks,
+                echoed.stats.folders,
+                if echoed.matches {
+                    "identical to"
+                } else {
+                    "DIFFERENT from"
+                }
+            );
+        }
+        if !summary.stale_echoes.is_empty() {
+            let mut transfers: Vec<&str> = summary
+                .stale_echoes
+                .iter()
+                .map(|s| s.transfer_id.as_str())
+                .collect();
+            transfers.sort_unstable();
+            transfers.dedup();
+            println!(
+                "{} late echo(es) of earlier, interrupted transfer(s) {} ignored",
+                summary.stale_echoes.len(),
+                transfers.join(", ")
+            );
+        }
         if let Some(failure) = summary
             .chunks
             .iter()
@@ -314,6 +371,9 @@ async fn send(args: SendArgs) -> anyhow::Result<bool> {
         }
     }
     if !ok {
+        if verified == transfer.chunks.len() {
+            bail!("the echoed chunks do not reassemble to the sent document");
+        }
         bail!(
             "only {verified} of {} chunks came back verified",
             transfer.chunks.len()

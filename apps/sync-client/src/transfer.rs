@@ -54,6 +54,8 @@ pub enum TransferError {
 /// A document ready to send: its chunks and sizes.
 #[derive(Debug, Clone)]
 pub struct Transfer {
+    /// The transfer id every chunk carries.
+    pub transfer_id: String,
     /// The message bodies, in order.
     pub chunks: Vec<String>,
     /// Size of the canonical JSON.
@@ -62,10 +64,18 @@ pub struct Transfer {
     pub compressed_bytes: usize,
     /// SHA-256 of the compressed document, hex.
     pub sha256: String,
+    /// SHA-256 of the canonical JSON (before compression), hex: what the document a receiver
+    /// reassembles must hash to.
+    pub document_sha256: String,
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 of `bytes`, lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
 }
 
 impl Transfer {
@@ -111,10 +121,12 @@ impl Transfer {
                 .collect()
         };
         Ok(Self {
+            transfer_id: transfer_id.to_owned(),
             chunks,
             document_bytes: document.len(),
             compressed_bytes: compressed.len(),
             sha256,
+            document_sha256: sha256_hex(document),
         })
     }
 }
@@ -176,6 +188,16 @@ impl<'a> Chunk<'a> {
 pub fn reassemble<'a>(
     bodies: impl IntoIterator<Item = &'a str>,
 ) -> Result<BookmarkTree, TransferError> {
+    Ok(BookmarkTree::from_canonical_json(&reassemble_document(
+        bodies,
+    )?)?)
+}
+
+/// Like [`reassemble`], but returns the document itself (the canonical JSON, decompressed and
+/// checked against its hash) without parsing it.
+pub fn reassemble_document<'a>(
+    bodies: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<u8>, TransferError> {
     let mut chunks: Vec<Chunk<'a>> = bodies
         .into_iter()
         .map(Chunk::parse)
@@ -200,10 +222,8 @@ pub fn reassemble<'a>(
     if hex(&Sha256::digest(&compressed)) != first.sha256 {
         return Err(TransferError::HashMismatch);
     }
-    let document =
-        miniz_oxide::inflate::decompress_to_vec_with_limit(&compressed, MAX_DOCUMENT_BYTES)
-            .map_err(|_| TransferError::Decompress)?;
-    Ok(BookmarkTree::from_canonical_json(&document)?)
+    miniz_oxide::inflate::decompress_to_vec_with_limit(&compressed, MAX_DOCUMENT_BYTES)
+        .map_err(|_| TransferError::Decompress)
 }
 
 #[cfg(test)]

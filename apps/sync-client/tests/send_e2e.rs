@@ -5,63 +5,20 @@
 // Test helpers outside #[test] functions fail loudly on purpose.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::path::PathBuf;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use test_prosody::TestServer;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod common;
 
-/// The echo-bot binary next to ours; built on demand when this package is tested alone.
-fn echo_bot_binary() -> PathBuf {
-    let ours = PathBuf::from(env!("CARGO_BIN_EXE_sync-client"));
-    let bot = ours.with_file_name("echo-bot");
-    if !bot.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "-p", "echo-bot"])
-            .current_dir(workspace_root())
-            .status()
-            .unwrap();
-        assert!(status.success(), "building echo-bot failed");
-    }
-    bot
-}
-
-async fn start_echo_bot(server: &TestServer, db: &Path) -> Child {
-    let mut child = Command::new(echo_bot_binary())
-        .args(["--jid", server.jid("bot").unwrap().as_str()])
-        .args(["--server", &format!("127.0.0.1:{}", server.port())])
-        .arg("--ca-file")
-        .arg(server.ca_file())
-        .arg("--db")
-        .arg(db)
-        .env("XMPP_PASSWORD", "bot-password")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        // Not inherited: an orphan must not hold the test runner's output pipe open.
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.starts_with("echo-bot ready") {
-                return;
-            }
-        }
-        panic!("echo-bot exited before it was ready");
-    })
-    .await
-    .unwrap();
-    child
-}
+use common::e2e::{
+    report, server, start_echo_bot, sync_client, sync_client_command, workspace_root,
+    write_bookmarks,
+};
 
 fn python() -> PathBuf {
     let python = std::env::var_os("OMEMO_PYTHON")
@@ -105,71 +62,6 @@ async fn start_python_peer(server: &TestServer, mode: &str) -> Child {
     child
 }
 
-async fn sync_client(server: &TestServer, dir: &Path, file: &Path, extra: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sync-client"))
-        .arg("send")
-        .args(["--jid", server.jid("alice").unwrap().as_str()])
-        .args(["--server", &format!("127.0.0.1:{}", server.port())])
-        .arg("--ca-file")
-        .arg(server.ca_file())
-        .arg("--db")
-        .arg(dir.join("alice.sqlite3"))
-        .args(["--to", server.jid("bot").unwrap().as_str()])
-        .arg("--file")
-        .arg(file)
-        .arg("--json")
-        .args(if extra.is_empty() {
-            &["--timeout", "15"][..]
-        } else {
-            extra
-        })
-        .env("XMPP_PASSWORD", "alice-password")
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .unwrap()
-}
-
-fn server() -> TestServer {
-    let server = TestServer::start().unwrap();
-    server.create_account("bot", "bot-password").unwrap();
-    server.create_account("alice", "alice-password").unwrap();
-    server
-}
-
-fn report(output: &Output) -> serde_json::Value {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_else(|_| {
-        panic!(
-            "no JSON summary; stdout: {stdout}\nstderr: {}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
-}
-
-/// A Netscape bookmark file with `count` bookmarks in nested folders.
-fn write_bookmarks(path: &Path, count: usize) {
-    let mut html = String::from(
-        "<!DOCTYPE NETSCAPE-Bookmark-file-1>\n<TITLE>Bookmarks</TITLE>\n<H1>Bookmarks</H1>\n<DL><p>\n",
-    );
-    for folder in 0..count.div_ceil(100) {
-        html.push_str(&format!(
-            "<DT><H3>Folder {folder} &amp; Ünïcödé</H3>\n<DL><p>\n"
-        ));
-        for i in folder * 100..((folder + 1) * 100).min(count) {
-            html.push_str(&format!(
-                "<DT><A HREF=\"https://example.org/{folder}/page-{i}?id={}\" ADD_DATE=\"{}\" TAGS=\"t{},news\">Page {i} 🔖</A>\n<DD>Description of page {i}\n",
-                i * 7919,
-                1_600_000_000 + i,
-                i % 17
-            ));
-        }
-        html.push_str("</DL><p>\n<HR>\n");
-    }
-    html.push_str("</DL><p>\n");
-    std::fs::write(path, html).unwrap();
-}
-
 fn messages_bytes(log: &str) -> (usize, usize) {
     let lines: Vec<&str> = log
         .lines()
@@ -206,6 +98,15 @@ async fn sends_a_small_set_and_5000_bookmarks_to_the_echo_bot() {
     let chunks = summary["chunks"].as_u64().unwrap();
     assert!(chunks > 1, "5,000 bookmarks need several chunks");
     assert_eq!(summary["verified_chunks"], chunks);
+    // What came back, reassembled, is the document that was sent.
+    assert_eq!(summary["echoed"]["matches"], true, "{summary}");
+    assert_eq!(summary["echoed"]["bookmarks"], 5000);
+    assert_eq!(
+        summary["echoed"]["document_sha256"],
+        summary["document_sha256"]
+    );
+    assert_eq!(summary["stale_echoes"], 0);
+    assert_eq!(summary["key_exchange_answers"], 0);
     let after = messages_bytes(&server.stanza_log());
     eprintln!(
         "5,000 bookmarks: {chunks} chunks, {} document bytes, {} compressed, send {:.2} s (process {:.2?}), {} encrypted stanzas / {} bytes through the server (as logged, both directions)",
@@ -281,24 +182,6 @@ async fn a_plaintext_answer_fails_the_send() {
     assert_eq!(summary["ok"], false);
     assert!(summary["unencrypted_replies"].as_u64().unwrap() >= 1);
     assert_eq!(summary["verified_chunks"], 0);
-}
-
-async fn sync_client_command(server: &TestServer, dir: &Path, args: &[&str]) -> Output {
-    let (command, rest) = args.split_first().unwrap();
-    Command::new(env!("CARGO_BIN_EXE_sync-client"))
-        .arg(command)
-        .args(["--jid", server.jid("alice").unwrap().as_str()])
-        .args(["--server", &format!("127.0.0.1:{}", server.port())])
-        .arg("--ca-file")
-        .arg(server.ca_file())
-        .arg("--db")
-        .arg(dir.join("alice.sqlite3"))
-        .args(rest)
-        .env("XMPP_PASSWORD", "alice-password")
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

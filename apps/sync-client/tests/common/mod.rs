@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use serde_json::Value;
 use sync_client::bookmarks::{Bookmark, BookmarkTree, Folder, FolderRole, Node};
 
+pub(crate) mod e2e;
+
 pub(crate) fn fixture_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
