@@ -13,7 +13,7 @@ use xmpp_core::jid::Jid;
 
 mod common;
 
-use common::{echo_round, next_encrypted, settings, start_bot, stop_bot};
+use common::{echo_round, next_encrypted, settings, start_bot, stop_bot, Bot, TIMEOUT};
 
 fn count(haystack: &str, needle: &str) -> usize {
     haystack.matches(needle).count()
@@ -26,6 +26,25 @@ fn key_exchanges(log: &str) -> usize {
         .filter(|line| !line.contains("urn:xmpp:mam:2"))
         .map(|line| count(line, "kex='true'") + count(line, "kex=\"true\""))
         .sum()
+}
+
+/// How many archived messages the bot's latest catch-up replayed (waits for its log line).
+async fn last_catch_up(bot: &Bot) -> usize {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let log = bot.log_text();
+        let last = log
+            .lines()
+            .filter(|l| l.contains("caught up from the archive"))
+            .next_back()
+            .and_then(|l| l.split("replayed=").nth(1))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok());
+        if let Some(replayed) = last {
+            return replayed;
+        }
+        assert!(Instant::now() < deadline, "no catch-up logged:\n{log}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,7 +89,10 @@ async fn echoes_100_messages_and_survives_a_restart_without_new_key_exchange() {
         "the first message must be a key exchange"
     );
 
-    // Restart the bot on the same database: same device, sessions continue.
+    // Restart the bot on the same database: same device, sessions continue. The stop is
+    // clean (SIGTERM) a few seconds after the last message, so the restarted bot knows it
+    // handled everything and replays next to nothing from its archive.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     stop_bot(bot).await;
     let bot = start_bot(&server, "bot", &bot_db, &[]).await;
     assert_eq!(
@@ -86,6 +108,11 @@ async fn echoes_100_messages_and_survives_a_restart_without_new_key_exchange() {
         )
         .await;
     }
+    let replayed = last_catch_up(&bot).await;
+    assert!(
+        replayed < 20,
+        "a clean restart replayed {replayed} archived messages"
+    );
     let log = server.stanza_log();
     let key_exchanges_after = key_exchanges(&log);
     assert_eq!(

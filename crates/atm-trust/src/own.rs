@@ -215,6 +215,31 @@ impl Store {
         load_own_device(&self.conn)
     }
 
+    /// Records that every message the server archived before `at` (Unix seconds) has been
+    /// handled: call it on a clean shutdown with nothing left to handle. No-op before our
+    /// device exists.
+    pub fn set_caught_up_until(&mut self, at: u64) -> Result<()> {
+        self.conn.execute(
+            "UPDATE own_device SET caught_up_until = ?1 WHERE id = 1",
+            params![time_to_sql(at)],
+        )?;
+        Ok(())
+    }
+
+    /// What [`Store::set_caught_up_until`] last recorded.
+    pub fn caught_up_until(&self) -> Result<Option<u64>> {
+        let value: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT caught_up_until FROM own_device WHERE id = 1",
+                [],
+                |row| row.get(0),
+            )
+            .optional()?
+            .flatten();
+        value.map(|v| time_from_sql("own_device", v)).transpose()
+    }
+
     /// The signed pre-key currently in our bundle.
     pub fn current_signed_pre_key(&self) -> Result<Option<SignedPreKey>> {
         let mut stmt = self.conn.prepare_cached(

@@ -313,6 +313,23 @@ fn decryption_commit_is_all_or_nothing() {
 }
 
 #[test]
+fn caught_up_until_is_kept_across_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sqlite3");
+    {
+        let mut store = Store::open(&path).unwrap();
+        assert_eq!(store.caught_up_until().unwrap(), None);
+        store
+            .load_or_create_own_device(ALICE, None, &mut rng(), NOW)
+            .unwrap();
+        assert_eq!(store.caught_up_until().unwrap(), None);
+        store.set_caught_up_until(NOW + 5).unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.caught_up_until().unwrap(), Some(NOW + 5));
+}
+
+#[test]
 fn last_session_activity_is_the_newest_commit() {
     let mut store = Store::open_in_memory().unwrap();
     assert_eq!(store.last_session_activity(NS).unwrap(), None);

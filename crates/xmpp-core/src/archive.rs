@@ -25,6 +25,9 @@ pub(crate) const PAGE: usize = 50;
 /// How far before the last ratchet activity the replay starts (seconds): messages read
 /// before the last commit but still queued, and clock skew between us and the server.
 pub(crate) const MARGIN_SECS: u64 = 5 * 60;
+/// How far before a clean stop the next catch-up starts (seconds): a message that was being
+/// handled when the program stopped.
+pub(crate) const CLOSE_SLACK_SECS: u64 = 2;
 /// The most messages one catch-up replays.
 pub(crate) const MAX_MESSAGES: usize = 5_000;
 

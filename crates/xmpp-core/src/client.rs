@@ -75,6 +75,8 @@ pub struct Client {
     manager: Arc<OmemoManager>,
     /// The dispatcher (connection events into the fair queue) and the worker (decryption).
     tasks: [JoinHandle<()>; 2],
+    /// The inbound queues, to tell at close whether anything was left unhandled.
+    inbound: Arc<Queues>,
 }
 
 /// The program's end of a client: events in order, `None` once the client stopped. Read it
@@ -268,12 +270,20 @@ async fn work(manager: Arc<OmemoManager>, inbound: Arc<Queues>, tx: mpsc::Sender
 
 /// Replays our archive from shortly before the last ratchet activity (see [`crate::archive`]).
 async fn catch_up(manager: Arc<OmemoManager>, inbound: Arc<Queues>) {
-    let last = match manager
-        .with_store(|store| store.last_session_activity(crate::omemo::NS))
-        .await
-    {
-        Ok(Ok(Some(last))) => last,
-        Ok(Ok(None)) => return, // no session yet: nothing we could have missed
+    let marks = manager
+        .with_store(|store| {
+            Ok::<_, atm_trust::StoreError>((
+                store.last_session_activity(crate::omemo::NS)?,
+                store.caught_up_until()?,
+            ))
+        })
+        .await;
+    let start = match marks {
+        // Shortly before the last ratchet activity, but not before a clean stop.
+        Ok(Ok((Some(last), caught_up))) => last
+            .saturating_sub(archive::MARGIN_SECS)
+            .max(caught_up.unwrap_or(0)),
+        Ok(Ok((None, _))) => return, // no session yet: nothing we could have missed
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "cannot read the last activity; not catching up");
             return;
@@ -289,7 +299,6 @@ async fn catch_up(manager: Arc<OmemoManager>, inbound: Arc<Queues>) {
         state.archive_query = Some(queryid.clone());
         state.archived = 0;
     }
-    let start = last.saturating_sub(archive::MARGIN_SECS);
     let mut after = None;
     let mut pages = 0usize;
     loop {
@@ -378,10 +387,11 @@ impl Client {
             Arc::clone(&inbound),
             manager.own().jid.clone(),
         ));
-        let worker = tokio::spawn(work(Arc::clone(&manager), inbound, tx));
+        let worker = tokio::spawn(work(Arc::clone(&manager), Arc::clone(&inbound), tx));
         Ok((
             Client {
                 manager,
+                inbound,
                 tasks: [dispatcher, worker],
             },
             rx,
@@ -430,6 +440,20 @@ impl Client {
         self.manager.connection().close().await;
         for task in &self.tasks {
             task.abort();
+        }
+        // Nothing left unhandled: the next start need not replay what came before now
+        // (minus a little for a message that was being handled when the worker stopped).
+        if self.inbound.lock().messages.len() == 0 {
+            let until = crate::omemo::now().saturating_sub(archive::CLOSE_SLACK_SECS);
+            match self
+                .manager
+                .with_store(move |store| store.set_caught_up_until(until))
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot record the clean stop"),
+                Err(e) => tracing::warn!(error = %e, "cannot record the clean stop"),
+            }
         }
     }
 }

@@ -233,7 +233,7 @@ pub struct OmemoManager {
     next_id: std::sync::atomic::AtomicU64,
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
