@@ -35,8 +35,7 @@ async fn last_catch_up(bot: &Bot) -> usize {
         let log = bot.log_text();
         let last = log
             .lines()
-            .filter(|l| l.contains("caught up from the archive"))
-            .next_back()
+            .rfind(|l| l.contains("caught up from the archive"))
             .and_then(|l| l.split("replayed=").nth(1))
             .and_then(|v| v.split_whitespace().next()?.parse().ok());
         if let Some(replayed) = last {
