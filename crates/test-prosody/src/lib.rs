@@ -555,8 +555,10 @@ mod tests {
             port: 12345,
             allow_plaintext: false,
             interface: "127.0.0.1",
+            extra: &["smacks_hibernation_time = 5".to_owned()],
         });
         for needle in [
+            "\nsmacks_hibernation_time = 5\n",
             "interfaces = { \"127.0.0.1\" }",
             "run_as_root = true",
             "c2s_ports = { 12345 }",

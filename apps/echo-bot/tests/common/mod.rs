@@ -15,6 +15,8 @@ use xmpp_core::client::{Client, ClientEvent, ClientEvents};
 use xmpp_core::jid::BareJid;
 use xmpp_core::settings::{AccountSettings, Password, ServerAddress, TrustPolicySetting};
 
+pub(crate) mod raw;
+
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A running echo-bot process; killed when dropped.
