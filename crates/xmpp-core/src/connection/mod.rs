@@ -19,6 +19,7 @@
 
 mod backoff;
 mod caps;
+mod depth;
 mod transport;
 
 use std::collections::HashMap;

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::depth::DepthLimit;
 use futures::{SinkExt, StreamExt};
 use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
@@ -128,7 +129,7 @@ impl XmppConnector {
         match &self.security {
             Security::Plaintext(_) => {
                 tracing::warn!("using an unencrypted connection (loopback only)");
-                let stream: BoxedStream = Box::new(BufStream::new(tcp));
+                let stream: BoxedStream = Box::new(BufStream::new(DepthLimit::new(tcp)));
                 let pending = initiate_stream(stream, ns::JABBER_CLIENT, header(), timeouts)
                     .await
                     .map_err(ConnectError::Io)?;
@@ -154,7 +155,7 @@ impl XmppConnector {
                     .await
                     .map_err(ConnectError::Tls)?;
                 let channel_binding = channel_binding(tls_stream.get_ref().1);
-                let stream: BoxedStream = Box::new(BufStream::new(tls_stream));
+                let stream: BoxedStream = Box::new(BufStream::new(DepthLimit::new(tls_stream)));
                 let pending = initiate_stream(stream, ns::JABBER_CLIENT, header(), timeouts)
                     .await
                     .map_err(ConnectError::Io)?;

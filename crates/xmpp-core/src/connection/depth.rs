@@ -1,0 +1,456 @@
+//! A nesting-depth limit on the XML the server sends us, applied to the bytes before they
+//! reach the XML parser.
+//!
+//! The stanza parser under tokio-xmpp builds elements recursively, one stack frame per level,
+//! so a stanza nested a few thousand levels deep (about 7 bytes a level, well within any
+//! server's stanza size limit, and relayed by Prosody) overflows a thread's stack and aborts
+//! the process; everything that walks or drops the resulting tree is recursive too. Closing
+//! the connection instead would not help: stream management would deliver the same stanza
+//! again after the reconnect. So [`DepthLimit`] keeps the stanza and cuts out every element
+//! nested deeper than [`MAX_DEPTH`], tags, text and all. The result is still well-formed, the
+//! stanza still counts for stream management, and the layers above see a (malformed)
+//! stanza they reject with a log line. No legitimate stanza we handle comes near the limit:
+//! the deepest, an OMEMO message forwarded from the archive, reaches depth 9.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The deepest element kept, counting the stream's root element as depth 1 and a stanza as 2.
+pub(crate) const MAX_DEPTH: usize = 32;
+
+/// Bytes read from the transport at a time.
+const CHUNK: usize = 8 * 1024;
+
+/// Where the scanner is in the XML syntax.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Character data between tags.
+    Text,
+    /// Right after `<`, before we know what kind of markup follows.
+    Lt,
+    /// Inside a start tag; `quote` is the open attribute quote, if any.
+    Open {
+        quote: Option<u8>,
+        slash: bool,
+        in_name: bool,
+    },
+    /// Inside an end tag.
+    Close,
+    /// After `<!`, before we know which kind.
+    Bang,
+    /// Inside `<![CDATA[ ... ]]>`.
+    Cdata,
+    /// Inside `<!-- ... -->`.
+    Comment,
+    /// Inside `<! ... >` (a declaration; not allowed in XMPP, passed on for the parser).
+    Declaration,
+    /// Inside `<? ... ?>`.
+    Instruction,
+}
+
+/// The byte-level filter: feed it the incoming bytes, it appends the ones to keep.
+#[derive(Debug)]
+pub(crate) struct Scanner {
+    state: State,
+    /// Depth of the element whose content we are in (0 outside the stream's root).
+    depth: usize,
+    /// Nesting inside the subtree being cut out; 0 while keeping.
+    cutting: usize,
+    /// Whether the current markup is being kept (decided at its first byte).
+    keep_markup: bool,
+    /// The start of the current start tag's name, to recognise a new stream header.
+    name: [u8; 16],
+    name_len: usize,
+    /// The last two bytes, for the `]]>`, `-->` and `?>` terminators.
+    last: [u8; 2],
+    /// Subtrees cut out so far.
+    cut: u64,
+}
+
+impl Default for Scanner {
+    fn default() -> Self {
+        Self {
+            state: State::Text,
+            depth: 0,
+            cutting: 0,
+            keep_markup: true,
+            name: [0; 16],
+            name_len: 0,
+            last: [0; 2],
+            cut: 0,
+        }
+    }
+}
+
+impl Scanner {
+    /// Subtrees cut out so far.
+    pub(crate) fn cut(&self) -> u64 {
+        self.cut
+    }
+
+    /// Processes `input`, appending what is kept to `out`.
+    pub(crate) fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        for &byte in input {
+            self.byte(byte, out);
+            self.last = [self.last[1], byte];
+        }
+    }
+
+    fn byte(&mut self, byte: u8, out: &mut Vec<u8>) {
+        match self.state {
+            State::Text => {
+                if byte == b'<' {
+                    // Kept or not depends on the next byte (a start tag at the limit is cut,
+                    // an end tag there is kept), so `<` waits for it.
+                    self.state = State::Lt;
+                } else if self.cutting == 0 {
+                    out.push(byte);
+                }
+            }
+            State::Lt => {
+                let (state, keep) = match byte {
+                    b'/' => (State::Close, self.cutting == 0),
+                    b'!' => (State::Bang, self.cutting == 0),
+                    b'?' => (State::Instruction, self.cutting == 0),
+                    _ => {
+                        let keep = self.cutting == 0 && self.depth < MAX_DEPTH;
+                        if !keep && self.cutting == 0 {
+                            self.cut += 1;
+                        }
+                        self.name[0] = byte;
+                        self.name_len = 1;
+                        (
+                            State::Open {
+                                quote: None,
+                                slash: false,
+                                in_name: true,
+                            },
+                            keep,
+                        )
+                    }
+                };
+                self.keep_markup = keep;
+                if keep {
+                    out.extend_from_slice(&[b'<', byte]);
+                }
+                self.state = state;
+            }
+            _ => self.markup_byte(byte, out),
+        }
+    }
+
+    /// A byte inside markup (the first one included).
+    fn markup_byte(&mut self, byte: u8, out: &mut Vec<u8>) {
+        if self.keep_markup {
+            out.push(byte);
+        }
+        match self.state {
+            State::Open {
+                quote,
+                slash,
+                in_name,
+            } => {
+                if let Some(q) = quote {
+                    if byte == q {
+                        self.state = State::Open {
+                            quote: None,
+                            slash: false,
+                            in_name: false,
+                        };
+                    }
+                    return;
+                }
+                match byte {
+                    b'>' => self.end_start_tag(slash),
+                    b'"' | b'\'' => {
+                        self.state = State::Open {
+                            quote: Some(byte),
+                            slash: false,
+                            in_name: false,
+                        }
+                    }
+                    b'/' => {
+                        self.state = State::Open {
+                            quote: None,
+                            slash: true,
+                            in_name: false,
+                        }
+                    }
+                    b' ' | b'\t' | b'\r' | b'\n' => {
+                        self.state = State::Open {
+                            quote: None,
+                            slash,
+                            in_name: false,
+                        }
+                    }
+                    _ => {
+                        if in_name {
+                            if self.name_len < self.name.len() {
+                                self.name[self.name_len] = byte;
+                            }
+                            self.name_len += 1;
+                        }
+                        self.state = State::Open {
+                            quote: None,
+                            slash: false,
+                            in_name,
+                        }
+                    }
+                }
+            }
+            State::Close => {
+                if byte == b'>' {
+                    if self.cutting > 0 {
+                        self.cutting -= 1;
+                    } else {
+                        self.depth = self.depth.saturating_sub(1);
+                    }
+                    self.state = State::Text;
+                }
+            }
+            State::Bang => {
+                self.state = match byte {
+                    b'[' => State::Cdata,
+                    b'-' => State::Comment,
+                    b'>' => State::Text,
+                    _ => State::Declaration,
+                };
+            }
+            State::Cdata if byte == b'>' && self.last == *b"]]" => self.state = State::Text,
+            State::Comment if byte == b'>' && self.last == *b"--" => self.state = State::Text,
+            State::Declaration if byte == b'>' => self.state = State::Text,
+            State::Instruction if byte == b'>' && self.last[1] == b'?' => self.state = State::Text,
+            _ => {}
+        }
+    }
+
+    fn end_start_tag(&mut self, self_closing: bool) {
+        self.state = State::Text;
+        if self_closing {
+            return;
+        }
+        if self.cutting > 0 || !self.keep_markup {
+            self.cutting += 1;
+            return;
+        }
+        // A stream header (the first, or a restart after StartTLS or SASL) opens a new root.
+        let name = &self.name[..self.name_len.min(self.name.len())];
+        if self.name_len == b"stream:stream".len() && name == b"stream:stream" {
+            self.depth = 0;
+        }
+        self.depth += 1;
+    }
+}
+
+/// A transport whose incoming XML is passed through a [`Scanner`].
+pub(crate) struct DepthLimit<S> {
+    inner: S,
+    scanner: Scanner,
+    scratch: Box<[u8]>,
+    out: Vec<u8>,
+    out_pos: usize,
+}
+
+impl<S> DepthLimit<S> {
+    pub(crate) fn new(inner: S) -> Self {
+        Self {
+            inner,
+            scanner: Scanner::default(),
+            scratch: vec![0; CHUNK].into_boxed_slice(),
+            out: Vec::with_capacity(CHUNK),
+            out_pos: 0,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for DepthLimit<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if this.out_pos < this.out.len() {
+                let n = buf.remaining().min(this.out.len() - this.out_pos);
+                buf.put_slice(&this.out[this.out_pos..this.out_pos + n]);
+                this.out_pos += n;
+                if this.out_pos == this.out.len() {
+                    this.out.clear();
+                    this.out_pos = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            let mut read = ReadBuf::new(&mut this.scratch);
+            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
+            let input = read.filled();
+            if input.is_empty() {
+                return Poll::Ready(Ok(())); // end of stream
+            }
+            let before = this.scanner.cut();
+            this.scanner.feed(input, &mut this.out);
+            if this.scanner.cut() > before {
+                tracing::warn!(
+                    max = MAX_DEPTH,
+                    "cut out XML nested deeper than the limit from an incoming stanza"
+                );
+            }
+            // If everything read was cut out, read again rather than report end of stream.
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for DepthLimit<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+                          xmlns:stream='http://etherx.jabber.org/streams' id='s1'>";
+
+    fn filter(input: &str) -> String {
+        let mut scanner = Scanner::default();
+        let mut out = Vec::new();
+        scanner.feed(input.as_bytes(), &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn filter_bytewise(input: &str) -> String {
+        let mut scanner = Scanner::default();
+        let mut out = Vec::new();
+        for byte in input.as_bytes() {
+            scanner.feed(std::slice::from_ref(byte), &mut out);
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    fn nested(levels: usize, inner: &str) -> String {
+        format!("{}{inner}{}", "<a>".repeat(levels), "</a>".repeat(levels))
+    }
+
+    #[test]
+    fn ordinary_stanzas_pass_unchanged() {
+        let input = format!(
+            "{HEADER}<message to='a@b' id=\"x>y\"><body>1 &lt; 2 &amp; a>b</body>\
+             <encrypted xmlns='urn:xmpp:omemo:2'><header sid='1'><keys jid='a@b'>\
+             <key rid='2' kex='true'>AAA=</key></keys></header><payload>BBB=</payload>\
+             </encrypted><store xmlns='urn:xmpp:hints'/><x><![CDATA[<not> a tag]]></x>\
+             </message><iq type='result' id='1'/>{}",
+            nested(MAX_DEPTH - 2, "deep but allowed")
+        );
+        assert_eq!(filter(&input), input);
+        assert_eq!(filter_bytewise(&input), input);
+    }
+
+    #[test]
+    fn deeper_elements_are_cut_out_and_the_stream_goes_on() {
+        let deep = nested(10_000, "text");
+        let input = format!(
+            "{HEADER}<message from='m@x'><encrypted>{deep}</encrypted></message>\
+             <message><body>next</body></message>"
+        );
+        for output in [filter(&input), filter_bytewise(&input)] {
+            // Stanza at depth 2, <encrypted> at 3: the <a> elements fill depths 4..=MAX.
+            let kept = nested(MAX_DEPTH - 3, "");
+            assert_eq!(
+                output,
+                format!(
+                    "{HEADER}<message from='m@x'><encrypted>{kept}</encrypted></message>\
+                     <message><body>next</body></message>"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn cut_out_subtrees_with_attributes_and_self_closing_tags_stay_balanced() {
+        let inner = "<b x='>' y=\"</a>\"/><c>t</c><![CDATA[</a>]]>";
+        let input = format!(
+            "{HEADER}<message>{}</message><message/>",
+            nested(MAX_DEPTH + 5, inner)
+        );
+        let output = filter_bytewise(&input);
+        assert_eq!(
+            output,
+            format!(
+                "{HEADER}<message>{}</message><message/>",
+                nested(MAX_DEPTH - 2, "")
+            )
+        );
+        assert_eq!(filter(&input), output);
+    }
+
+    #[test]
+    fn a_stream_restart_opens_a_new_root() {
+        let allowed = nested(MAX_DEPTH - 2, "x");
+        let input =
+            format!("{HEADER}<features/>{HEADER}<features/>{HEADER}<message>{allowed}</message>");
+        assert_eq!(filter(&input), input);
+    }
+
+    #[test]
+    fn a_hostile_sibling_flood_at_the_limit_is_counted() {
+        let mut scanner = Scanner::default();
+        let mut out = Vec::new();
+        let siblings = "<z/><z>t</z>".repeat(100);
+        let input = format!(
+            "{HEADER}<message>{}</message>",
+            nested(MAX_DEPTH - 2, &siblings)
+        );
+        scanner.feed(input.as_bytes(), &mut out);
+        assert_eq!(scanner.cut(), 200);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("{HEADER}<message>{}</message>", nested(MAX_DEPTH - 2, ""))
+        );
+    }
+
+    #[tokio::test]
+    async fn the_transport_wrapper_filters_what_it_reads() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let (mut server, client) = tokio::io::duplex(64);
+        let input = format!("{HEADER}<message>{}</message>", nested(5_000, "x"));
+        let expected = format!("{HEADER}<message>{}</message>", nested(MAX_DEPTH - 2, ""));
+        let writer = tokio::spawn(async move {
+            server.write_all(input.as_bytes()).await.unwrap();
+            server.shutdown().await.unwrap();
+        });
+        let mut limited = DepthLimit::new(client);
+        let mut read = String::new();
+        limited.read_to_string(&mut read).await.unwrap();
+        writer.await.unwrap();
+        assert_eq!(read, expected);
+    }
+}
