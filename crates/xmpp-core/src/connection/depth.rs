@@ -201,15 +201,13 @@ impl Scanner {
                     }
                 }
             }
-            State::Close => {
-                if byte == b'>' {
-                    if self.cutting > 0 {
-                        self.cutting -= 1;
-                    } else {
-                        self.depth = self.depth.saturating_sub(1);
-                    }
-                    self.state = State::Text;
+            State::Close if byte == b'>' => {
+                if self.cutting > 0 {
+                    self.cutting -= 1;
+                } else {
+                    self.depth = self.depth.saturating_sub(1);
                 }
+                self.state = State::Text;
             }
             State::Bang => {
                 self.state = match byte {
