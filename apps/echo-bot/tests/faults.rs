@@ -21,6 +21,7 @@ use base64::Engine as _;
 use omemo_crypto::KeyMessage;
 use rand_core::{OsRng, RngCore as _};
 use test_prosody::TestServer;
+use tokio::sync::mpsc;
 use xmpp_core::client::{Client, ClientEvent, ClientEvents};
 use xmpp_core::jid::BareJid;
 
@@ -43,24 +44,34 @@ fn server() -> TestServer {
     server
 }
 
-/// Collects the bot's echoes ("Your message: <text>") as they arrive.
-fn collect_echoes(mut events: ClientEvents) -> Arc<Mutex<HashMap<String, usize>>> {
-    let echoes = Arc::new(Mutex::new(HashMap::new()));
+/// The bot's echoes ("Your message: <text>") as they arrive, counted per text.
+type Echoes = Arc<Mutex<HashMap<String, usize>>>;
+
+/// Collects the echoes, and reports each time the client comes (back) online.
+fn collect_echoes(mut events: ClientEvents) -> (Echoes, mpsc::UnboundedReceiver<Instant>) {
+    let echoes = Echoes::default();
     let sink = Arc::clone(&echoes);
+    let (online_tx, online_rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
-            if let ClientEvent::Encrypted(message) = event {
-                if let Some(text) = message
-                    .body
-                    .as_deref()
-                    .and_then(|b| b.strip_prefix("Your message: "))
-                {
-                    *sink.lock().unwrap().entry(text.to_owned()).or_insert(0) += 1;
+            match event {
+                ClientEvent::Online { .. } => {
+                    let _ = online_tx.send(Instant::now());
                 }
+                ClientEvent::Encrypted(message) => {
+                    if let Some(text) = message
+                        .body
+                        .as_deref()
+                        .and_then(|b| b.strip_prefix("Your message: "))
+                    {
+                        *sink.lock().unwrap().entry(text.to_owned()).or_insert(0) += 1;
+                    }
+                }
+                _ => {}
             }
         }
     });
-    echoes
+    (echoes, online_rx)
 }
 
 /// `PRAGMA integrity_check` on a database the bot left behind.
@@ -146,7 +157,7 @@ async fn sigkill_during_a_stream_loses_no_session_and_reuses_no_key() {
     .unwrap();
     let alice_device = alice.manager().own().device_id.to_string();
     echo_round(&alice, &mut events, &bot_jid, "before the stream").await;
-    let echoes = collect_echoes(events);
+    let (echoes, _online) = collect_echoes(events);
 
     // The killer: SIGKILL at a random moment, sometimes a pause before the restart (messages
     // sent meanwhile must wait on the server), then the same database again.
@@ -271,56 +282,29 @@ async fn a_prosody_restart_mid_stream_is_survived_without_loss() {
     .unwrap();
     echo_round(&alice, &mut events, &bot_jid, "before the restart").await;
 
-    // Alice's events, with the time she came back online.
-    let (online_tx, mut online_rx) = tokio::sync::mpsc::unbounded_channel();
-    let echoes = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
-    let sink = Arc::clone(&echoes);
-    tokio::spawn(async move {
-        while let Some(event) = events.recv().await {
-            match event {
-                ClientEvent::Online { .. } => {
-                    let _ = online_tx.send(Instant::now());
-                }
-                ClientEvent::Encrypted(message) => {
-                    if let Some(text) = message
-                        .body
-                        .as_deref()
-                        .and_then(|b| b.strip_prefix("Your message: "))
-                    {
-                        *sink.lock().unwrap().entry(text.to_owned()).or_insert(0) += 1;
-                    }
-                }
-                _ => {}
-            }
-        }
-    });
+    let (echoes, mut online_rx) = collect_echoes(events);
 
     let mut sent = Vec::new();
     let send = |i: usize| format!("around the restart {i}");
-    for i in 0..50 {
-        alice.send_body(&bot_jid, &send(i)).await.unwrap();
-        sent.push(send(i));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut stream = async |range: std::ops::Range<usize>, pause: u64| {
+        for i in range {
+            alice.send_body(&bot_jid, &send(i)).await.unwrap();
+            sent.push(send(i));
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+        }
+    };
+    stream(0..50, 20).await;
     // Down for two seconds; alice keeps sending (her client queues while offline).
     server.stop().unwrap();
     let down = Instant::now();
-    for i in 50..60 {
-        alice.send_body(&bot_jid, &send(i)).await.unwrap();
-        sent.push(send(i));
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    stream(50..60, 200).await;
     server.restart().unwrap();
     let up = Instant::now();
     let online = tokio::time::timeout(Duration::from_secs(120), online_rx.recv())
         .await
         .expect("alice did not reconnect")
         .unwrap();
-    for i in 60..110 {
-        alice.send_body(&bot_jid, &send(i)).await.unwrap();
-        sent.push(send(i));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    stream(60..110, 20).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline && !sent.iter().all(|t| echoes.lock().unwrap().contains_key(t))
     {
