@@ -412,3 +412,42 @@ async fn resumes_the_session_after_a_dropped_connection() -> anyhow::Result<()> 
     bob.close().await;
     Ok(())
 }
+
+/// A "server" (anyone on the path before TLS) that answers the stream header with stream
+/// features nested 100,000 levels deep. The client must fail to connect, not overflow its
+/// stack.
+#[tokio::test]
+async fn deeply_nested_features_before_starttls_do_not_crash_the_client() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    init_tracing();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let port = listener.local_addr()?.port();
+    let hostile = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await?;
+        let mut header = [0u8; 512];
+        let _ = socket.read(&mut header).await?;
+        let depth = 100_000;
+        let features = format!(
+            "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+             xmlns:stream='http://etherx.jabber.org/streams' id='x' from='localhost' \
+             version='1.0'><stream:features>{}{}<starttls \
+             xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls></stream:features>",
+            "<a>".repeat(depth),
+            "</a>".repeat(depth)
+        );
+        socket.write_all(features.as_bytes()).await?;
+        // Whatever the client says next, the "server" hangs up.
+        let mut rest = [0u8; 512];
+        let _ = socket.read(&mut rest).await;
+        anyhow::Ok(())
+    });
+    let mut config = ConnectionConfig::new(
+        xmpp_parsers::jid::BareJid::new("alice@localhost")?,
+        Secret::new("pw".into()),
+    );
+    config.server = Some(("127.0.0.1".to_owned(), port));
+    let result = tokio::time::timeout(WAIT, Connection::connect(config)).await?;
+    assert!(result.is_err(), "connected to a hostile fake server");
+    hostile.await??;
+    Ok(())
+}

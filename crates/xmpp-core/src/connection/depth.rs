@@ -262,6 +262,12 @@ impl<S> DepthLimit<S> {
             out_pos: 0,
         }
     }
+
+    /// The transport, for the TLS handshake after StartTLS (bytes not yet read are dropped,
+    /// as the server sends none after `<proceed/>`).
+    pub(crate) fn into_inner(self) -> S {
+        self.inner
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for DepthLimit<S> {

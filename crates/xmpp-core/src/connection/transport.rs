@@ -136,10 +136,16 @@ impl XmppConnector {
                 Ok((pending, ChannelBinding::None))
             }
             Security::StartTls(tls) => {
-                let pending =
-                    initiate_stream(BufStream::new(tcp), ns::JABBER_CLIENT, header(), timeouts)
-                        .await
-                        .map_err(ConnectError::Io)?;
+                // The plaintext part before TLS is limited too: whoever is on the path could
+                // send the deep XML there.
+                let pending = initiate_stream(
+                    BufStream::new(DepthLimit::new(tcp)),
+                    ns::JABBER_CLIENT,
+                    header(),
+                    timeouts,
+                )
+                .await
+                .map_err(ConnectError::Io)?;
                 let (features, stream) = pending
                     .recv_features()
                     .await
@@ -182,7 +188,7 @@ impl ServerConnector for XmppConnector {
 
 /// Sends `<starttls/>`, waits for `<proceed/>` and returns the bare TCP stream.
 async fn negotiate_starttls(
-    mut stream: XmppStream<BufStream<TcpStream>>,
+    mut stream: XmppStream<BufStream<DepthLimit<TcpStream>>>,
 ) -> Result<TcpStream, ConnectError> {
     stream
         .send(&XmppStreamElement::Starttls(starttls::Nonza::Request(
@@ -213,7 +219,8 @@ async fn negotiate_starttls(
             }
         }
     }
-    Ok(stream.into_inner().into_inner())
+    // As with the buffer, nothing the server sent after <proceed/> is kept.
+    Ok(stream.into_inner().into_inner().into_inner())
 }
 
 /// `tls-exporter` channel binding (RFC 9266) for TLS 1.3, none otherwise.
