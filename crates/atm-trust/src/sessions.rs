@@ -175,32 +175,93 @@ impl Store {
         updates: &[SessionUpdate<'_>],
         now: u64,
     ) -> Result<()> {
-        let now = time_to_sql(now);
-        let ns = namespace.as_str();
         let tx = self.write()?;
-        for update in updates {
-            tx.prepare_cached(
-                "INSERT INTO devices (namespace, jid, device_id, first_seen, last_seen,
+        encryption_updates(&tx, namespace, updates, now)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// [`Store::commit_encryption`], and in the same transaction keeps `stanza` (the message
+    /// that carries these ratchet steps) in the outbox until [`Store::outbox_remove`]. Returns
+    /// its outbox id.
+    pub fn commit_encryption_queued(
+        &mut self,
+        namespace: Namespace,
+        updates: &[SessionUpdate<'_>],
+        now: u64,
+        stanza: &str,
+    ) -> Result<i64> {
+        let tx = self.write()?;
+        encryption_updates(&tx, namespace, updates, now)?;
+        tx.prepare_cached("INSERT INTO outbox (stanza, created_at) VALUES (?1, ?2)")?
+            .execute(params![stanza, time_to_sql(now)])?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// The messages not yet acknowledged by the server, oldest first, with their ids.
+    pub fn outbox(&self) -> Result<Vec<(i64, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, stanza FROM outbox ORDER BY id")?;
+        let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Forgets messages committed before `before` (Unix seconds) that were never
+    /// acknowledged; returns how many.
+    pub fn outbox_expire(&mut self, before: u64) -> Result<usize> {
+        Ok(self.conn.execute(
+            "DELETE FROM outbox WHERE created_at < ?1",
+            params![time_to_sql(before)],
+        )?)
+    }
+
+    /// Forgets acknowledged messages.
+    pub fn outbox_remove(&mut self, ids: &[i64]) -> Result<()> {
+        let tx = self.write()?;
+        for id in ids {
+            tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?
+                .execute(params![id])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// The session and device updates of an encryption, inside a write transaction.
+fn encryption_updates(
+    tx: &rusqlite::Transaction<'_>,
+    namespace: Namespace,
+    updates: &[SessionUpdate<'_>],
+    now: u64,
+) -> Result<()> {
+    let now = time_to_sql(now);
+    let ns = namespace.as_str();
+    for update in updates {
+        tx.prepare_cached(
+            "INSERT INTO devices (namespace, jid, device_id, first_seen, last_seen,
                                       sent_without_reply)
                  VALUES (?1, ?2, ?3, ?4, ?4, 1)
                  ON CONFLICT (namespace, jid, device_id) DO UPDATE SET
                      sent_without_reply = sent_without_reply + 1,
                      received_without_reply = 0",
-            )?
-            .execute(params![ns, update.jid, update.device_id.get(), now])?;
-            upsert_session(
-                &tx,
-                namespace,
-                update.jid,
-                update.device_id,
-                update.session_state,
-                now,
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
+        )?
+        .execute(params![ns, update.jid, update.device_id.get(), now])?;
+        upsert_session(
+            tx,
+            namespace,
+            update.jid,
+            update.device_id,
+            update.session_state,
+            now,
+        )?;
     }
+    Ok(())
+}
 
+impl Store {
     /// Stores one session state on its own (for example a session built from a bundle
     /// before its first message); counters are left alone.
     pub fn store_session(

@@ -346,6 +346,50 @@ fn last_session_activity_is_the_newest_commit() {
 }
 
 #[test]
+fn the_outbox_is_written_with_the_ratchet_steps_and_emptied_on_acknowledgement() {
+    let mut store = Store::open_in_memory().unwrap();
+    let update = |state: &'static [u8]| SessionUpdate {
+        jid: BOB,
+        device_id: dev(1),
+        session_state: state,
+    };
+    let first = store
+        .commit_encryption_queued(NS, &[update(b"s1")], NOW, "<message id='1'/>")
+        .unwrap();
+    let second = store
+        .commit_encryption_queued(NS, &[update(b"s2")], NOW, "<message id='2'/>")
+        .unwrap();
+    assert_eq!(
+        store
+            .load_session(NS, BOB, dev(1))
+            .unwrap()
+            .unwrap()
+            .as_slice(),
+        b"s2"
+    );
+    assert_eq!(
+        store.outbox().unwrap(),
+        [
+            (first, "<message id='1'/>".to_owned()),
+            (second, "<message id='2'/>".to_owned())
+        ]
+    );
+    // A failing commit writes neither the session nor the stanza.
+    assert!(store
+        .commit_encryption_queued(NS, &[update(b"")], NOW, "<message id='3'/>")
+        .is_err());
+    assert_eq!(store.outbox().unwrap().len(), 2);
+    store.outbox_remove(&[first]).unwrap();
+    assert_eq!(
+        store.outbox().unwrap(),
+        [(second, "<message id='2'/>".to_owned())]
+    );
+    assert_eq!(store.outbox_expire(NOW).unwrap(), 0);
+    assert_eq!(store.outbox_expire(NOW + 1).unwrap(), 1);
+    assert!(store.outbox().unwrap().is_empty());
+}
+
+#[test]
 fn encryption_commit_updates_every_recipient_and_counters() {
     let mut store = Store::open_in_memory().unwrap();
     store

@@ -473,6 +473,12 @@ async fn handle_event(
                     tracing::warn!(error = %e, "re-checking our device list failed");
                 }
             }
+            if !resumed {
+                // What a dead process or connection may not have delivered goes out again.
+                if let Err(e) = manager.resend_outbox().await {
+                    tracing::warn!(error = %e, "sending the outbox again failed");
+                }
+            }
             *first_online = false;
             Some(ClientEvent::Online { resumed })
         }

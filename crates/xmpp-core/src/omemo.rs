@@ -20,7 +20,7 @@ use omemo_pep::omemo2::{DeviceEntry, DeviceList, EncryptedKey, EncryptedMessage,
 use omemo_pep::pep::{self, Fetched, Publication, PublishProgress};
 use omemo_pep::tm::{KeyOwner, TrustMessage};
 use omemo_pep::{hints, sce};
-use rand_core::OsRng;
+use rand_core::{OsRng, RngCore as _};
 use tokio::sync::Mutex as AsyncMutex;
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::{BareJid, Jid};
@@ -40,6 +40,11 @@ pub const SIGNED_PRE_KEY_GRACE: Duration = Duration::from_secs(4 * 7 * 24 * 3600
 pub const USED_PRE_KEY_GRACE: Duration = Duration::from_secs(24 * 3600);
 /// Re-fetch a contact's device list when sending if the last fetch is older than this.
 pub const DEVICE_LIST_MAX_AGE: Duration = Duration::from_secs(300);
+
+/// How long an unacknowledged message is sent again after reconnects and restarts. Older
+/// ones are dropped: a server without stream management never acknowledges anything, and a
+/// message that old is stale anyway.
+const OUTBOX_MAX_AGE: Duration = Duration::from_secs(3600);
 
 /// How often a message from a device missing from its sender's list may trigger a fresh
 /// fetch of that list.
@@ -231,6 +236,8 @@ pub struct OmemoManager {
     /// Serialises bundle republication.
     publishing: AsyncMutex<()>,
     next_id: std::sync::atomic::AtomicU64,
+    /// Distinguishes this process's stanza ids from an earlier one's (outbox resends).
+    id_tag: u32,
 }
 
 pub(crate) fn now() -> u64 {
@@ -296,6 +303,7 @@ impl OmemoManager {
             device_lists_fetched: AsyncMutex::new(HashMap::new()),
             publishing: AsyncMutex::new(()),
             next_id: std::sync::atomic::AtomicU64::new(1),
+            id_tag: OsRng.next_u32(),
         }
     }
 
@@ -325,7 +333,7 @@ impl OmemoManager {
         let n = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        format!("omemo-{what}-{n}")
+        format!("omemo-{what}-{:08x}-{n}", self.id_tag)
     }
 
     /// Sends a request and returns the answer as an IQ, error answers included (the PEP
@@ -628,7 +636,8 @@ impl OmemoManager {
         )
         .to_bytes()?;
         let stanza_id = self.iq_id("msg");
-        let (encrypted, report) = self
+        let id_for_store = stanza_id.clone();
+        let (message, report, outbox_id) = self
             .with_store(move |store| {
                 encrypt_for_devices(
                     store,
@@ -639,16 +648,11 @@ impl OmemoManager {
                     bundles,
                     &envelope_bytes,
                     &to_owned,
+                    &id_for_store,
                 )
             })
             .await??;
-        let mut message =
-            hints::encrypted_message(Jid::from(to.clone()), MessageType::Chat, &encrypted);
-        message.id = Some(xmpp_parsers::message::Id(stanza_id.clone()));
-        self.connection
-            .send(message)
-            .await
-            .map_err(|_| OmemoError::Closed)?;
+        self.send_queued(outbox_id, message).await?;
         Ok(SendReport {
             stanza_id,
             ..report
@@ -659,52 +663,118 @@ impl OmemoManager {
     async fn send_empty(&self, jid: &BareJid, device: DeviceId) -> Result<(), OmemoError> {
         let own = Arc::clone(&self.own);
         let jid_owned = jid.clone();
-        let encrypted = self
-            .with_store(
-                move |store| -> Result<Option<EncryptedMessage>, OmemoError> {
-                    let Some(blob) = store.load_session(NS, jid_owned.as_str(), device)? else {
-                        return Ok(None);
-                    };
-                    let Ok(mut session) = Session::restore(&blob) else {
-                        return Ok(None);
-                    };
-                    let Ok(key) = session.encrypt(KeyMaterial::empty().as_bytes()) else {
-                        return Ok(None);
-                    };
-                    let state = session.snapshot();
-                    store.commit_encryption(
-                        NS,
-                        &[SessionUpdate {
-                            jid: jid_owned.as_str(),
-                            device_id: device,
-                            session_state: &state,
+        let stanza_id = self.iq_id("empty");
+        let queued = self
+            .with_store(move |store| -> Result<Option<(i64, Message)>, OmemoError> {
+                let Some(blob) = store.load_session(NS, jid_owned.as_str(), device)? else {
+                    return Ok(None);
+                };
+                let Ok(mut session) = Session::restore(&blob) else {
+                    return Ok(None);
+                };
+                let Ok(key) = session.encrypt(KeyMaterial::empty().as_bytes()) else {
+                    return Ok(None);
+                };
+                let state = session.snapshot();
+                let encrypted = EncryptedMessage {
+                    sid: own.device_id,
+                    keys: vec![RecipientKeys {
+                        jid: jid_owned.clone(),
+                        keys: vec![EncryptedKey {
+                            rid: device,
+                            kex: key.is_key_exchange(),
+                            data: key.to_bytes(),
                         }],
-                        now(),
-                    )?;
-                    Ok(Some(EncryptedMessage {
-                        sid: own.device_id,
-                        keys: vec![RecipientKeys {
-                            jid: jid_owned.clone(),
-                            keys: vec![EncryptedKey {
-                                rid: device,
-                                kex: key.is_key_exchange(),
-                                data: key.to_bytes(),
-                            }],
-                        }],
-                        payload: None,
-                    }))
-                },
-            )
+                    }],
+                    payload: None,
+                };
+                let message = outgoing_message(&jid_owned, &encrypted, &stanza_id);
+                let outbox_id = store.commit_encryption_queued(
+                    NS,
+                    &[SessionUpdate {
+                        jid: jid_owned.as_str(),
+                        device_id: device,
+                        session_state: &state,
+                    }],
+                    now(),
+                    &stanza_text(&message),
+                )?;
+                Ok(Some((outbox_id, message)))
+            })
             .await??;
-        if let Some(encrypted) = encrypted {
-            let mut message =
-                hints::encrypted_message(Jid::from(jid.clone()), MessageType::Chat, &encrypted);
-            message.id = Some(xmpp_parsers::message::Id(self.iq_id("empty")));
-            self.connection
-                .send(message)
-                .await
-                .map_err(|_| OmemoError::Closed)?;
+        if let Some((outbox_id, message)) = queued {
+            self.send_queued(outbox_id, message).await?;
             tracing::debug!(%jid, %device, "sent empty OMEMO message");
+        }
+        Ok(())
+    }
+
+    /// Sends a message from the outbox; it leaves the outbox once the server acknowledged it.
+    async fn send_queued(&self, outbox_id: i64, message: Message) -> Result<(), OmemoError> {
+        let delivery = self
+            .connection
+            .send_tracked(message)
+            .await
+            .map_err(|_| OmemoError::Closed)?;
+        let store = Arc::clone(&self.store);
+        tokio::spawn(async move {
+            // Without stream management no acknowledgement ever comes: stop waiting at some
+            // point (the entry expires from the outbox later).
+            let acknowledged = tokio::time::timeout(OUTBOX_MAX_AGE, delivery.acknowledged()).await;
+            if acknowledged == Ok(true) {
+                let removed =
+                    tokio::task::spawn_blocking(move || lock(&store).outbox_remove(&[outbox_id]))
+                        .await;
+                if !matches!(removed, Ok(Ok(()))) {
+                    tracing::warn!(
+                        outbox_id,
+                        "cannot remove an acknowledged message from the outbox"
+                    );
+                }
+            } else {
+                tracing::debug!(
+                    outbox_id,
+                    "message not acknowledged; it stays in the outbox"
+                );
+            }
+        });
+        Ok(())
+    }
+
+    /// Sends again what the outbox holds, on every fresh (not resumed) session: messages a
+    /// previous process committed but may not have got to the server, and messages lost with
+    /// a connection that could not be resumed. A copy that did arrive is dropped by the
+    /// recipient's ratchet as a duplicate, so sending one too many is harmless.
+    pub async fn resend_outbox(&self) -> Result<(), OmemoError> {
+        let before = now().saturating_sub(OUTBOX_MAX_AGE.as_secs());
+        let (expired, rows) = self
+            .with_store(move |store| {
+                Ok::<_, StoreError>((store.outbox_expire(before)?, store.outbox()?))
+            })
+            .await??;
+        if expired > 0 {
+            tracing::warn!(
+                expired,
+                "dropped outbox messages the server never acknowledged"
+            );
+        }
+        let mut resent = 0usize;
+        for (outbox_id, text) in rows {
+            let parsed = text
+                .parse::<Element>()
+                .ok()
+                .and_then(|element| Message::try_from(element).ok());
+            let Some(message) = parsed else {
+                tracing::warn!(outbox_id, "unreadable message in the outbox; dropping it");
+                self.with_store(move |store| store.outbox_remove(&[outbox_id]))
+                    .await??;
+                continue;
+            };
+            self.send_queued(outbox_id, message).await?;
+            resent += 1;
+        }
+        if resent > 0 {
+            tracing::info!(resent, "sent unacknowledged messages from the outbox again");
         }
         Ok(())
     }
@@ -1250,7 +1320,8 @@ fn encrypt_for_devices(
     bundles: Vec<(BareJid, DeviceId, Bundle)>,
     envelope: &[u8],
     to: &BareJid,
-) -> Result<(EncryptedMessage, SendReport), OmemoError> {
+    stanza_id: &str,
+) -> Result<(Message, SendReport, i64), OmemoError> {
     let t = now();
     let mut report = SendReport::default();
     let mut sessions: Vec<(BareJid, DeviceId, Session)> = Vec::new();
@@ -1362,13 +1433,24 @@ fn encrypt_for_devices(
             session_state: state,
         })
         .collect();
-    store.commit_encryption(NS, &updates, t)?;
-    Ok((
-        EncryptedMessage {
-            sid: own.device_id,
-            keys,
-            payload: Some(ciphertext),
-        },
-        report,
-    ))
+    let encrypted = EncryptedMessage {
+        sid: own.device_id,
+        keys,
+        payload: Some(ciphertext),
+    };
+    let message = outgoing_message(to, &encrypted, stanza_id);
+    let outbox_id = store.commit_encryption_queued(NS, &updates, t, &stanza_text(&message))?;
+    Ok((message, report, outbox_id))
+}
+
+/// The `<message>` that carries `encrypted` to `to`.
+fn outgoing_message(to: &BareJid, encrypted: &EncryptedMessage, stanza_id: &str) -> Message {
+    let mut message = hints::encrypted_message(Jid::from(to.clone()), MessageType::Chat, encrypted);
+    message.id = Some(xmpp_parsers::message::Id(stanza_id.to_owned()));
+    message
+}
+
+/// A stanza as kept in the outbox.
+fn stanza_text(message: &Message) -> String {
+    String::from(&Element::from(message.clone()))
 }

@@ -41,7 +41,9 @@ use tokio_xmpp::parsers::message::Message;
 use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::presence::Presence;
 use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
-use tokio_xmpp::stanzastream::{self, StanzaStream, StreamEvent};
+use tokio_xmpp::stanzastream::{
+    self, StanzaStage, StanzaState, StanzaStream, StanzaToken, StreamEvent,
+};
 use tokio_xmpp::xmlstream::Timeouts;
 use tokio_xmpp::Stanza;
 use zeroize::Zeroizing;
@@ -275,11 +277,36 @@ impl futures::Stream for Events {
 
 enum Command {
     Send(Box<Stanza>),
+    SendTracked {
+        stanza: Box<Stanza>,
+        reply: oneshot::Sender<StanzaToken>,
+    },
     Iq {
         iq: Box<Iq>,
         reply: oneshot::Sender<Result<Iq, IqError>>,
     },
     Close(oneshot::Sender<()>),
+}
+
+/// What became of a stanza sent with [`Connection::send_tracked`].
+pub struct Delivery(StanzaToken);
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Delivery").field(&self.0.state()).finish()
+    }
+}
+
+impl Delivery {
+    /// Waits until the server acknowledged the stanza (true) or it was lost with its stream
+    /// or dropped (false). Without stream management nothing is ever acknowledged: false once
+    /// the connection is gone.
+    pub async fn acknowledged(mut self) -> bool {
+        matches!(
+            self.0.wait_for(StanzaStage::Acked).await,
+            Some(StanzaState::Acked { .. })
+        )
+    }
 }
 
 /// A handle to the connection; cheap to clone. See the [module docs](self).
@@ -372,6 +399,20 @@ impl Connection {
             .send(Command::Send(Box::new(stanza.into())))
             .await
             .map_err(|_| Closed)
+    }
+
+    /// Sends a stanza and returns a [`Delivery`] that tells whether the server acknowledged
+    /// it (XEP-0198).
+    pub async fn send_tracked(&self, stanza: impl Into<Stanza>) -> Result<Delivery, Closed> {
+        let (reply, token) = oneshot::channel();
+        self.commands
+            .send(Command::SendTracked {
+                stanza: Box::new(stanza.into()),
+                reply,
+            })
+            .await
+            .map_err(|_| Closed)?;
+        token.await.map(Delivery).map_err(|_| Closed)
     }
 
     /// Sends an IQ `get` or `set` and waits for its `result` (the returned IQ), with the
@@ -516,6 +557,11 @@ impl Driver {
                     None => break None,
                     Some(Command::Close(ack)) => break Some(ack),
                     Some(Command::Send(stanza)) => self.send(stanza).await,
+                    Some(Command::SendTracked { stanza, reply }) => {
+                        let token = self.stream.send(stanza).await;
+                        // The caller may have stopped waiting; the stanza goes out anyway.
+                        let _ = reply.send(token);
+                    }
                     Some(Command::Iq { iq, reply }) => self.request(*iq, Waiter::Caller(reply)).await,
                 },
                 event = self.stream.next() => match event {
