@@ -93,6 +93,16 @@ async fn echoes_100_messages_and_survives_a_restart_without_new_key_exchange() {
     // handled everything and replays next to nothing from its archive.
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop_bot(bot).await;
+    // The server acknowledged the bot's answers, so they left its outbox.
+    let unacknowledged = atm_trust::Store::open(&bot_db)
+        .unwrap()
+        .outbox()
+        .unwrap()
+        .len();
+    assert!(
+        unacknowledged < 5,
+        "{unacknowledged} of the bot's 100+ messages are still in its outbox"
+    );
     let bot = start_bot(&server, "bot", &bot_db, &[]).await;
     assert_eq!(
         bot.device, first_device,

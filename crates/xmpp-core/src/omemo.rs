@@ -21,7 +21,7 @@ use omemo_pep::pep::{self, Fetched, Publication, PublishProgress};
 use omemo_pep::tm::{KeyOwner, TrustMessage};
 use omemo_pep::{hints, sce};
 use rand_core::{OsRng, RngCore as _};
-use tokio::sync::Mutex as AsyncMutex;
+use tokio::sync::{mpsc, Mutex as AsyncMutex};
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::{BareJid, Jid};
 use xmpp_parsers::message::{Message, MessageType};
@@ -238,6 +238,25 @@ pub struct OmemoManager {
     next_id: std::sync::atomic::AtomicU64,
     /// Distinguishes this process's stanza ids from an earlier one's (outbox resends).
     id_tag: u32,
+    /// Outbox ids the server acknowledged, for [`remove_acknowledged`] (started on first use).
+    acknowledged: std::sync::OnceLock<mpsc::UnboundedSender<i64>>,
+}
+
+/// Deletes acknowledged messages from the outbox, many per transaction when they come fast
+/// (one commit per message would cost a disk sync each).
+async fn remove_acknowledged(store: Arc<Mutex<Store>>, mut ids: mpsc::UnboundedReceiver<i64>) {
+    while let Some(first) = ids.recv().await {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut batch = vec![first];
+        while let Ok(id) = ids.try_recv() {
+            batch.push(id);
+        }
+        let store = Arc::clone(&store);
+        let removed = tokio::task::spawn_blocking(move || lock(&store).outbox_remove(&batch)).await;
+        if !matches!(removed, Ok(Ok(()))) {
+            tracing::warn!("cannot remove acknowledged messages from the outbox");
+        }
+    }
 }
 
 pub(crate) fn now() -> u64 {
@@ -304,6 +323,7 @@ impl OmemoManager {
             publishing: AsyncMutex::new(()),
             next_id: std::sync::atomic::AtomicU64::new(1),
             id_tag: OsRng.next_u32(),
+            acknowledged: std::sync::OnceLock::new(),
         }
     }
 
@@ -716,21 +736,21 @@ impl OmemoManager {
             .send_tracked(message)
             .await
             .map_err(|_| OmemoError::Closed)?;
-        let store = Arc::clone(&self.store);
+        let acknowledged = self
+            .acknowledged
+            .get_or_init(|| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(remove_acknowledged(Arc::clone(&self.store), rx));
+                tx
+            })
+            .clone();
         tokio::spawn(async move {
             // Without stream management no acknowledgement ever comes: stop waiting at some
             // point (the entry expires from the outbox later).
-            let acknowledged = tokio::time::timeout(OUTBOX_MAX_AGE, delivery.acknowledged()).await;
-            if acknowledged == Ok(true) {
-                let removed =
-                    tokio::task::spawn_blocking(move || lock(&store).outbox_remove(&[outbox_id]))
-                        .await;
-                if !matches!(removed, Ok(Ok(()))) {
-                    tracing::warn!(
-                        outbox_id,
-                        "cannot remove an acknowledged message from the outbox"
-                    );
-                }
+            let acked = tokio::time::timeout(OUTBOX_MAX_AGE, delivery.acknowledged()).await;
+            if acked == Ok(true) {
+                // The receiver lives as long as the manager; after that the entry stays.
+                let _ = acknowledged.send(outbox_id);
             } else {
                 tracing::debug!(
                     outbox_id,
