@@ -51,6 +51,10 @@ async fn trust_of(client: &Client, jid: &BareJid, device: u32) -> Option<TrustLe
         .and_then(|d| d.trust)
 }
 
+fn drain(mut events: xmpp_core::client::ClientEvents) {
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authenticating_a_contact_key_reaches_our_other_authenticated_device() {
     let server = TestServer::start().unwrap();
@@ -60,7 +64,7 @@ async fn authenticating_a_contact_key_reaches_our_other_authenticated_device() {
     let alice = server.jid("alice").unwrap();
     let bob = server.jid("bob").unwrap();
 
-    let (phone, _phone_events) = Client::start(&settings(
+    let (phone, phone_events) = Client::start(&settings(
         &server,
         "alice",
         &dir.path().join("phone.db"),
@@ -68,7 +72,7 @@ async fn authenticating_a_contact_key_reaches_our_other_authenticated_device() {
     ))
     .await
     .unwrap();
-    let (laptop, _laptop_events) = Client::start(&settings(
+    let (laptop, laptop_events) = Client::start(&settings(
         &server,
         "alice",
         &dir.path().join("laptop.db"),
@@ -76,10 +80,15 @@ async fn authenticating_a_contact_key_reaches_our_other_authenticated_device() {
     ))
     .await
     .unwrap();
-    let (bob_client, _bob_events) =
+    let (bob_client, bob_events) =
         Client::start(&settings(&server, "bob", &dir.path().join("bob.db"), "bob"))
             .await
             .unwrap();
+    // Clients must be read continuously (their event channel is bounded): nobody here looks
+    // at the events, so they are drained.
+    for events in [phone_events, laptop_events, bob_events] {
+        drain(events);
+    }
     let phone_id = phone.manager().own().device_id.get();
     let laptop_id = laptop.manager().own().device_id.get();
     let bob_id = bob_client.manager().own().device_id.get();
