@@ -814,6 +814,10 @@ impl OmemoManager {
         let policy = self.policy;
         let sid = encrypted.sid;
         let sender_for_store = sender.clone();
+        // A message one of our devices sent to our own account reaches us either directly or
+        // as a carbon of a sent message, whichever the server delivers first (the other copy
+        // is then a duplicate): both are addressed to us.
+        let to_us = recipient == self.own.jid;
         let outcome = self
             .with_store(move |store| {
                 decrypt_message(
@@ -841,12 +845,12 @@ impl OmemoManager {
         match outcome.envelope {
             Some(envelope) => {
                 // Trust messages are handled here and never shown (XEP-0450); those in
-                // carbons of our own sent messages are not for us.
+                // carbons of messages our other devices sent to someone else are not for us.
                 let (trust_messages, content): (Vec<Element>, Vec<Element>) = envelope
                     .sensitive_content()
                     .cloned()
                     .partition(TrustMessage::is_trust_message);
-                if !sent_carbon {
+                if !sent_carbon || to_us {
                     for element in &trust_messages {
                         self.apply_trust_message(&sender, &outcome.e2ee.identity_key, element)
                             .await;
