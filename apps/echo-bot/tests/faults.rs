@@ -13,7 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,14 +34,44 @@ const STREAM: usize = 500;
 /// SIGKILLs during the stream.
 const KILLS: usize = 22;
 
-fn server() -> TestServer {
-    let server = TestServer::start().unwrap();
-    for user in ["bot", "alice"] {
-        server
-            .create_account(user, &format!("{user}-password"))
+/// A server with a running bot and alice, who has had one echo from it.
+struct Scene {
+    server: TestServer,
+    dir: tempfile::TempDir,
+    db: PathBuf,
+    bot: Bot,
+    bot_jid: BareJid,
+    alice: Client,
+    events: ClientEvents,
+}
+
+impl Scene {
+    async fn start(first_message: &str) -> Self {
+        let server = TestServer::start().unwrap();
+        for user in ["bot", "alice"] {
+            server
+                .create_account(user, &format!("{user}-password"))
+                .unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("bot.sqlite3");
+        let bot = start_bot(&server, "bot", &db, &[]).await;
+        let bot_jid = server.jid("bot").unwrap();
+        let alice_db = dir.path().join("alice.sqlite3");
+        let (alice, mut events) = Client::start(&settings(&server, "alice", &alice_db))
+            .await
             .unwrap();
+        echo_round(&alice, &mut events, &bot_jid, first_message).await;
+        Scene {
+            server,
+            dir,
+            db,
+            bot,
+            bot_jid,
+            alice,
+            events,
+        }
     }
-    server
 }
 
 /// The bot's echoes ("Your message: <text>") as they arrive, counted per text.
@@ -142,21 +172,17 @@ async fn sigkill(bot: &mut Bot) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_a_stream_loses_no_session_and_reuses_no_key() {
-    let server = server();
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("bot.sqlite3");
-    let bot = start_bot(&server, "bot", &db, &[]).await;
+    let Scene {
+        server,
+        dir,
+        db,
+        bot,
+        bot_jid,
+        alice,
+        events,
+    } = Scene::start("before the stream").await;
     let bot_device = bot.device.clone();
-    let bot_jid = server.jid("bot").unwrap();
-    let (alice, mut events) = Client::start(&settings(
-        &server,
-        "alice",
-        &dir.path().join("alice.sqlite3"),
-    ))
-    .await
-    .unwrap();
     let alice_device = alice.manager().own().device_id.to_string();
-    echo_round(&alice, &mut events, &bot_jid, "before the stream").await;
     let (echoes, _online) = collect_echoes(events);
 
     // The killer: SIGKILL at a random moment, sometimes a pause before the restart (messages
@@ -268,20 +294,15 @@ async fn sigkill_during_a_stream_loses_no_session_and_reuses_no_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prosody_restart_mid_stream_is_survived_without_loss() {
-    let mut server = server();
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("bot.sqlite3");
-    let bot = start_bot(&server, "bot", &db, &[]).await;
-    let bot_jid: BareJid = server.jid("bot").unwrap();
-    let (alice, mut events) = Client::start(&settings(
-        &server,
-        "alice",
-        &dir.path().join("alice.sqlite3"),
-    ))
-    .await
-    .unwrap();
-    echo_round(&alice, &mut events, &bot_jid, "before the restart").await;
-
+    let Scene {
+        mut server,
+        dir: _dir,
+        db,
+        bot,
+        bot_jid,
+        alice,
+        events,
+    } = Scene::start("before the restart").await;
     let (echoes, mut online_rx) = collect_echoes(events);
 
     let mut sent = Vec::new();

@@ -298,19 +298,7 @@ async fn wait_for_echo(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bookmarks::{self, Format};
-
-    fn tree(count: usize) -> BookmarkTree {
-        let mut html = String::from("<!DOCTYPE NETSCAPE-Bookmark-file-1>\n<DL><p>\n");
-        for i in 0..count {
-            html.push_str(&format!(
-                "<DT><A HREF=\"https://example.org/page/{i}?q={}\">Page {i}</A>\n",
-                i * 7919 % 1000
-            ));
-        }
-        html.push_str("</DL><p>\n");
-        bookmarks::import(html.as_bytes(), Format::NetscapeHtml).unwrap()
-    }
+    use crate::transfer::tests::sample as tree;
 
     fn echo(chunk: &str) -> String {
         format!("{ECHO_PREFIX}{chunk}")

@@ -227,11 +227,13 @@ pub fn reassemble_document<'a>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::bookmarks::{self, Format};
 
-    fn sample(count: usize) -> BookmarkTree {
+    /// `count` bookmarks with distinct URLs, dates and non-ASCII titles (also used by the
+    /// send tests).
+    pub(crate) fn sample(count: usize) -> BookmarkTree {
         let mut html = String::from("<!DOCTYPE NETSCAPE-Bookmark-file-1>\n<DL><p>\n");
         for i in 0..count {
             html.push_str(&format!(

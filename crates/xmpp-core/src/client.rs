@@ -277,17 +277,14 @@ async fn catch_up(manager: Arc<OmemoManager>, inbound: Arc<Queues>) {
                 store.caught_up_until()?,
             ))
         })
-        .await;
+        .await
+        .and_then(|read| read.map_err(OmemoError::from));
     let start = match marks {
         // Shortly before the last ratchet activity, but not before a clean stop.
-        Ok(Ok((Some(last), caught_up))) => last
+        Ok((Some(last), caught_up)) => last
             .saturating_sub(archive::MARGIN_SECS)
             .max(caught_up.unwrap_or(0)),
-        Ok(Ok((None, _))) => return, // no session yet: nothing we could have missed
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "cannot read the last activity; not catching up");
-            return;
-        }
+        Ok((None, _)) => return, // no session yet: nothing we could have missed
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the last activity; not catching up");
             return;
@@ -445,14 +442,13 @@ impl Client {
         // (minus a little for a message that was being handled when the worker stopped).
         if self.inbound.lock().messages.len() == 0 {
             let until = crate::omemo::now().saturating_sub(archive::CLOSE_SLACK_SECS);
-            match self
+            let recorded = self
                 .manager
                 .with_store(move |store| store.set_caught_up_until(until))
                 .await
-            {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "cannot record the clean stop"),
-                Err(e) => tracing::warn!(error = %e, "cannot record the clean stop"),
+                .and_then(|result| result.map_err(OmemoError::from));
+            if let Err(e) = recorded {
+                tracing::warn!(error = %e, "cannot record the clean stop");
             }
         }
     }
