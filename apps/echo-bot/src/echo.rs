@@ -107,6 +107,7 @@ mod tests {
                 trust,
                 key_exchange: false,
             },
+            receipt: None,
         }))
     }
 

@@ -104,7 +104,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         match decide(&event, client.jid(), plaintext) {
             Action::EncryptedReply { to, body } => {
                 tracing::debug!(%to, %body, "echoing");
-                match client.send_body(&to, &body).await {
+                // The answer's commit also takes the message out of the inbox (at-least-once
+                // handling across crashes, never answered twice).
+                let answering = match &event {
+                    ClientEvent::Encrypted(message) => message.receipt.as_ref(),
+                    _ => None,
+                };
+                let sent = match answering {
+                    Some(receipt) => client.send_body_answering(&to, &body, receipt).await,
+                    None => client.send_body(&to, &body).await,
+                };
+                match sent {
                     Ok(report) => tracing::info!(
                         %to,
                         devices = report.encrypted_for.len(),

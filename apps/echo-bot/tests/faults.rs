@@ -4,10 +4,10 @@
 //! exchange, the database must pass SQLite's integrity check and no message key may have been
 //! used twice. Each test prints what it measured (kills, losses, reconnect times).
 //!
-//! Delivery across a SIGKILL is at most once by design (a ratchet step is committed before the
-//! program sees the message): messages the bot had read but not decrypted come back from the
-//! server's archive after the restart, while those decrypted but not yet answered, or answered
-//! but still in the killed process's socket, are lost. The test reports how many.
+//! Nothing may be lost across a SIGKILL: messages the bot had read but not decrypted come
+//! back from the server's archive after the restart, those decrypted but not yet answered
+//! from the bot's inbox (kept by the decryption's commit, removed by the answer's), and
+//! answers committed but still in the killed process's socket from its outbox.
 
 // Test helpers outside #[test] functions fail loudly on purpose.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -278,17 +278,25 @@ async fn sigkill_during_a_stream_loses_no_session_and_reuses_no_key() {
     let recovered = bot_log
         .matches("recovered a message from the archive")
         .count();
+    let handed_over = bot_log
+        .matches("handing over again a message decrypted before the restart")
+        .count();
     println!(
-        "sigkill: {KILLS} kills during {} messages, bot down {:.1} s in all; {} recovered from \
-         the archive after a restart; {} lost ({:?}), {} echoed twice, {} messages checked for \
-         key reuse",
+        "sigkill: {KILLS} kills during {} messages, bot down {:.1} s in all; after a restart \
+         {} recovered from the archive and {} from the inbox; {} lost ({:?}), {} echoed twice, \
+         {} messages checked for key reuse",
         sent.len(),
         downtime.as_secs_f64(),
         recovered,
+        handed_over,
         lost.len(),
         lost,
         doubled,
         from_bot.len() + from_alice.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "messages were lost across the kills: {lost:?}"
     );
 }
 

@@ -194,7 +194,8 @@ pub async fn send_transfer(
             break;
         }
         tracing::info!(transfer = %transfer.transfer_id, chunk = index + 1, of = count, "chunk sent");
-        let outcome = wait_for_echo(events, bot, transfer, chunk, timeout, &mut waiting).await;
+        let outcome =
+            wait_for_echo(client, events, bot, transfer, chunk, timeout, &mut waiting).await;
         let verified = matches!(outcome, ChunkOutcome::Verified { .. });
         if verified {
             tracing::info!(transfer = %transfer.transfer_id, chunk = index + 1, of = count, "chunk verified");
@@ -226,6 +227,7 @@ struct Waiting {
 }
 
 async fn wait_for_echo(
+    client: &Client,
     events: &mut ClientEvents,
     bot: &BareJid,
     transfer: &Transfer,
@@ -264,6 +266,11 @@ async fn wait_for_echo(
                     Answer::Matches => {
                         if e2ee.key_exchange {
                             waiting.key_exchange_answers += 1;
+                        }
+                        // Out of the inbox before the chunk counts as verified: a run killed
+                        // after this point does not see the echo again at its next start.
+                        if let Err(e) = client.handled(&message).await {
+                            tracing::warn!(error = %e, "cannot mark the echo as handled");
                         }
                         return ChunkOutcome::Verified {
                             device: e2ee.device.get(),

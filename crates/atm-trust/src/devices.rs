@@ -33,6 +33,13 @@ impl Namespace {
             Self::Legacy => "eu.siacs.conversations.axolotl",
         }
     }
+
+    /// The namespace stored as `value`, if it is one.
+    pub(crate) fn from_sql(value: &str) -> Option<Self> {
+        [Self::Omemo2, Self::Legacy]
+            .into_iter()
+            .find(|ns| ns.as_str() == value)
+    }
 }
 
 /// One `<device>` entry of a fetched device list.

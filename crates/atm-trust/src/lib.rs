@@ -77,6 +77,7 @@
 mod atm;
 mod devices;
 mod error;
+mod inbox;
 mod own;
 mod sessions;
 mod sql;
@@ -86,6 +87,7 @@ mod trust;
 pub use atm::{KeyOwnerDecisions, TrustMessageOutcome};
 pub use devices::{DeviceListChanges, ListedDevice, Namespace, RemoteDevice};
 pub use error::{Result, StoreError};
+pub use inbox::{InboxMessage, NewInboxMessage};
 pub use own::OwnDevice;
 pub use sessions::{DecryptionCommit, DeviceCounters, SessionUpdate};
 pub use store::{Durability, Store};

@@ -133,37 +133,10 @@ impl Store {
     /// Hand the message to the application only after this returned `Ok`. A device not yet
     /// known (a sender missing from its list) is recorded as inactive.
     pub fn commit_decryption(&mut self, commit: &DecryptionCommit<'_>) -> Result<DeviceCounters> {
-        let now = time_to_sql(commit.now);
-        let ns = commit.namespace.as_str();
         let tx = self.write()?;
-        let (sent, received): (i64, i64) = tx
-            .prepare_cached(
-                "INSERT INTO devices (namespace, jid, device_id, first_seen, last_seen,
-                                      received_without_reply)
-                 VALUES (?1, ?2, ?3, ?4, ?4, 1)
-                 ON CONFLICT (namespace, jid, device_id) DO UPDATE SET
-                     last_seen = excluded.last_seen,
-                     sent_without_reply = 0,
-                     received_without_reply = received_without_reply + 1
-                 RETURNING sent_without_reply, received_without_reply",
-            )?
-            .query_row(
-                params![ns, commit.jid, commit.device_id.get(), now],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )?;
-        upsert_session(
-            &tx,
-            commit.namespace,
-            commit.jid,
-            commit.device_id,
-            commit.session_state,
-            now,
-        )?;
-        if let Some(pre_key) = commit.used_pre_key {
-            mark_pre_key_used_in(&tx, pre_key, commit.now)?;
-        }
+        let counters = decryption_in(&tx, commit)?;
         tx.commit()?;
-        counters(sent, received)
+        Ok(counters)
     }
 
     /// Commits the new session states of all recipient devices of one encrypted message, in
@@ -182,17 +155,20 @@ impl Store {
     }
 
     /// [`Store::commit_encryption`], and in the same transaction keeps `stanza` (the message
-    /// that carries these ratchet steps) in the outbox until [`Store::outbox_remove`]. Returns
-    /// its outbox id.
+    /// that carries these ratchet steps) in the outbox until [`Store::outbox_remove`] and
+    /// removes the inbox messages it `answers` (see [`Store::inbox_remove`]). Returns its
+    /// outbox id.
     pub fn commit_encryption_queued(
         &mut self,
         namespace: Namespace,
         updates: &[SessionUpdate<'_>],
         now: u64,
         stanza: &str,
+        answers: &[i64],
     ) -> Result<i64> {
         let tx = self.write()?;
         encryption_updates(&tx, namespace, updates, now)?;
+        crate::inbox::remove_in(&tx, answers)?;
         tx.prepare_cached("INSERT INTO outbox (stanza, created_at) VALUES (?1, ?2)")?
             .execute(params![stanza, time_to_sql(now)])?;
         let id = tx.last_insert_rowid();
@@ -228,6 +204,42 @@ impl Store {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// The session, pre-key and device updates of a decryption, inside a write transaction.
+pub(crate) fn decryption_in(
+    tx: &Transaction<'_>,
+    commit: &DecryptionCommit<'_>,
+) -> Result<DeviceCounters> {
+    let now = time_to_sql(commit.now);
+    let ns = commit.namespace.as_str();
+    let (sent, received): (i64, i64) = tx
+        .prepare_cached(
+            "INSERT INTO devices (namespace, jid, device_id, first_seen, last_seen,
+                                  received_without_reply)
+             VALUES (?1, ?2, ?3, ?4, ?4, 1)
+             ON CONFLICT (namespace, jid, device_id) DO UPDATE SET
+                 last_seen = excluded.last_seen,
+                 sent_without_reply = 0,
+                 received_without_reply = received_without_reply + 1
+             RETURNING sent_without_reply, received_without_reply",
+        )?
+        .query_row(
+            params![ns, commit.jid, commit.device_id.get(), now],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+    upsert_session(
+        tx,
+        commit.namespace,
+        commit.jid,
+        commit.device_id,
+        commit.session_state,
+        now,
+    )?;
+    if let Some(pre_key) = commit.used_pre_key {
+        mark_pre_key_used_in(tx, pre_key, commit.now)?;
+    }
+    counters(sent, received)
 }
 
 /// The session and device updates of an encryption, inside a write transaction.

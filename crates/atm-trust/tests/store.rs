@@ -11,8 +11,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use atm_trust::{
-    DecryptionCommit, Durability, ListedDevice, Namespace, SessionUpdate, Store, StoreError,
-    TrustLevel, TrustPolicy,
+    DecryptionCommit, Durability, ListedDevice, Namespace, NewInboxMessage, SessionUpdate, Store,
+    StoreError, TrustLevel, TrustPolicy,
 };
 use omemo_crypto::{DeviceId, IdentityKeyPair, PreKeyId};
 use rand_chacha::ChaCha20Rng;
@@ -354,10 +354,10 @@ fn the_outbox_is_written_with_the_ratchet_steps_and_emptied_on_acknowledgement()
         session_state: state,
     };
     let first = store
-        .commit_encryption_queued(NS, &[update(b"s1")], NOW, "<message id='1'/>")
+        .commit_encryption_queued(NS, &[update(b"s1")], NOW, "<message id='1'/>", &[])
         .unwrap();
     let second = store
-        .commit_encryption_queued(NS, &[update(b"s2")], NOW, "<message id='2'/>")
+        .commit_encryption_queued(NS, &[update(b"s2")], NOW, "<message id='2'/>", &[])
         .unwrap();
     assert_eq!(
         store
@@ -376,7 +376,7 @@ fn the_outbox_is_written_with_the_ratchet_steps_and_emptied_on_acknowledgement()
     );
     // A failing commit writes neither the session nor the stanza.
     assert!(store
-        .commit_encryption_queued(NS, &[update(b"")], NOW, "<message id='3'/>")
+        .commit_encryption_queued(NS, &[update(b"")], NOW, "<message id='3'/>", &[])
         .is_err());
     assert_eq!(store.outbox().unwrap().len(), 2);
     store.outbox_remove(&[first]).unwrap();
@@ -387,6 +387,99 @@ fn the_outbox_is_written_with_the_ratchet_steps_and_emptied_on_acknowledgement()
     assert_eq!(store.outbox_expire(NOW).unwrap(), 0);
     assert_eq!(store.outbox_expire(NOW + 1).unwrap(), 1);
     assert!(store.outbox().unwrap().is_empty());
+}
+
+#[test]
+fn a_decrypted_message_stays_in_the_inbox_until_handled_or_answered() {
+    let mut store = Store::open_in_memory().unwrap();
+    let key = IdentityKeyPair::from_seed(&[3; 32]).public_key();
+    let kept = |envelope: &'static [u8], stanza_id: Option<&'static str>| NewInboxMessage {
+        identity_key: &key,
+        from: "bob@example.org/phone",
+        stanza_id,
+        message_type: "chat",
+        envelope,
+        key_exchange: envelope == b"first",
+    };
+    let (_, first) = store
+        .commit_decryption_kept(
+            &decryption(BOB, 9, b"state 1", None),
+            &kept(b"first", Some("m1")),
+        )
+        .unwrap();
+    let (counters, second) = store
+        .commit_decryption_kept(
+            &decryption(BOB, 9, b"state 2", None),
+            &kept(b"second", None),
+        )
+        .unwrap();
+    assert_eq!(counters.received_without_reply, 2);
+    assert_eq!(
+        store
+            .load_session(NS, BOB, dev(9))
+            .unwrap()
+            .unwrap()
+            .as_slice(),
+        b"state 2"
+    );
+    let inbox = store.inbox().unwrap();
+    assert_eq!(
+        inbox.iter().map(|m| m.id).collect::<Vec<_>>(),
+        [first, second]
+    );
+    let m = &inbox[0];
+    assert_eq!(
+        (m.namespace, m.sender.as_str(), m.device_id, m.identity_key),
+        (NS, BOB, dev(9), key)
+    );
+    assert_eq!(
+        (
+            m.from.as_str(),
+            m.stanza_id.as_deref(),
+            m.message_type.as_str()
+        ),
+        ("bob@example.org/phone", Some("m1"), "chat")
+    );
+    assert_eq!(
+        (m.envelope.as_slice(), m.key_exchange, m.received_at),
+        (&b"first"[..], true, NOW)
+    );
+    assert_eq!(
+        (inbox[1].stanza_id.as_deref(), inbox[1].key_exchange),
+        (None, false)
+    );
+
+    // A failing commit keeps neither the ratchet step nor the message.
+    assert!(store
+        .commit_decryption_kept(&decryption(BOB, 9, b"", None), &kept(b"third", None))
+        .is_err());
+    assert_eq!(store.inbox().unwrap().len(), 2);
+
+    // An answer removes the message it answers in its own commit; a failed answer does not.
+    let update = |state: &'static [u8]| SessionUpdate {
+        jid: BOB,
+        device_id: dev(9),
+        session_state: state,
+    };
+    assert!(store
+        .commit_encryption_queued(NS, &[update(b"")], NOW, "<message/>", &[first])
+        .is_err());
+    assert_eq!(store.inbox().unwrap().len(), 2);
+    store
+        .commit_encryption_queued(NS, &[update(b"s")], NOW, "<message/>", &[first])
+        .unwrap();
+    assert_eq!(
+        store
+            .inbox()
+            .unwrap()
+            .iter()
+            .map(|m| m.id)
+            .collect::<Vec<_>>(),
+        [second]
+    );
+    // Handled without an answer; removing twice is harmless.
+    store.inbox_remove(&[second, second, first]).unwrap();
+    assert!(store.inbox().unwrap().is_empty());
 }
 
 #[test]
@@ -643,7 +736,11 @@ fn damaged_rows_give_typed_errors() {
         conn.execute_batch(
             "PRAGMA ignore_check_constraints = ON;
              UPDATE trust SET level = 3;
-             UPDATE devices SET identity_key = zeroblob(32), first_seen = -5;",
+             UPDATE devices SET identity_key = zeroblob(32), first_seen = -5;
+             INSERT INTO inbox (namespace, sender, device_id, identity_key, from_jid,
+                                message_type, envelope, key_exchange, received_at)
+             VALUES ('urn:example:other', 'bob@example.org', 7, zeroblob(32),
+                     'bob@example.org/a', 'chat', x'00', 0, 1);",
         )
         .unwrap();
     }
@@ -658,6 +755,10 @@ fn damaged_rows_give_typed_errors() {
             table: "devices",
             ..
         })
+    ));
+    assert!(matches!(
+        store.inbox(),
+        Err(StoreError::CorruptRow { table: "inbox", .. })
     ));
     drop(store);
 

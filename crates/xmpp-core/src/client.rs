@@ -21,7 +21,7 @@ use crate::connection::{
 };
 use crate::fair::{FairQueue, Full};
 use crate::omemo::{
-    DecryptedMessage, OmemoError, OmemoManager, ReceiveError, Received, SendReport,
+    DecryptedMessage, OmemoError, OmemoManager, Receipt, ReceiveError, Received, SendReport,
 };
 use crate::settings::{AccountSettings, TrustPolicySetting};
 
@@ -48,7 +48,9 @@ pub enum ClientEvent {
     },
     /// The connection was lost; the client reconnects by itself.
     Offline,
-    /// An OMEMO message was decrypted and its state committed.
+    /// An OMEMO message was decrypted and its state committed. It stays in the store's
+    /// inbox until the event (its [`Receipt`]) is dropped or answered, and is handed over
+    /// again, first thing, by the next start if the process died before that.
     Encrypted(Box<DecryptedMessage>),
     /// A message that was not OMEMO-encrypted.
     Plaintext {
@@ -84,9 +86,10 @@ pub struct Client {
 /// what does not fit there is dropped.
 pub type ClientEvents = mpsc::Receiver<ClientEvent>;
 
-/// Events decrypted ahead of the program. A decrypted message's ratchet step is committed
-/// before the program sees it, so a crash loses what is decrypted but not yet handled: one
-/// event ahead keeps that window small while decryption still overlaps the program's work.
+/// Events decrypted ahead of the program. What is decrypted but not yet handled survives a
+/// crash in the store's inbox (see [`Receipt`]) and comes back at the next start; one event
+/// ahead keeps that backlog, and the replay after a crash, small while decryption still
+/// overlaps the program's work.
 const APP_QUEUE: usize = 1;
 /// Inbound messages one sender may have waiting for decryption.
 const PER_SENDER_QUEUE: usize = 128;
@@ -218,6 +221,18 @@ async fn dispatch(mut events: Events, inbound: Arc<Queues>, own: BareJid) {
 /// Takes events from the inbound queues (control first, then senders in turn), decrypts and
 /// hands them to the program; waits while the program's queue is full.
 async fn work(manager: Arc<OmemoManager>, inbound: Arc<Queues>, tx: mpsc::Sender<ClientEvent>) {
+    // First what a previous process decrypted but did not finish handling.
+    for message in manager.take_inbox().await {
+        tracing::info!(from = %message.from, device = %message.e2ee.device, id = ?message.id,
+            "handing over again a message decrypted before the restart");
+        if tx
+            .send(ClientEvent::Encrypted(Box::new(message)))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
     let mut first_online = true;
     loop {
         let next = {
@@ -420,6 +435,29 @@ impl Client {
             .await
     }
 
+    /// Sends an encrypted `<body>` that answers a received message: the received message
+    /// leaves the inbox with the answer's commit (see [`Receipt`]), so that after a crash it
+    /// is handed over again if and only if its answer was not committed.
+    pub async fn send_body_answering(
+        &self,
+        to: &BareJid,
+        body: &str,
+        answering: &Receipt,
+    ) -> Result<SendReport, OmemoError> {
+        let content = vec![omemo_pep::sce::Envelope::body_element(body)];
+        self.manager.send_answer(to, content, answering).await
+    }
+
+    /// Takes a handled message out of the inbox at once. Dropping the event does that a
+    /// moment later; a program that reports progress calls this first, so that a crash after
+    /// the report cannot hand the message over again.
+    pub async fn handled(&self, message: &DecryptedMessage) -> Result<(), OmemoError> {
+        match &message.receipt {
+            Some(receipt) => self.manager.mark_handled(receipt).await,
+            None => Ok(()),
+        }
+    }
+
     /// Sends an unencrypted chat message (for notices only; never for content that arrived
     /// encrypted).
     pub async fn send_plaintext(&self, to: Jid, body: &str) -> Result<(), OmemoError> {
@@ -438,6 +476,7 @@ impl Client {
         for task in &self.tasks {
             task.abort();
         }
+        self.manager.flush_removals();
         // Nothing left unhandled: the next start need not replay what came before now
         // (minus a little for a message that was being handled when the worker stopped).
         if self.inbound.lock().messages.len() == 0 {

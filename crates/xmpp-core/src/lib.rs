@@ -34,6 +34,7 @@ pub mod connection;
 mod fair;
 pub mod logging;
 pub mod omemo;
+mod removal;
 pub mod settings;
 
 pub use atm_trust::{TrustLevel, TrustPolicy};

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use atm_trust::{
-    DecryptionCommit, KeyOwnerDecisions, ListedDevice, Namespace, SessionUpdate, Store, StoreError,
-    TrustLevel, TrustPolicy,
+    DecryptionCommit, KeyOwnerDecisions, ListedDevice, Namespace, NewInboxMessage, SessionUpdate,
+    Store, StoreError, TrustLevel, TrustPolicy,
 };
 use omemo_crypto::{
     payload, Bundle, DeviceId, IdentityKeyPair, IdentityPublicKey, KeyMaterial, KeyMessage, Session,
@@ -21,13 +21,14 @@ use omemo_pep::pep::{self, Fetched, Publication, PublishProgress};
 use omemo_pep::tm::{KeyOwner, TrustMessage};
 use omemo_pep::{hints, sce};
 use rand_core::{OsRng, RngCore as _};
-use tokio::sync::{mpsc, Mutex as AsyncMutex};
+use tokio::sync::Mutex as AsyncMutex;
 use xmpp_parsers::iq::Iq;
 use xmpp_parsers::jid::{BareJid, Jid};
 use xmpp_parsers::message::{Message, MessageType};
 use xmpp_parsers::minidom::Element;
 
 use crate::connection::{Connection, IqError};
+use crate::removal::Removals;
 
 pub(crate) const NS: Namespace = Namespace::Omemo2;
 /// XEP-0384 asks for about 100 one-time pre-keys in a bundle.
@@ -174,6 +175,32 @@ pub struct DecryptedMessage {
     pub body: Option<String>,
     /// Encryption metadata.
     pub e2ee: E2eeMetadata,
+    /// The message's place in the store's inbox, when it has one (see [`Receipt`]).
+    pub receipt: Option<Receipt>,
+}
+
+/// Keeps a decrypted message in the store's inbox until the program is done with it. The
+/// message leaves the inbox when the last clone of its receipt is dropped, or with the
+/// commit of an answer sent with [`OmemoManager::send_answer`]. A process that dies before
+/// either hands the message to the program again after its restart (at least once).
+#[derive(Clone)]
+pub struct Receipt(Arc<ReceiptInner>);
+
+struct ReceiptInner {
+    id: i64,
+    handled: Arc<Removals>,
+}
+
+impl Drop for ReceiptInner {
+    fn drop(&mut self) {
+        self.handled.push(self.id);
+    }
+}
+
+impl std::fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Receipt({})", self.0.id)
+    }
 }
 
 /// Devices a message was encrypted for and devices that were left out.
@@ -238,25 +265,10 @@ pub struct OmemoManager {
     next_id: std::sync::atomic::AtomicU64,
     /// Distinguishes this process's stanza ids from an earlier one's (outbox resends).
     id_tag: u32,
-    /// Outbox ids the server acknowledged, for [`remove_acknowledged`] (started on first use).
-    acknowledged: std::sync::OnceLock<mpsc::UnboundedSender<i64>>,
-}
-
-/// Deletes acknowledged messages from the outbox, many per transaction when they come fast
-/// (one commit per message would cost a disk sync each).
-async fn remove_acknowledged(store: Arc<Mutex<Store>>, mut ids: mpsc::UnboundedReceiver<i64>) {
-    while let Some(first) = ids.recv().await {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let mut batch = vec![first];
-        while let Ok(id) = ids.try_recv() {
-            batch.push(id);
-        }
-        let store = Arc::clone(&store);
-        let removed = tokio::task::spawn_blocking(move || lock(&store).outbox_remove(&batch)).await;
-        if !matches!(removed, Ok(Ok(()))) {
-            tracing::warn!("cannot remove acknowledged messages from the outbox");
-        }
-    }
+    /// Outbox messages the server acknowledged, to delete.
+    acknowledged: Arc<Removals>,
+    /// Inbox messages the program has handled, to delete.
+    handled: Arc<Removals>,
 }
 
 pub(crate) fn now() -> u64 {
@@ -314,16 +326,26 @@ impl OmemoManager {
         own: OwnIdentity,
         policy: TrustPolicy,
     ) -> Self {
+        let store = Arc::new(Mutex::new(store));
         Self {
             connection,
-            store: Arc::new(Mutex::new(store)),
+            acknowledged: Arc::new(Removals::new(
+                Arc::clone(&store),
+                Store::outbox_remove,
+                "acknowledged messages from the outbox",
+            )),
+            handled: Arc::new(Removals::new(
+                Arc::clone(&store),
+                Store::inbox_remove,
+                "handled messages from the inbox",
+            )),
+            store,
             own: Arc::new(own),
             policy,
             device_lists_fetched: AsyncMutex::new(HashMap::new()),
             publishing: AsyncMutex::new(()),
             next_id: std::sync::atomic::AtomicU64::new(1),
             id_tag: OsRng.next_u32(),
-            acknowledged: std::sync::OnceLock::new(),
         }
     }
 
@@ -599,6 +621,29 @@ impl OmemoManager {
         content: Vec<Element>,
         accept: fn(TrustLevel) -> bool,
     ) -> Result<SendReport, OmemoError> {
+        self.encrypt_and_send(to, content, accept, Vec::new()).await
+    }
+
+    /// Like [`OmemoManager::send_sensitive`], as the answer to a received message: the
+    /// message leaves the inbox in the transaction that commits the answer, so a crash can
+    /// lose neither and the answer is not sent twice.
+    pub async fn send_answer(
+        &self,
+        to: &BareJid,
+        content: Vec<Element>,
+        answering: &Receipt,
+    ) -> Result<SendReport, OmemoError> {
+        self.encrypt_and_send(to, content, TrustLevel::is_accepted, vec![answering.0.id])
+            .await
+    }
+
+    async fn encrypt_and_send(
+        &self,
+        to: &BareJid,
+        content: Vec<Element>,
+        accept: fn(TrustLevel) -> bool,
+        answers: Vec<i64>,
+    ) -> Result<SendReport, OmemoError> {
         if !self.refresh_device_list(to, false).await? {
             return Err(OmemoError::NoOmemo(to.clone()));
         }
@@ -669,6 +714,7 @@ impl OmemoManager {
                     &envelope_bytes,
                     &to_owned,
                     &id_for_store,
+                    &answers,
                 )
             })
             .await??;
@@ -718,6 +764,7 @@ impl OmemoManager {
                     }],
                     now(),
                     &stanza_text(&message),
+                    &[],
                 )?;
                 Ok(Some((outbox_id, message)))
             })
@@ -736,21 +783,13 @@ impl OmemoManager {
             .send_tracked(message)
             .await
             .map_err(|_| OmemoError::Closed)?;
-        let acknowledged = self
-            .acknowledged
-            .get_or_init(|| {
-                let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(remove_acknowledged(Arc::clone(&self.store), rx));
-                tx
-            })
-            .clone();
+        let acknowledged = Arc::clone(&self.acknowledged);
         tokio::spawn(async move {
             // Without stream management no acknowledgement ever comes: stop waiting at some
             // point (the entry expires from the outbox later).
             let acked = tokio::time::timeout(OUTBOX_MAX_AGE, delivery.acknowledged()).await;
             if acked == Ok(true) {
-                // The receiver lives as long as the manager; after that the entry stays.
-                let _ = acknowledged.send(outbox_id);
+                acknowledged.push(outbox_id);
             } else {
                 tracing::debug!(
                     outbox_id,
@@ -818,6 +857,17 @@ impl OmemoManager {
         // as a carbon of a sent message, whichever the server delivers first (the other copy
         // is then a duplicate): both are addressed to us.
         let to_us = recipient == self.own.jid;
+        let header = Header {
+            from: message
+                .from
+                .clone()
+                .unwrap_or_else(|| Jid::from(sender.clone())),
+            id: message.id.as_ref().map(|id| id.0.clone()),
+            type_: message.type_.clone(),
+        };
+        // What the program is handed waits in the inbox until it is done with it; carbons of
+        // messages we sent never reach the program.
+        let keep = (!sent_carbon).then(|| header.clone());
         let outcome = self
             .with_store(move |store| {
                 decrypt_message(
@@ -827,10 +877,12 @@ impl OmemoManager {
                     &encrypted,
                     &sender_for_store,
                     &recipient,
+                    keep.as_ref(),
                 )
             })
             .await
             .map_err(|_| ReceiveError::Internal)??;
+        let receipt = outcome.inbox_id.map(|id| self.receipt(id));
 
         if outcome.used_pre_key {
             if let Err(e) = self.publish_bundle().await {
@@ -842,37 +894,135 @@ impl OmemoManager {
                 tracing::warn!(error = %e, "sending an empty OMEMO message failed");
             }
         }
-        match outcome.envelope {
+        Ok(match outcome.envelope {
+            // Trust messages in carbons of messages our other devices sent to someone else are
+            // not for us.
             Some(envelope) => {
-                // Trust messages are handled here and never shown (XEP-0450); those in
-                // carbons of messages our other devices sent to someone else are not for us.
-                let (trust_messages, content): (Vec<Element>, Vec<Element>) = envelope
-                    .sensitive_content()
-                    .cloned()
-                    .partition(TrustMessage::is_trust_message);
-                if !sent_carbon || to_us {
-                    for element in &trust_messages {
-                        self.apply_trust_message(&sender, &outcome.e2ee.identity_key, element)
-                            .await;
-                    }
-                }
-                if content.is_empty() {
-                    return Ok(Received::Empty);
-                }
-                Ok(Received::Message(Box::new(DecryptedMessage {
-                    from: message
-                        .from
-                        .clone()
-                        .unwrap_or_else(|| Jid::from(sender.clone())),
-                    id: message.id.as_ref().map(|id| id.0.clone()),
-                    type_: message.type_.clone(),
-                    body: envelope.body(),
-                    content,
-                    e2ee: outcome.e2ee,
-                })))
+                self.open(
+                    envelope,
+                    header,
+                    outcome.e2ee,
+                    !sent_carbon || to_us,
+                    receipt,
+                )
+                .await
             }
-            None => Ok(Received::Empty),
+            None => Received::Empty,
+        })
+    }
+
+    /// Applies the trust messages of a decrypted envelope (they are never shown, XEP-0450)
+    /// and makes the rest, if any, a message for the program.
+    async fn open(
+        &self,
+        envelope: sce::Envelope,
+        header: Header,
+        e2ee: E2eeMetadata,
+        apply_trust: bool,
+        receipt: Option<Receipt>,
+    ) -> Received {
+        let (trust_messages, content): (Vec<Element>, Vec<Element>) = envelope
+            .sensitive_content()
+            .cloned()
+            .partition(TrustMessage::is_trust_message);
+        if apply_trust {
+            for element in &trust_messages {
+                self.apply_trust_message(&e2ee.sender, &e2ee.identity_key, element)
+                    .await;
+            }
         }
+        if content.is_empty() {
+            return Received::Empty;
+        }
+        Received::Message(Box::new(DecryptedMessage {
+            from: header.from,
+            id: header.id,
+            type_: header.type_,
+            body: envelope.body(),
+            content,
+            e2ee,
+            receipt,
+        }))
+    }
+
+    fn receipt(&self, id: i64) -> Receipt {
+        Receipt(Arc::new(ReceiptInner {
+            id,
+            handled: Arc::clone(&self.handled),
+        }))
+    }
+
+    /// The messages a previous process decrypted but had not finished handling when it
+    /// stopped, oldest first, to hand to the program again. Their trust messages are applied
+    /// again (the same decisions), and the trust level is the device's current one.
+    pub(crate) async fn take_inbox(&self) -> Vec<DecryptedMessage> {
+        let rows = self
+            .with_store(|store| store.inbox())
+            .await
+            .and_then(|rows| rows.map_err(OmemoError::from));
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the inbox");
+                return Vec::new();
+            }
+        };
+        let mut messages = Vec::new();
+        for row in rows {
+            // A row that no longer reads is dropped with its receipt.
+            let receipt = self.receipt(row.id);
+            let parsed = (
+                BareJid::new(&row.sender),
+                Jid::new(&row.from),
+                message_type_from_str(&row.message_type),
+                sce::Envelope::from_bytes(&row.envelope),
+            );
+            let (Ok(sender), Ok(from), Some(type_), Ok(envelope)) = parsed else {
+                tracing::warn!(id = row.id, "unreadable message in the inbox; dropping it");
+                continue;
+            };
+            let key = row.identity_key;
+            let jid = sender.clone();
+            let trust = self
+                .with_store(move |store| store.trust_level(jid.as_str(), &key))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten()
+                .unwrap_or(TrustLevel::Undecided);
+            let e2ee = E2eeMetadata {
+                sender,
+                device: row.device_id,
+                identity_key: key,
+                trust,
+                key_exchange: row.key_exchange,
+            };
+            let header = Header {
+                from,
+                id: row.stanza_id,
+                type_,
+            };
+            if let Received::Message(message) =
+                self.open(envelope, header, e2ee, true, Some(receipt)).await
+            {
+                messages.push(*message);
+            }
+        }
+        messages
+    }
+
+    /// Takes a handled message out of the inbox now (dropping its receipt does it soon after).
+    pub async fn mark_handled(&self, receipt: &Receipt) -> Result<(), OmemoError> {
+        let id = receipt.0.id;
+        self.with_store(move |store| store.inbox_remove(&[id]))
+            .await??;
+        Ok(())
+    }
+
+    /// Deletes what the outbox and inbox removals have queued, before a clean stop.
+    pub(crate) fn flush_removals(&self) {
+        self.acknowledged.flush();
+        self.handled.flush();
     }
 
     /// XEP-0384 §rules: a message (not a key exchange) from a device we have no session with
@@ -1235,9 +1385,42 @@ struct DecryptOutcome {
     e2ee: E2eeMetadata,
     heartbeat_due: bool,
     used_pre_key: bool,
+    /// The message's inbox id, when it was kept.
+    inbox_id: Option<i64>,
 }
 
-/// The receive path inside the store lock: decrypt, check, then commit in one transaction.
+/// The parts of an incoming stanza a decrypted message keeps.
+#[derive(Debug, Clone)]
+pub(crate) struct Header {
+    from: Jid,
+    id: Option<String>,
+    type_: MessageType,
+}
+
+const MESSAGE_TYPES: [(MessageType, &str); 5] = [
+    (MessageType::Chat, "chat"),
+    (MessageType::Normal, "normal"),
+    (MessageType::Groupchat, "groupchat"),
+    (MessageType::Headline, "headline"),
+    (MessageType::Error, "error"),
+];
+
+fn message_type_str(type_: &MessageType) -> &'static str {
+    MESSAGE_TYPES
+        .iter()
+        .find(|(t, _)| t == type_)
+        .map_or("normal", |(_, name)| name)
+}
+
+fn message_type_from_str(name: &str) -> Option<MessageType> {
+    MESSAGE_TYPES
+        .iter()
+        .find(|(_, n)| *n == name)
+        .map(|(t, _)| t.clone())
+}
+
+/// The receive path inside the store lock: decrypt, check, then commit in one transaction;
+/// with `keep`, a message with content is kept in the inbox by that same commit.
 fn decrypt_message(
     store: &mut Store,
     own: &OwnIdentity,
@@ -1245,6 +1428,7 @@ fn decrypt_message(
     encrypted: &EncryptedMessage,
     sender: &BareJid,
     recipient: &BareJid,
+    keep: Option<&Header>,
 ) -> Result<DecryptOutcome, ReceiveError> {
     let key = encrypted
         .key_for(&own.jid, own.device_id)
@@ -1285,7 +1469,7 @@ fn decrypt_message(
     };
 
     // The payload and its envelope must check out before anything is stored.
-    let envelope = match &encrypted.payload {
+    let (envelope, envelope_bytes) = match &encrypted.payload {
         Some(ciphertext) => {
             let bytes = payload::decrypt(ciphertext, decrypted.plaintext())
                 .map_err(ReceiveError::Payload)?;
@@ -1293,9 +1477,9 @@ fn decrypt_message(
             envelope
                 .verify_affixes(sender, recipient)
                 .map_err(ReceiveError::Envelope)?;
-            Some(envelope)
+            (Some(envelope), Some(bytes))
         }
-        None => None,
+        None => (None, None),
     };
 
     let identity_key = session.peer_identity_key();
@@ -1308,17 +1492,39 @@ fn decrypt_message(
             Err(e) => return Err(ReceiveError::Store(e)),
         };
     let state = session.snapshot();
-    store
-        .commit_decryption(&DecryptionCommit {
-            namespace: NS,
-            jid: sender.as_str(),
-            device_id: sid,
-            session_state: &state,
-            used_pre_key,
-            now: now(),
-        })
-        .map_err(ReceiveError::Store)?;
+    let commit = DecryptionCommit {
+        namespace: NS,
+        jid: sender.as_str(),
+        device_id: sid,
+        session_state: &state,
+        used_pre_key,
+        now: now(),
+    };
+    let inbox_id = match (keep, &envelope_bytes) {
+        (Some(header), Some(bytes)) => {
+            let from = header.from.to_string();
+            let kept = NewInboxMessage {
+                identity_key: &identity_key,
+                from: &from,
+                stanza_id: header.id.as_deref(),
+                message_type: message_type_str(&header.type_),
+                envelope: bytes,
+                key_exchange,
+            };
+            let (_, id) = store
+                .commit_decryption_kept(&commit, &kept)
+                .map_err(ReceiveError::Store)?;
+            Some(id)
+        }
+        _ => {
+            store
+                .commit_decryption(&commit)
+                .map_err(ReceiveError::Store)?;
+            None
+        }
+    };
     Ok(DecryptOutcome {
+        inbox_id,
         envelope,
         e2ee: E2eeMetadata {
             sender: sender.clone(),
@@ -1345,6 +1551,7 @@ fn encrypt_for_devices(
     envelope: &[u8],
     to: &BareJid,
     stanza_id: &str,
+    answers: &[i64],
 ) -> Result<(Message, SendReport, i64), OmemoError> {
     let t = now();
     let mut report = SendReport::default();
@@ -1463,7 +1670,8 @@ fn encrypt_for_devices(
         payload: Some(ciphertext),
     };
     let message = outgoing_message(to, &encrypted, stanza_id);
-    let outbox_id = store.commit_encryption_queued(NS, &updates, t, &stanza_text(&message))?;
+    let outbox_id =
+        store.commit_encryption_queued(NS, &updates, t, &stanza_text(&message), answers)?;
     Ok((message, report, outbox_id))
 }
 

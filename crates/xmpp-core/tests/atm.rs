@@ -5,7 +5,6 @@
 // Test helpers outside #[test] functions fail loudly on purpose.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use atm_trust::Namespace;
@@ -13,24 +12,10 @@ use test_prosody::TestServer;
 use xmpp_core::client::Client;
 use xmpp_core::jid::BareJid;
 use xmpp_core::omemo::DeviceInfo;
-use xmpp_core::settings::{AccountSettings, Password, ServerAddress, TrustPolicySetting};
 use xmpp_core::TrustLevel;
 
-fn settings(server: &TestServer, user: &str, db: &Path, label: &str) -> AccountSettings {
-    AccountSettings {
-        jid: server.jid(user).unwrap(),
-        password: Password::new(format!("{user}-password")),
-        server: Some(ServerAddress {
-            host: "127.0.0.1".to_owned(),
-            port: server.port(),
-        }),
-        ca_file: Some(server.ca_file().to_owned()),
-        insecure_plaintext: false,
-        db: db.to_owned(),
-        label: label.to_owned(),
-        trust_policy: TrustPolicySetting::Toakafa,
-    }
-}
+mod common;
+use common::settings;
 
 fn fingerprint_of(devices: &[DeviceInfo], device: u32) -> String {
     devices

@@ -1,0 +1,94 @@
+//! Store rows deleted once they are done with, many per transaction when they come fast (one
+//! commit per row would cost a disk sync each): outbox messages the server acknowledged and
+//! inbox messages the program has handled.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use atm_trust::{Store, StoreError};
+use tokio::sync::mpsc;
+
+/// Deletes rows by id.
+pub(crate) type Remove = fn(&mut Store, &[i64]) -> Result<(), StoreError>;
+
+/// Ids waiting for deletion, and the task that deletes them.
+pub(crate) struct Removals {
+    store: Arc<Mutex<Store>>,
+    remove: Remove,
+    /// What the rows are, for the log.
+    what: &'static str,
+    pending: Arc<Mutex<Vec<i64>>>,
+    /// Wakes the task; started on the first id.
+    wake: OnceLock<Option<mpsc::UnboundedSender<()>>>,
+}
+
+/// How long the task gathers ids before one commit.
+const GATHER: Duration = Duration::from_millis(50);
+
+fn take(pending: &Mutex<Vec<i64>>) -> Vec<i64> {
+    std::mem::take(
+        &mut *pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
+}
+
+fn remove_now(store: &Mutex<Store>, remove: Remove, what: &'static str, ids: &[i64]) {
+    if ids.is_empty() {
+        return;
+    }
+    let mut store = store
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Err(e) = remove(&mut store, ids) {
+        tracing::warn!(error = %e, count = ids.len(), "cannot remove {what}");
+    }
+}
+
+impl Removals {
+    pub(crate) fn new(store: Arc<Mutex<Store>>, remove: Remove, what: &'static str) -> Self {
+        Self {
+            store,
+            remove,
+            what,
+            pending: Arc::default(),
+            wake: OnceLock::new(),
+        }
+    }
+
+    /// Queues `id` for deletion. Outside a Tokio runtime it waits for [`Removals::flush`].
+    pub(crate) fn push(&self, id: i64) {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(id);
+        let wake = self.wake.get_or_init(|| {
+            let runtime = tokio::runtime::Handle::try_current().ok()?;
+            let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+            let (store, remove, what) = (Arc::clone(&self.store), self.remove, self.what);
+            let pending = Arc::clone(&self.pending);
+            runtime.spawn(async move {
+                // Ends when the owner (and with it the sender) is dropped.
+                while rx.recv().await.is_some() {
+                    tokio::time::sleep(GATHER).await;
+                    while rx.try_recv().is_ok() {}
+                    let ids = take(&pending);
+                    let store = Arc::clone(&store);
+                    let _ = tokio::task::spawn_blocking(move || {
+                        remove_now(&store, remove, what, &ids);
+                    })
+                    .await;
+                }
+            });
+            Some(tx)
+        });
+        if let Some(wake) = wake {
+            let _ = wake.send(());
+        }
+    }
+
+    /// Deletes what is queued now, before a clean stop.
+    pub(crate) fn flush(&self) {
+        remove_now(&self.store, self.remove, self.what, &take(&self.pending));
+    }
+}
