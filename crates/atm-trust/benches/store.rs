@@ -69,6 +69,7 @@ fn one_message(store: &mut Store, jids: &[String], rng: &mut ChaCha20Rng, now: u
             jid,
             device_id: device(i),
             session_state: &state,
+            previous_state: None,
             used_pre_key: None,
             now,
         })

@@ -58,6 +58,7 @@
 //!     jid: bob,
 //!     device_id: bob_device,
 //!     session_state: b"next state",
+//!     previous_state: None,
 //!     used_pre_key: None,
 //!     now: now + 5,
 //! })?;

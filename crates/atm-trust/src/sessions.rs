@@ -23,6 +23,8 @@ pub struct DecryptionCommit<'a> {
     pub device_id: DeviceId,
     /// The session state after decryption (`Session::snapshot` bytes).
     pub session_state: &'a [u8],
+    /// The session kept besides it (see [`Store::load_sessions`]); `None` keeps none.
+    pub previous_state: Option<&'a [u8]>,
     /// The one-time pre-key a key exchange consumed, if the message was one.
     pub used_pre_key: Option<PreKeyId>,
     /// The time of decryption (Unix seconds).
@@ -95,6 +97,33 @@ impl Store {
             })
             .optional()?;
         Ok(state)
+    }
+
+    /// The current session state for a device and the one it replaced, if any: a message
+    /// that fails on the current session may belong to the previous one (both devices
+    /// started a session at the same moment). [`Store::commit_decryption`] sets both.
+    #[allow(clippy::type_complexity)] // two optional secrets; a struct would only name them
+    pub fn load_sessions(
+        &self,
+        namespace: Namespace,
+        jid: &str,
+        device_id: DeviceId,
+    ) -> Result<Option<(Zeroizing<Vec<u8>>, Option<Zeroizing<Vec<u8>>>)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT state, previous_state FROM sessions
+             WHERE namespace = ?1 AND jid = ?2 AND device_id = ?3",
+        )?;
+        let states = stmt
+            .query_row(params![namespace.as_str(), jid, device_id.get()], |row| {
+                let current = Zeroizing::new(row.get_ref(0)?.as_blob()?.to_vec());
+                let previous = row
+                    .get_ref(1)?
+                    .as_blob_or_null()?
+                    .map(|blob| Zeroizing::new(blob.to_vec()));
+                Ok((current, previous))
+            })
+            .optional()?;
+        Ok(states)
     }
 
     /// When the session with a device last changed (Unix seconds).
@@ -228,14 +257,24 @@ pub(crate) fn decryption_in(
             params![ns, commit.jid, commit.device_id.get(), now],
             |row| Ok((row.get(0)?, row.get(1)?)),
         )?;
-    upsert_session(
-        tx,
-        commit.namespace,
+    if commit.session_state.is_empty() || commit.previous_state.is_some_and(<[u8]>::is_empty) {
+        return Err(StoreError::EmptySessionState);
+    }
+    tx.prepare_cached(
+        "INSERT INTO sessions (namespace, jid, device_id, state, previous_state, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (namespace, jid, device_id)
+         DO UPDATE SET state = excluded.state, previous_state = excluded.previous_state,
+                       updated_at = excluded.updated_at",
+    )?
+    .execute(params![
+        ns,
         commit.jid,
-        commit.device_id,
+        commit.device_id.get(),
         commit.session_state,
-        now,
-    )?;
+        commit.previous_state,
+        now
+    ])?;
     if let Some(pre_key) = commit.used_pre_key {
         mark_pre_key_used_in(tx, pre_key, commit.now)?;
     }

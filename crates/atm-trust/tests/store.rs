@@ -52,6 +52,7 @@ fn decryption<'a>(
         jid,
         device_id: dev(device),
         session_state: state,
+        previous_state: None,
         used_pre_key: pre_key.map(|id| PreKeyId::new(id).unwrap()),
         now: NOW,
     }
@@ -310,6 +311,44 @@ fn decryption_commit_is_all_or_nothing() {
         store.session_updated_at(NS, BOB, dev(9)).unwrap(),
         Some(NOW)
     );
+}
+
+#[test]
+fn a_decryption_commit_sets_the_current_and_the_previous_session() {
+    let mut store = Store::open_in_memory().unwrap();
+    assert!(store.load_sessions(NS, BOB, dev(9)).unwrap().is_none());
+    let mut commit = decryption(BOB, 9, b"ours", None);
+    store.commit_decryption(&commit).unwrap();
+    commit.session_state = b"theirs";
+    commit.previous_state = Some(b"ours");
+    store.commit_decryption(&commit).unwrap();
+    let (current, previous) = store.load_sessions(NS, BOB, dev(9)).unwrap().unwrap();
+    assert_eq!(
+        (current.as_slice(), previous.as_deref().map(Vec::as_slice)),
+        (&b"theirs"[..], Some(&b"ours"[..]))
+    );
+    // Encrypting moves only the current session on.
+    store
+        .commit_encryption(
+            NS,
+            &[SessionUpdate {
+                jid: BOB,
+                device_id: dev(9),
+                session_state: b"theirs, later",
+            }],
+            NOW,
+        )
+        .unwrap();
+    let (current, previous) = store.load_sessions(NS, BOB, dev(9)).unwrap().unwrap();
+    assert_eq!(current.as_slice(), b"theirs, later");
+    assert_eq!(previous.as_deref().map(Vec::as_slice), Some(&b"ours"[..]));
+    // An empty previous state is refused like an empty current one; none clears it.
+    commit.previous_state = Some(b"");
+    assert!(store.commit_decryption(&commit).is_err());
+    commit.previous_state = None;
+    store.commit_decryption(&commit).unwrap();
+    let (_, previous) = store.load_sessions(NS, BOB, dev(9)).unwrap().unwrap();
+    assert!(previous.is_none());
 }
 
 #[test]

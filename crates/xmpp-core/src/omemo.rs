@@ -14,7 +14,8 @@ use atm_trust::{
     Store, StoreError, TrustLevel, TrustPolicy,
 };
 use omemo_crypto::{
-    payload, Bundle, DeviceId, IdentityKeyPair, IdentityPublicKey, KeyMaterial, KeyMessage, Session,
+    payload, Bundle, DecryptionError, DeviceId, IdentityKeyPair, IdentityPublicKey, KeyMaterial,
+    KeyMessage, Session,
 };
 use omemo_pep::omemo2::{DeviceEntry, DeviceList, EncryptedKey, EncryptedMessage, RecipientKeys};
 use omemo_pep::pep::{self, Fetched, Publication, PublishProgress};
@@ -1435,17 +1436,33 @@ fn decrypt_message(
         .ok_or(ReceiveError::NotForUs)?;
     let message = KeyMessage::from_bytes(&key.data).map_err(ReceiveError::Decode)?;
     let sid = encrypted.sid;
-    let stored = store
-        .load_session(NS, sender.as_str(), sid)
-        .map_err(ReceiveError::Store)?;
-    let existing = stored
-        .map(|blob| Session::restore(&blob))
+    let (current_blob, previous_blob) = match store
+        .load_sessions(NS, sender.as_str(), sid)
+        .map_err(ReceiveError::Store)?
+    {
+        Some((current, previous)) => (Some(current), previous),
+        None => (None, None),
+    };
+    let current = current_blob
+        .as_ref()
+        .map(|blob| Session::restore(blob))
         .transpose()
         .map_err(ReceiveError::Snapshot)?;
+    // The previous session is read only when needed; one that no longer restores only helps
+    // less.
+    let previous = |blob: Option<&Vec<u8>>| blob.and_then(|blob| Session::restore(blob).ok());
+    let built_by = |session: &Option<Session>| match (&message, session) {
+        (KeyMessage::KeyExchange(kex), Some(session)) => session.was_built_by(kex),
+        _ => false,
+    };
 
-    let (session, decrypted, key_exchange, used_pre_key) = match (&message, existing) {
-        (KeyMessage::KeyExchange(kex), existing)
-            if existing.as_ref().is_none_or(|s| !s.was_built_by(kex)) =>
+    // `kept` is the state stored as the previous session after this message.
+    let (session, kept, decrypted, key_exchange, used_pre_key) = match (&message, current) {
+        // A key exchange that built neither session: a new session; the current one is kept
+        // as the previous, for messages the peer sent on it (both sides started a session at
+        // the same moment, or messages still on their way).
+        (KeyMessage::KeyExchange(kex), current)
+            if !built_by(&current) && !built_by(&previous(previous_blob.as_deref())) =>
         {
             let spk = store
                 .signed_pre_key(kex.signed_pre_key_id())
@@ -1457,14 +1474,31 @@ fn decrypt_message(
                 .ok_or(ReceiveError::UnknownPreKey)?;
             let (session, decrypted) = Session::respond(&own.identity, &spk, &pk, kex, &mut OsRng)
                 .map_err(ReceiveError::KeyExchange)?;
-            (session, decrypted, true, Some(kex.pre_key_id()))
+            let kept = current_blob.or(previous_blob);
+            (session, kept, decrypted, true, Some(kex.pre_key_id()))
         }
-        (_, Some(mut session)) => {
-            let decrypted = session
-                .decrypt(&message, &mut OsRng)
-                .map_err(ReceiveError::Decryption)?;
-            (session, decrypted, false, None)
-        }
+        (_, Some(mut current)) => match current.decrypt(&message, &mut OsRng) {
+            Ok(decrypted) => (current, previous_blob, decrypted, false, None),
+            Err(DecryptionError::Duplicate) => {
+                return Err(ReceiveError::Decryption(DecryptionError::Duplicate))
+            }
+            Err(error) => {
+                // Perhaps a message on the previous session: then that one becomes current.
+                let Some(mut previous) = previous(previous_blob.as_deref()) else {
+                    return Err(ReceiveError::Decryption(error));
+                };
+                match previous.decrypt(&message, &mut OsRng) {
+                    Ok(decrypted) => {
+                        tracing::info!(%sender, device = %sid, "message on the previous session; it is the current one again");
+                        (previous, current_blob, decrypted, false, None)
+                    }
+                    Err(DecryptionError::Duplicate) => {
+                        return Err(ReceiveError::Decryption(DecryptionError::Duplicate))
+                    }
+                    Err(_) => return Err(ReceiveError::Decryption(error)),
+                }
+            }
+        },
         (_, None) => return Err(ReceiveError::NoSession),
     };
 
@@ -1497,6 +1531,7 @@ fn decrypt_message(
         jid: sender.as_str(),
         device_id: sid,
         session_state: &state,
+        previous_state: kept.as_deref().map(Vec::as_slice),
         used_pre_key,
         now: now(),
     };

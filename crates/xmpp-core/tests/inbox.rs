@@ -9,26 +9,10 @@ use std::time::Duration;
 
 use test_prosody::TestServer;
 use xmpp_core::client::{Client, ClientEvent, ClientEvents};
-use xmpp_core::omemo::DecryptedMessage;
 use xmpp_core::TrustLevel;
 
 mod common;
-use common::settings;
-
-/// The next event that is not a connection change.
-async fn next_message(events: &mut ClientEvents) -> Box<DecryptedMessage> {
-    loop {
-        let event = tokio::time::timeout(Duration::from_secs(20), events.recv())
-            .await
-            .expect("no event within 20 s")
-            .expect("the client stopped");
-        match event {
-            ClientEvent::Encrypted(message) => return message,
-            ClientEvent::Online { .. } | ClientEvent::Offline => {}
-            other => panic!("unexpected event {other:?}"),
-        }
-    }
-}
+use common::{next_message, settings};
 
 /// The first event after a start: a message handed over again, or `Online`.
 async fn first_event(events: &mut ClientEvents) -> ClientEvent {

@@ -1,8 +1,13 @@
 //! What the client tests share.
 
+#![allow(dead_code, reason = "each test binary uses a part of it")]
+
 use std::path::Path;
+use std::time::Duration;
 
 use test_prosody::TestServer;
+use xmpp_core::client::{ClientEvent, ClientEvents};
+use xmpp_core::omemo::DecryptedMessage;
 use xmpp_core::settings::{AccountSettings, Password, ServerAddress, TrustPolicySetting};
 
 /// An account `user` (password `<user>-password`) on the test server, TOAKAFA.
@@ -19,5 +24,20 @@ pub(crate) fn settings(server: &TestServer, user: &str, db: &Path, label: &str) 
         db: db.to_owned(),
         label: label.to_owned(),
         trust_policy: TrustPolicySetting::Toakafa,
+    }
+}
+
+/// The next event that is not a connection change.
+pub(crate) async fn next_message(events: &mut ClientEvents) -> Box<DecryptedMessage> {
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(20), events.recv())
+            .await
+            .expect("no event within 20 s")
+            .expect("the client stopped");
+        match event {
+            ClientEvent::Encrypted(message) => return message,
+            ClientEvent::Online { .. } | ClientEvent::Offline => {}
+            other => panic!("unexpected event {other:?}"),
+        }
     }
 }
