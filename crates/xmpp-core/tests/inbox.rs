@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use atm_trust::{DecryptionCommit, Namespace, NewInboxMessage, Store};
+use omemo_pep::sce::Envelope;
 use test_prosody::TestServer;
 use xmpp_core::client::{Client, ClientEvent, ClientEvents};
 use xmpp_core::TrustLevel;
@@ -119,5 +121,66 @@ async fn an_unhandled_message_is_handed_over_again_after_a_restart() {
         "a handled message must not come back, got {next:?}"
     );
     bob.close().await;
+    drop(bob_events);
+
+    // Rows that no longer read (a damaged database) are dropped with a warning at the next
+    // start, never handed over, and the client starts as usual.
+    {
+        let mut store = Store::open(&bob_db).unwrap();
+        let device = alice.manager().own().device_id;
+        let (state, previous) = store
+            .load_sessions(Namespace::Omemo2, alice_jid.as_str(), device)
+            .unwrap()
+            .unwrap();
+        let key = alice.manager().own().identity.public_key();
+        let good_envelope = Envelope::new(
+            vec![Envelope::body_element("damaged")],
+            alice_jid.clone(),
+            bob_jid.clone(),
+            None,
+            &mut rand_core::OsRng,
+        )
+        .to_bytes()
+        .unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let rows: [(&str, &str, &[u8]); 3] = [
+            ("alice@localhost/a", "chat", b"not an envelope"),
+            ("not a jid@@", "chat", &good_envelope),
+            ("alice@localhost/a", "no such type", &good_envelope),
+        ];
+        for (from, message_type, envelope) in rows {
+            let commit = DecryptionCommit {
+                namespace: Namespace::Omemo2,
+                jid: alice_jid.as_str(),
+                device_id: device,
+                session_state: &state,
+                previous_state: previous.as_deref().map(Vec::as_slice),
+                used_pre_key: None,
+                now,
+            };
+            let kept = NewInboxMessage {
+                identity_key: &key,
+                from,
+                stanza_id: None,
+                message_type,
+                envelope,
+                key_exchange: false,
+            };
+            store.commit_decryption_kept(&commit, &kept).unwrap();
+        }
+    }
+    let (bob, mut bob_events) = Client::start(&settings(&server, "bob", &bob_db, "bob"))
+        .await
+        .unwrap();
+    let next = first_event(&mut bob_events).await;
+    assert!(
+        matches!(next, ClientEvent::Online { .. }),
+        "an unreadable inbox row was handed over: {next:?}"
+    );
+    bob.close().await;
+    assert!(Store::open(&bob_db).unwrap().inbox().unwrap().is_empty());
     alice.close().await;
 }
