@@ -365,5 +365,8 @@ async fn a_prosody_restart_mid_stream_is_survived_without_loss() {
     for i in 60..110 {
         assert!(echoes.contains_key(&send(i)), "{} was not echoed", send(i));
     }
-    assert!(lost.is_empty(), "messages were lost: {lost:?}");
+    assert!(
+        lost.is_empty(),
+        "messages were lost: {lost:?}\nbot log:\n{bot_log}"
+    );
 }

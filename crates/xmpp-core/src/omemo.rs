@@ -48,6 +48,10 @@ pub const DEVICE_LIST_MAX_AGE: Duration = Duration::from_secs(300);
 /// message that old is stale anyway.
 const OUTBOX_MAX_AGE: Duration = Duration::from_secs(3600);
 
+/// How often a message lost with its stream is sent again at once (after that it waits in
+/// the outbox for the next fresh session or start).
+const LOST_RESENDS: u32 = 2;
+
 /// How often a message from a device missing from its sender's list may trigger a fresh
 /// fetch of that list.
 const UNLISTED_SENDER_REFRESH: Duration = Duration::from_secs(30);
@@ -779,23 +783,40 @@ impl OmemoManager {
 
     /// Sends a message from the outbox; it leaves the outbox once the server acknowledged it.
     async fn send_queued(&self, outbox_id: i64, message: Message) -> Result<(), OmemoError> {
-        let delivery = self
+        let mut delivery = self
             .connection
-            .send_tracked(message)
+            .send_tracked(message.clone())
             .await
             .map_err(|_| OmemoError::Closed)?;
         let acknowledged = Arc::clone(&self.acknowledged);
+        let connection = self.connection.clone();
         tokio::spawn(async move {
-            // Without stream management no acknowledgement ever comes: stop waiting at some
-            // point (the entry expires from the outbox later).
-            let acked = tokio::time::timeout(OUTBOX_MAX_AGE, delivery.acknowledged()).await;
-            if acked == Ok(true) {
-                acknowledged.push(outbox_id);
-            } else {
-                tracing::debug!(
-                    outbox_id,
-                    "message not acknowledged; it stays in the outbox"
-                );
+            for resends in 0.. {
+                // Without stream management no acknowledgement ever comes: stop waiting at
+                // some point (the entry expires from the outbox later).
+                match tokio::time::timeout(OUTBOX_MAX_AGE, delivery.acknowledged()).await {
+                    Ok(true) => {
+                        acknowledged.push(outbox_id);
+                        return;
+                    }
+                    // Lost with a stream that could not be resumed. The next fresh session
+                    // resends the outbox, but may have done so before this message was
+                    // committed: send it again now (the recipient's ratchet drops a copy that
+                    // did arrive).
+                    Ok(false) if resends < LOST_RESENDS => {
+                        match connection.send_tracked(message.clone()).await {
+                            Ok(again) => delivery = again,
+                            Err(_) => return, // the connection was closed for good
+                        }
+                    }
+                    _ => {
+                        tracing::debug!(
+                            outbox_id,
+                            "message not acknowledged; it stays in the outbox"
+                        );
+                        return;
+                    }
+                }
             }
         });
         Ok(())
