@@ -110,11 +110,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     ClientEvent::Encrypted(message) => message.receipt.as_ref(),
                     _ => None,
                 };
-                let sent = match answering {
-                    Some(receipt) => client.send_body_answering(&to, &body, receipt).await,
-                    None => client.send_body(&to, &body).await,
-                };
-                match sent {
+                match client.send_body_answering(&to, &body, answering).await {
                     Ok(report) => tracing::info!(
                         %to,
                         devices = report.encrypted_for.len(),

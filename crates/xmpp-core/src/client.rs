@@ -431,18 +431,18 @@ impl Client {
 
     /// Sends an encrypted `<body>`.
     pub async fn send_body(&self, to: &BareJid, body: &str) -> Result<SendReport, OmemoError> {
-        self.send_sensitive(to, vec![omemo_pep::sce::Envelope::body_element(body)])
-            .await
+        self.send_body_answering(to, body, None).await
     }
 
-    /// Sends an encrypted `<body>` that answers a received message: the received message
-    /// leaves the inbox with the answer's commit (see [`Receipt`]), so that after a crash it
-    /// is handed over again if and only if its answer was not committed.
+    /// Sends an encrypted `<body>`, as the answer to a received message when `answering` is
+    /// its receipt: the received message leaves the inbox with the answer's commit (see
+    /// [`Receipt`]), so that after a crash it is handed over again if and only if its answer
+    /// was not committed.
     pub async fn send_body_answering(
         &self,
         to: &BareJid,
         body: &str,
-        answering: &Receipt,
+        answering: Option<&Receipt>,
     ) -> Result<SendReport, OmemoError> {
         let content = vec![omemo_pep::sce::Envelope::body_element(body)];
         self.manager.send_answer(to, content, answering).await

@@ -629,16 +629,17 @@ impl OmemoManager {
         self.encrypt_and_send(to, content, accept, Vec::new()).await
     }
 
-    /// Like [`OmemoManager::send_sensitive`], as the answer to a received message: the
-    /// message leaves the inbox in the transaction that commits the answer, so a crash can
-    /// lose neither and the answer is not sent twice.
+    /// Like [`OmemoManager::send_sensitive`], as the answer to the received message whose
+    /// receipt is `answering`: that message leaves the inbox in the transaction that commits
+    /// the answer, so a crash can lose neither and the answer is not sent twice.
     pub async fn send_answer(
         &self,
         to: &BareJid,
         content: Vec<Element>,
-        answering: &Receipt,
+        answering: Option<&Receipt>,
     ) -> Result<SendReport, OmemoError> {
-        self.encrypt_and_send(to, content, TrustLevel::is_accepted, vec![answering.0.id])
+        let answers = answering.map(|receipt| receipt.0.id).into_iter().collect();
+        self.encrypt_and_send(to, content, TrustLevel::is_accepted, answers)
             .await
     }
 

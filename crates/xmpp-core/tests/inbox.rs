@@ -69,7 +69,7 @@ async fn an_unhandled_message_is_handed_over_again_after_a_restart() {
     bob.send_body_answering(
         &alice_jid,
         "answer to second",
-        second.receipt.as_ref().unwrap(),
+        Some(second.receipt.as_ref().unwrap()),
     )
     .await
     .unwrap();
