@@ -302,6 +302,16 @@ async fn sigkill_during_a_stream_loses_no_session_and_reuses_no_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prosody_restart_mid_stream_is_survived_without_loss() {
+    // The clients' logs (this process's clients, both tests of this file) go to a file that a
+    // failure prints: a rare loss here is not understood yet.
+    let log_dir = tempfile::tempdir().unwrap();
+    let client_log = log_dir.path().join("clients.log");
+    let file = std::fs::File::create(&client_log).unwrap();
+    let _ = tracing_subscriber::fmt()
+        .with_writer(Mutex::new(file))
+        .with_ansi(false)
+        .with_env_filter("xmpp_core=debug")
+        .try_init();
     let Scene {
         mut server,
         dir: _dir,
@@ -365,8 +375,12 @@ async fn a_prosody_restart_mid_stream_is_survived_without_loss() {
     for i in 60..110 {
         assert!(echoes.contains_key(&send(i)), "{} was not echoed", send(i));
     }
+    let clients = std::fs::read_to_string(&client_log).unwrap_or_default();
+    let tail: Vec<&str> = clients.lines().rev().take(400).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
     assert!(
         lost.is_empty(),
-        "messages were lost: {lost:?}\nbot log:\n{bot_log}"
+        "messages were lost: {lost:?}\nbot log:\n{bot_log}\nlast client log lines:\n{}",
+        tail.join("\n")
     );
 }
