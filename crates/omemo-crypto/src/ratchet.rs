@@ -81,8 +81,9 @@ pub struct Decrypted {
 }
 
 impl Decrypted {
-    /// The decrypted ratchet plaintext (the 48-byte key material, or 32 bytes for an empty
-    /// OMEMO message).
+    /// The decrypted ratchet plaintext: in OMEMO 2 the 48-byte key material, or 32 bytes
+    /// for an empty message; in legacy the 32-byte key ‖ tag, or a bare 16-byte key for a
+    /// key-transport message.
     pub fn plaintext(&self) -> &[u8] {
         &self.plaintext
     }

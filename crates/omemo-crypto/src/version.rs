@@ -22,7 +22,7 @@
 //! behind one type and moved the "wrong version" check to run time. The runtime tag is also
 //! what storage needs to tell stored sessions apart, and it is public for that reason.
 //!
-//! [`Session`](crate::Session) (OMEMO 2) and [`legacy::Session`](crate::legacy::Session) are
+//! [`Session`](crate::Session) (OMEMO 2) and [`crate::legacy::Session`] are
 //! aliases of the two instantiations, so code written before legacy existed still compiles.
 
 use core::fmt::Debug;

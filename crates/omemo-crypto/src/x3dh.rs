@@ -7,8 +7,8 @@
 //!
 //! Legacy OMEMO runs the same agreement with the info `"WhisperText"` and
 //! `AD = 0x05‖IK_A ‖ 0x05‖IK_B` in Curve25519 form (LEGACY-NOTES §4); the public functions
-//! here are OMEMO 2's, [`GenericSession`](crate::GenericSession) reaches both through the
-//! crate-internal [`agree_active`] and [`agree_passive`].
+//! here are OMEMO 2's; [`GenericSession`](crate::GenericSession) reaches both versions through
+//! crate-internal functions generic over [`crate::Version`].
 
 use rand_core::CryptoRngCore;
 use x25519_dalek::StaticSecret;
