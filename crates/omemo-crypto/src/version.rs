@@ -27,8 +27,13 @@
 
 use core::fmt::Debug;
 
+use rand_core::CryptoRngCore;
+
 use crate::error::DecodeError;
-use crate::keys::{Bundle, IdentityKeyPair, IdentityPublicKey, X25519PublicKey};
+use crate::ids::{PreKeyId, SignedPreKeyId};
+use crate::keys::{
+    Bundle, BundleError, IdentityKeyPair, IdentityPublicKey, PreKey, SignedPreKey, X25519PublicKey,
+};
 use crate::legacy;
 use crate::wire::{AuthenticatedMessage, KeyExchange, KeyMessage};
 
@@ -100,6 +105,28 @@ pub trait Version: sealed::Sealed + Copy + Debug + Send + Sync + 'static {
     /// The device identity (Ed25519 form) of a verified bundle; for legacy it is recovered
     /// with the sign bit carried in the signature.
     fn bundle_identity(bundle: &Self::Bundle) -> IdentityPublicKey;
+    /// The key exchange inside a `<key>` content, if it is one.
+    fn as_key_exchange(message: &Self::KeyMessage) -> Option<&Self::KeyExchange>;
+    /// The one-time pre-key a key exchange used (to look up our private half).
+    fn key_exchange_pre_key_id(key_exchange: &Self::KeyExchange) -> PreKeyId;
+    /// The signed pre-key a key exchange used.
+    fn key_exchange_signed_pre_key_id(key_exchange: &Self::KeyExchange) -> SignedPreKeyId;
+    /// Picks one of a bundle's pre-keys uniformly at random.
+    fn choose_pre_key(bundle: &Self::Bundle, rng: &mut impl CryptoRngCore) -> PreKeyId;
+    /// Generates a signed pre-key signed the way this version's bundles are verified (each
+    /// version has its own signed pre-key; they are not interchangeable).
+    fn generate_signed_pre_key(
+        id: SignedPreKeyId,
+        identity: &IdentityKeyPair,
+        now: u64,
+        rng: &mut impl CryptoRngCore,
+    ) -> SignedPreKey;
+    /// Our own bundle of this version.
+    fn own_bundle<'a>(
+        identity: &IdentityKeyPair,
+        signed_pre_key: &SignedPreKey,
+        pre_keys: impl IntoIterator<Item = &'a PreKey>,
+    ) -> Result<Self::Bundle, BundleError>;
 
     #[doc(hidden)]
     fn bundle_core(bundle: &Self::Bundle) -> &Bundle;
@@ -174,6 +201,36 @@ impl Version for Omemo2 {
     }
     fn bundle_identity(bundle: &Bundle) -> IdentityPublicKey {
         bundle.identity_key()
+    }
+    fn as_key_exchange(message: &KeyMessage) -> Option<&KeyExchange> {
+        match message {
+            KeyMessage::KeyExchange(kex) => Some(kex),
+            KeyMessage::Message(_) => None,
+        }
+    }
+    fn key_exchange_pre_key_id(key_exchange: &KeyExchange) -> PreKeyId {
+        key_exchange.pre_key_id()
+    }
+    fn key_exchange_signed_pre_key_id(key_exchange: &KeyExchange) -> SignedPreKeyId {
+        key_exchange.signed_pre_key_id()
+    }
+    fn choose_pre_key(bundle: &Bundle, rng: &mut impl CryptoRngCore) -> PreKeyId {
+        bundle.choose_pre_key(rng)
+    }
+    fn generate_signed_pre_key(
+        id: SignedPreKeyId,
+        identity: &IdentityKeyPair,
+        now: u64,
+        rng: &mut impl CryptoRngCore,
+    ) -> SignedPreKey {
+        SignedPreKey::generate(id, identity, now, rng)
+    }
+    fn own_bundle<'a>(
+        identity: &IdentityKeyPair,
+        signed_pre_key: &SignedPreKey,
+        pre_keys: impl IntoIterator<Item = &'a PreKey>,
+    ) -> Result<Bundle, BundleError> {
+        Bundle::from_own_keys(identity, signed_pre_key, pre_keys)
     }
     fn bundle_core(bundle: &Bundle) -> &Bundle {
         bundle
@@ -250,6 +307,38 @@ impl Version for Legacy {
     }
     fn bundle_identity(bundle: &legacy::Bundle) -> IdentityPublicKey {
         bundle.identity_key()
+    }
+    fn as_key_exchange(message: &legacy::KeyMessage) -> Option<&legacy::PreKeyWhisperMessage> {
+        match message {
+            legacy::KeyMessage::KeyExchange(kex) => Some(kex),
+            legacy::KeyMessage::Message(_) => None,
+        }
+    }
+    fn key_exchange_pre_key_id(key_exchange: &legacy::PreKeyWhisperMessage) -> PreKeyId {
+        key_exchange.pre_key_id()
+    }
+    fn key_exchange_signed_pre_key_id(
+        key_exchange: &legacy::PreKeyWhisperMessage,
+    ) -> SignedPreKeyId {
+        key_exchange.signed_pre_key_id()
+    }
+    fn choose_pre_key(bundle: &legacy::Bundle, rng: &mut impl CryptoRngCore) -> PreKeyId {
+        bundle.choose_pre_key(rng)
+    }
+    fn generate_signed_pre_key(
+        id: SignedPreKeyId,
+        identity: &IdentityKeyPair,
+        now: u64,
+        rng: &mut impl CryptoRngCore,
+    ) -> SignedPreKey {
+        SignedPreKey::generate_legacy(id, identity, now, rng)
+    }
+    fn own_bundle<'a>(
+        identity: &IdentityKeyPair,
+        signed_pre_key: &SignedPreKey,
+        pre_keys: impl IntoIterator<Item = &'a PreKey>,
+    ) -> Result<legacy::Bundle, BundleError> {
+        legacy::Bundle::from_own_keys(identity, signed_pre_key, pre_keys)
     }
     fn bundle_core(bundle: &legacy::Bundle) -> &Bundle {
         bundle.core()
