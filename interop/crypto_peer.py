@@ -26,6 +26,13 @@ Commands:
   payload_encrypt {"plaintext": hex}                  -> {"ciphertext": hex, "key_material": hex, "iv"?: hex}
   payload_decrypt {"ciphertext": hex, "key_material": hex, "iv"?: hex} -> {"plaintext": hex}
 
+Legacy XML commands (oldmemo.etree, schema-validated; `<encrypted>` as XML text):
+  bundle_xml      {"jid"?, "device"?}                 -> {"xml": "<bundle …>"}
+  initiate_xml    {"jid", "device", "bundle_xml", "body": hex}   -> {"xml": "<encrypted …>"}
+  encrypt_xml     {"jid", "device", "body": hex | "empty": true} -> {"xml": "<encrypted …>"}
+  decrypt_xml     {"jid", "device", "xml", "identity_key": hex (sender's Ed25519), "own_device"?}
+                  -> {"body"?: hex, "key_material": hex, "new_session": bool}
+
 Legacy differences: "bundle"/"initiate" use the wire forms of `oldmemo.etree` ("ik", "spk" and
 the pre keys are 33-byte `0x05` keys, "spks" carries the sign bit); "decrypt" takes the
 sender's Ed25519 "identity_key" (needed to restore the sign bit, as python-omemo takes it from
@@ -68,6 +75,10 @@ from twomemo.twomemo import (
 )
 import xeddsa
 from oldmemo import oldmemo as old
+import omemo
+import oldmemo.etree
+import types
+import xml.etree.ElementTree as ET
 
 DEFAULT_JID = "rust@example.org"
 DEFAULT_DEVICE = 1
@@ -329,6 +340,112 @@ class Peer:
             self.content(request, "ciphertext"), material_cls(material[:key_len], material[key_len:])
         )
         return {"plaintext": plaintext.hex()}
+
+    # ------------------------------------------------------------------ legacy XML
+
+    def need_legacy(self) -> old.Oldmemo:
+        if not self.legacy:
+            raise PeerError("XML commands need a legacy identity")
+        return self.need_backend()
+
+    async def cmd_bundle_xml(self, request: Dict[str, Any]) -> Dict[str, Any]:
+        backend = self.need_legacy()
+        await self.cmd_bundle(request)  # tops up the pre-keys
+        bundle = await backend.get_bundle(request.get("jid", "python@example.net"), request.get("device", 2))
+        return {"xml": ET.tostring(oldmemo.etree.serialize_bundle(bundle), encoding="unicode")}
+
+    async def message_xml(self, session: Any, content: Any, encrypted: Any) -> str:
+        kex = None
+        if session.initiation is Initiation.ACTIVE and not session.confirmed:
+            kex = session.key_exchange
+        message = omemo.Message(
+            old.NAMESPACE, "python@example.net", 2, content, frozenset({(encrypted, kex)})
+        )
+        return ET.tostring(oldmemo.etree.serialize_message(message), encoding="unicode")
+
+    async def content_and_material(self, request: Dict[str, Any]) -> tuple[Any, Any]:
+        backend = self.need_legacy()
+        if request.get("empty"):
+            return await backend.encrypt_empty()
+        return await backend.encrypt_plaintext(unhex(request, "body"))
+
+    async def cmd_initiate_xml(self, request: Dict[str, Any]) -> Dict[str, Any]:
+        backend = self.need_legacy()
+        jid, device = address(request)
+        text = request.get("bundle_xml")
+        if not isinstance(text, str):
+            raise PeerError("missing bundle_xml")
+        bundle = oldmemo.etree.parse_bundle(ET.fromstring(text), jid, device)
+        content, material = await self.content_and_material(request)
+        session, encrypted = await backend.build_session_active(jid, device, bundle, material)
+        await backend.store_session(session)
+        return {"xml": await self.message_xml(session, content, encrypted)}
+
+    async def cmd_encrypt_xml(self, request: Dict[str, Any]) -> Dict[str, Any]:
+        backend = self.need_legacy()
+        jid, device = address(request)
+        session = await self.load_session(jid, device)
+        if session is None:
+            raise PeerError(f"no session with {jid}/{device}")
+        content, material = await self.content_and_material(request)
+        encrypted = await backend.encrypt_key_material(session, material)
+        await backend.store_session(session)
+        return {"xml": await self.message_xml(session, content, encrypted)}
+
+    async def cmd_decrypt_xml(self, request: Dict[str, Any]) -> Dict[str, Any]:
+        backend = self.need_legacy()
+        jid, device = address(request)
+        text = request.get("xml")
+        if not isinstance(text, str):
+            raise PeerError("missing xml")
+        identity = unhex(request, "identity_key")
+
+        class Devices:
+            """parse_message only asks for the sender's identity key (for its sign bit)."""
+
+            async def get_device_information(self, bare_jid: str) -> Any:
+                if bare_jid != jid:
+                    return ()
+                return (types.SimpleNamespace(device_id=device, identity_key=identity),)
+
+            async def refresh_device_list(self, namespace: str, bare_jid: str) -> None:
+                raise PeerError("unknown sender device")
+
+        message = await oldmemo.etree.parse_message(ET.fromstring(text), jid, "python@example.net", Devices())
+        own_device = int(request.get("own_device", 2))
+        mine = [(ekm, kex) for ekm, kex in message.keys if ekm.device_id == own_device]
+        if len(mine) != 1:
+            raise PeerError(f"{len(mine)} keys for device {own_device}")
+        encrypted, key_exchange = mine[0]
+        # parse_message files every key under our own JID; the session is the sender's.
+        encrypted = old.EncryptedKeyMaterialImpl(jid, device, encrypted.encrypted_message)
+        new_session = False
+        session = await self.load_session(jid, device)
+        if key_exchange is not None:
+            if key_exchange.identity_key != identity:
+                raise PeerError("identity key of the key exchange does not match")
+            if session is not None and not (
+                session.initiation is Initiation.PASSIVE
+                and session.key_exchange.builds_same_session(key_exchange)
+            ):
+                session = None
+            if session is None:
+                session, plain = await backend.build_session_passive(jid, device, key_exchange, encrypted)
+                new_session = True
+            else:
+                plain = await backend.decrypt_key_material(session, encrypted)
+        else:
+            if session is None:
+                raise PeerError(f"no session with {jid}/{device}")
+            plain = await backend.decrypt_key_material(session, encrypted)
+        response: Dict[str, Any] = {"key_material": (plain.key + plain.auth_tag).hex()}
+        if not message.content.empty:
+            response["body"] = (await backend.decrypt_plaintext(message.content, plain)).hex()
+        await backend.store_session(session)
+        if new_session:
+            await backend.delete_pre_key(session)
+        response["new_session"] = new_session
+        return response
 
     async def cmd_session_info(self, request: Dict[str, Any]) -> Dict[str, Any]:
         session = await self.load_session(*address(request))
