@@ -47,6 +47,23 @@ fn main() {
             }
         }
     }
+    // protobuf: every legacy message of the legacy ratchet vectors.
+    let legacy = vectors("crates/omemo-crypto/tests/legacy-vectors/ratchet.json");
+    for (msg, fields) in legacy.as_object().unwrap() {
+        let Some(fields) = fields.as_object() else {
+            continue;
+        };
+        for field in [
+            "whisper_message",
+            "pre_key_whisper_message",
+            "pre_key_whisper_message_with_registration_id",
+        ] {
+            if let Some(hex_text) = fields.get(field).and_then(Value::as_str) {
+                let bytes = hex::decode(hex_text).unwrap();
+                write("protobuf", &format!("legacy-{msg}-{field}"), &bytes);
+            }
+        }
+    }
     // decrypt: messages valid against the live pair, and scripts.
     for (name, bytes) in omemo_fuzz::decrypt_seeds() {
         write("decrypt", &name, &bytes);
@@ -56,15 +73,21 @@ fn main() {
     }
     // protobuf: a session snapshot (Session::restore is fuzzed there too).
     write("protobuf", "session-snapshot", &omemo_fuzz::live_snapshot());
+    write(
+        "protobuf",
+        "legacy-session-snapshot",
+        &omemo_fuzz::legacy_live_snapshot(),
+    );
 
     // pep_xml: the XML vectors of both crates and the SCE envelope of the payload vector.
-    for rel in [
-        "crates/omemo-pep/tests/vectors/xml.json",
-        "crates/omemo-crypto/tests/vectors/xml.json",
+    for (rel, prefix) in [
+        ("crates/omemo-pep/tests/vectors/xml.json", ""),
+        ("crates/omemo-crypto/tests/vectors/xml.json", ""),
+        ("crates/omemo-pep/tests/legacy-vectors/xml.json", "legacy-"),
     ] {
         for (name, xml) in vectors(rel).as_object().unwrap() {
-            if let Some(xml) = xml.as_str() {
-                write("pep_xml", name, xml.as_bytes());
+            if let Some(xml) = xml.as_str().filter(|x| x.starts_with('<')) {
+                write("pep_xml", &format!("{prefix}{name}"), xml.as_bytes());
             }
         }
     }

@@ -1,4 +1,4 @@
-//! Fuzz targets for the OMEMO 2 stack, as plain functions.
+//! Fuzz targets for the OMEMO stack (OMEMO 2 and legacy), as plain functions.
 //!
 //! Each function takes arbitrary bytes, must never panic on them, and asserts the properties
 //! that hold for every input (round trips, "on error the session is unchanged", "a tampered
@@ -7,10 +7,12 @@
 //! `tests/replay.rs`, which replays `corpus/<target>/` and `artifacts/regressions/<target>/`
 //! on stable.
 //!
-//! - [`protobuf`]: `KeyMessage`, `AuthenticatedMessage`, `KeyExchange` and session snapshots.
+//! - [`protobuf`]: `KeyMessage`, `AuthenticatedMessage`, `KeyExchange` and session snapshots,
+//!   and the legacy `WhisperMessage` / `PreKeyWhisperMessage` and legacy snapshots.
 //! - [`decrypt`]: arbitrary bytes, or a script of encrypt/deliver/tamper steps, against a live
 //!   session pair built from a fixed seed.
-//! - [`pep_xml`]: `<encrypted>`, `<devices>`, `<bundle>` and the SCE `<envelope>`.
+//! - [`pep_xml`]: `<encrypted>`, `<devices>`, `<bundle>` and the SCE `<envelope>`, and the
+//!   legacy `<encrypted>`, `<list>` and `<bundle>`.
 //! - [`bookmarks`]: `detect` and `import` for every bookmark [`Format`].
 
 #![forbid(unsafe_code)]
@@ -21,8 +23,8 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use omemo_crypto::{
-    payload, AuthenticatedMessage, Bundle, IdentityKeyPair, KeyExchange, KeyMessage, PreKey,
-    PreKeyId, Session, SignedPreKey, SignedPreKeyId,
+    legacy, payload, AuthenticatedMessage, Bundle, IdentityKeyPair, KeyExchange, KeyMessage,
+    PreKey, PreKeyId, Session, SignedPreKey, SignedPreKeyId,
 };
 use omemo_pep::omemo2::{bundle_element, parse_bundle, DeviceList, EncryptedMessage};
 use omemo_pep::sce::Envelope;
@@ -87,6 +89,57 @@ pub fn protobuf(data: &[u8]) {
             *again.snapshot(),
             *snapshot,
             "snapshot round trip is not stable"
+        );
+    }
+    legacy_protobuf(data);
+}
+
+/// The legacy half of [`protobuf`]: the same round-trip properties for
+/// `0x33 ‖ WhisperMessage ‖ MAC` and `0x33 ‖ PreKeyWhisperMessage`, and legacy snapshots.
+fn legacy_protobuf(data: &[u8]) {
+    if let Ok(message) = legacy::KeyMessage::from_bytes(data) {
+        let encoded = message.to_bytes();
+        if encoded.len() <= omemo_crypto::MAX_KEY_MESSAGE_LEN {
+            let again = legacy::KeyMessage::from_bytes(&encoded)
+                .unwrap_or_else(|e| panic!("re-encoded legacy KeyMessage does not parse: {e}"));
+            assert_eq!(
+                again, message,
+                "legacy KeyMessage round trip changed the value"
+            );
+            assert_eq!(again.to_bytes(), encoded, "legacy encoding is not stable");
+        }
+    }
+    if let Ok(message) = legacy::WhisperMessage::from_bytes(data) {
+        // The bytes are kept as received (the MAC covers them): the round trip is exact.
+        assert_eq!(
+            message.to_bytes(),
+            data,
+            "WhisperMessage did not keep its bytes"
+        );
+    }
+    if let Ok(kex) = legacy::PreKeyWhisperMessage::from_bytes(data) {
+        let encoded = kex.to_bytes();
+        if encoded.len() <= omemo_crypto::MAX_KEY_MESSAGE_LEN {
+            let again = legacy::PreKeyWhisperMessage::from_bytes(&encoded)
+                .unwrap_or_else(|e| panic!("re-encoded PreKeyWhisperMessage does not parse: {e}"));
+            assert_eq!(
+                again, kex,
+                "PreKeyWhisperMessage round trip changed the value"
+            );
+        }
+    }
+    if let Ok(session) = legacy::Session::restore(data) {
+        assert!(
+            Session::restore(data).is_err(),
+            "one snapshot restores as both versions"
+        );
+        let snapshot = session.snapshot();
+        let again = legacy::Session::restore(&snapshot)
+            .unwrap_or_else(|e| panic!("a fresh legacy snapshot does not restore: {e}"));
+        assert_eq!(
+            *again.snapshot(),
+            *snapshot,
+            "legacy snapshot round trip is not stable"
         );
     }
 }
@@ -369,6 +422,25 @@ pub fn live_snapshot() -> Vec<u8> {
     live_pair().bob.clone()
 }
 
+/// A snapshot of an established legacy session (Bob's side), as a corpus seed for the
+/// legacy half of [`protobuf`].
+pub fn legacy_live_snapshot() -> Vec<u8> {
+    let mut rng = ChaCha20Rng::seed_from_u64(0x0e0e_0013);
+    let alice_id = IdentityKeyPair::generate(&mut rng);
+    let bob_id = IdentityKeyPair::generate(&mut rng);
+    let spk = SignedPreKey::generate_legacy(SignedPreKeyId::new(1).unwrap(), &bob_id, 0, &mut rng);
+    let pk = PreKey::generate(PreKeyId::new(7).unwrap(), &mut rng);
+    let bundle = legacy::Bundle::from_own_keys(&bob_id, &spk, [&pk]).unwrap();
+    let mut alice = legacy::Session::initiate(&alice_id, &bundle, pk.id(), &mut rng).unwrap();
+    let legacy::KeyMessage::KeyExchange(kex) = alice.encrypt(&[1u8; 32]).unwrap() else {
+        panic!("the first message must be a key exchange")
+    };
+    let (mut bob, _) = legacy::Session::respond(&bob_id, &spk, &pk, &kex, &mut rng).unwrap();
+    let answer = bob.encrypt(&[0u8; 16]).unwrap();
+    alice.decrypt(&answer, &mut rng).unwrap();
+    bob.snapshot().to_vec()
+}
+
 /// True if `bytes` decrypts on one side of a fresh live pair (used by the replay tests to
 /// check that the seed messages reach the success path).
 pub fn decrypts_once(bytes: &[u8]) -> bool {
@@ -426,10 +498,45 @@ pub fn pep_xml(data: &[u8]) {
             .unwrap_or_else(|e| panic!("a serialized <devices> does not parse: {e}"));
         assert_eq!(again, list, "<devices> round trip changed the value");
     }
-    if let Ok(bundle) = parse_bundle(elem) {
+    if let Ok(bundle) = parse_bundle(elem.clone()) {
         let again = parse_bundle(bundle_element(&bundle))
             .unwrap_or_else(|e| panic!("a serialized <bundle> does not parse: {e}"));
         assert_eq!(again, bundle, "<bundle> round trip changed the value");
+    }
+    legacy_xml(elem);
+}
+
+/// The legacy half of [`pep_xml`]: `<encrypted>`, `<list>` and `<bundle>` in
+/// `eu.siacs.conversations.axolotl` round trip through their checked forms.
+fn legacy_xml(elem: Element) {
+    use omemo_pep::legacy as xml;
+    if let Ok(message) = xml::EncryptedMessage::try_from(elem.clone()) {
+        assert!(
+            message.iv.len() == 12 || message.iv.len() == 16,
+            "an <iv> of another length was accepted"
+        );
+        let again = xml::EncryptedMessage::try_from(message.to_element())
+            .unwrap_or_else(|e| panic!("a serialized legacy <encrypted> does not parse: {e}"));
+        assert_eq!(
+            again, message,
+            "legacy <encrypted> round trip changed the value"
+        );
+        for key in &message.keys {
+            let _ = legacy::KeyMessage::from_bytes(&key.data);
+        }
+    }
+    if let Ok(list) = xml::DeviceList::try_from(elem.clone()) {
+        let again = xml::DeviceList::try_from(list.to_element())
+            .unwrap_or_else(|e| panic!("a serialized <list> does not parse: {e}"));
+        assert_eq!(again, list, "<list> round trip changed the value");
+    }
+    if let Ok(bundle) = xml::parse_bundle(elem) {
+        let again = xml::parse_bundle(xml::bundle_element(&bundle))
+            .unwrap_or_else(|e| panic!("a serialized legacy <bundle> does not parse: {e}"));
+        assert_eq!(
+            again, bundle,
+            "legacy <bundle> round trip changed the value"
+        );
     }
 }
 

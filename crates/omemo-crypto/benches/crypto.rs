@@ -1,11 +1,13 @@
-//! Criterion benchmarks of the OMEMO 2 operations and of the primitives they are made of
-//! (issue 2 §4), with a table of each operation's cost relative to its *floor*.
+//! Criterion benchmarks of the OMEMO 2 and legacy OMEMO operations and of the primitives they
+//! are made of (issue 2 §4, issue 13), with a table of each operation's cost relative to its
+//! *floor*.
 //!
 //! Run with `cargo bench -p omemo-crypto --bench crypto` (`just bench`). Criterion measures
 //! every benchmark in three groups: `primitive/*` (the cryptography, called directly through
 //! the crates the library uses: x25519-dalek, ed25519-dalek, hkdf, hmac, sha2, aes + cbc),
-//! `omemo/*` (the operations as an application performs them) and `part/*` (pieces of the
-//! operations, to see where time above the floor goes).
+//! `omemo/*` (the operations as an application performs them), `legacy/*` (the same for
+//! legacy OMEMO) and `part/*` (pieces of the operations, to see where time above the floor
+//! goes).
 //!
 //! Then a short *interleaved* pass times every benchmark again, round-robin, ~1 ms each per
 //! round, and prints the table: for each operation its median, its floor (the sum of the
@@ -44,6 +46,17 @@
 //!   + `dh_step` + `ratchet_decrypt`
 //! - **bundle check** (`Bundle::new`) = Ed25519 verify (strict)
 //!
+//! Legacy (`eu.siacs.conversations.axolotl`): the payload is the 62-byte chat body alone
+//! (AES-128-GCM, `aes128gcm_*_62`); the key material is 32 bytes (48 bytes of CBC
+//! ciphertext); the MAC covers `IK_s ‖ IK_r ‖ 0x33 ‖ WhisperMessage` = 66 + 90 = 156 bytes.
+//!
+//! - `legacy_ratchet_encrypt` = 2 × HMAC(1 B) + HKDF(80 B) + AES-CBC-enc(32 B)
+//!   + HMAC(156 B)
+//! - `legacy_ratchet_decrypt` = 2 × HMAC(1 B) + HKDF(80 B) + HMAC(156 B) + AES-CBC-dec(32 B)
+//! - **legacy encrypt, 1 device** = AES-128-GCM-enc(62 B) + `legacy_ratchet_encrypt`
+//! - **legacy each extra device** = `legacy_ratchet_encrypt`
+//! - **legacy decrypt** (same chain) = `legacy_ratchet_decrypt` + AES-128-GCM-dec(62 B)
+//!
 //! Parsing and validating public keys, protobuf, allocation, copying, state clones and the
 //! random generator are *not* in the floors: they are what the ratio exposes.
 //!
@@ -61,6 +74,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use aes::cipher::{block_padding::Pkcs7, BlockDecryptMut, BlockEncryptMut, KeyIvInit};
+use aes_gcm::aead::Aead;
 use criterion::Criterion;
 use curve25519_dalek::edwards::CompressedEdwardsY;
 use curve25519_dalek::montgomery::MontgomeryPoint;
@@ -68,8 +82,8 @@ use ed25519_dalek::{Signer, SigningKey};
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use omemo_crypto::{
-    payload, x3dh, Bundle, IdentityKeyPair, IdentityPublicKey, KeyMaterial, KeyMessage, PreKey,
-    PreKeyId, Session, SignedPreKey, SignedPreKeyId, X25519PublicKey,
+    legacy, payload, x3dh, Bundle, IdentityKeyPair, IdentityPublicKey, KeyMaterial, KeyMessage,
+    PreKey, PreKeyId, Session, SignedPreKey, SignedPreKeyId, X25519PublicKey,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -86,6 +100,10 @@ Hi Bob! Still on for lunch tomorrow at noon? I booked a table.</body></content>\
 <rpad>f8Kq2ZrLx0Wm7TgN4pVb1HcY9sJ</rpad><time stamp='2025-06-01T12:00:00Z'/>\
 <to jid='bob@example.org'/><from jid='alice@example.org/phone'/></envelope>";
 const _: () = assert!(ENVELOPE.len() == 300);
+
+/// The chat body inside [`ENVELOPE`]: what legacy OMEMO encrypts, 62 bytes.
+const BODY: &[u8] = b"Hi Bob! Still on for lunch tomorrow at noon? I booked a table.";
+const _: () = assert!(BODY.len() == 62);
 
 /// Criterion's settings: ~2 s per benchmark, ~35 benchmarks, about 80 s in all.
 const SAMPLE_SIZE: usize = 40;
@@ -269,6 +287,116 @@ fn receive(session: &mut Session, wire: &[u8], payload_ct: &[u8], rng: &mut ChaC
         .len()
 }
 
+/// Established legacy sessions, as [`Scenario`] builds the OMEMO 2 ones.
+struct LegacyScenario {
+    alice_session: legacy::Session,
+    bob_session: legacy::Session,
+    /// A message from Alice on Bob's current receiving chain, its payload and IV.
+    same_chain_wire: Vec<u8>,
+    same_chain_payload: Vec<u8>,
+    same_chain_iv: [u8; 12],
+}
+
+impl LegacyScenario {
+    fn new(rng: &mut ChaCha20Rng) -> Self {
+        let alice = IdentityKeyPair::generate(rng);
+        let bob = IdentityKeyPair::generate(rng);
+        let spk = SignedPreKey::generate_legacy(
+            SignedPreKeyId::new(1).expect("id"),
+            &bob,
+            1_700_000_000,
+            rng,
+        );
+        let pk = PreKey::generate(PreKeyId::new(42).expect("id"), rng);
+        let bundle = legacy::Bundle::from_own_keys(&bob, &spk, [&pk]).expect("bundle");
+        let mut alice_session =
+            legacy::Session::initiate(&alice, &bundle, pk.id(), rng).expect("initiate");
+        let first = legacy::payload::encrypt(BODY, rng);
+        let kex_wire = alice_session
+            .encrypt(first.key_material.as_bytes())
+            .expect("encrypt")
+            .to_bytes();
+        let legacy::KeyMessage::KeyExchange(kex) =
+            legacy::KeyMessage::from_bytes(&kex_wire).expect("parse")
+        else {
+            unreachable!("an unconfirmed session sends key exchanges");
+        };
+        let (mut bob_session, _) =
+            legacy::Session::respond(&bob, &spk, &pk, &kex, rng).expect("respond");
+        let (empty, _iv) = legacy::payload::empty(rng);
+        let reply = bob_session.encrypt(empty.as_bytes()).expect("reply");
+        alice_session.decrypt(&reply, rng).expect("decrypt reply");
+        let next = legacy::payload::encrypt(BODY, rng);
+        let wire = alice_session
+            .encrypt(next.key_material.as_bytes())
+            .expect("encrypt");
+        bob_session.decrypt(&wire, rng).expect("decrypt first");
+        assert!(alice_session.is_confirmed() && !wire.is_key_exchange());
+        let sealed = legacy::payload::encrypt(BODY, rng);
+        let same_chain_wire = alice_session
+            .encrypt(sealed.key_material.as_bytes())
+            .expect("encrypt")
+            .to_bytes();
+        Self {
+            alice_session,
+            bob_session,
+            same_chain_wire,
+            same_chain_payload: sealed.ciphertext,
+            same_chain_iv: sealed.iv,
+        }
+    }
+}
+
+/// Parse + ratchet decrypt + payload decrypt of one legacy message.
+fn receive_legacy(
+    session: &mut legacy::Session,
+    s: &LegacyScenario,
+    rng: &mut ChaCha20Rng,
+) -> usize {
+    let message = legacy::KeyMessage::from_bytes(&s.same_chain_wire).expect("parse");
+    let decrypted = session.decrypt(&message, rng).expect("decrypt");
+    legacy::payload::decrypt(
+        &s.same_chain_payload,
+        &s.same_chain_iv,
+        decrypted.plaintext(),
+    )
+    .expect("payload")
+    .len()
+}
+
+fn legacy_operations(s: &LegacyScenario, seed: u64) -> Vec<Bench<'_>> {
+    const G: &str = "legacy";
+    let rng = ChaCha20Rng::seed_from_u64(seed);
+    let mut out = Vec::new();
+
+    let mut sender = s.alice_session.clone();
+    let mut r = rng.clone();
+    out.push(plain(G, "encrypt_1_device", move || {
+        let sealed = legacy::payload::encrypt(BODY, &mut r);
+        let wire = sender
+            .encrypt(sealed.key_material.as_bytes())
+            .expect("encrypt")
+            .to_bytes();
+        (sealed.ciphertext, wire)
+    }));
+    let material = legacy::payload::encrypt(BODY, &mut rng.clone()).key_material;
+    let mut other_device = s.alice_session.clone();
+    out.push(plain(G, "encrypt_extra_device", move || {
+        other_device
+            .encrypt(black_box(material.as_bytes()))
+            .expect("encrypt")
+            .to_bytes()
+    }));
+    let mut r = rng.clone();
+    out.push(batched(
+        G,
+        "decrypt",
+        || s.bob_session.clone(),
+        move |session| receive_legacy(session, s, &mut r),
+    ));
+    out
+}
+
 fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     let mut mac = HmacSha256::new_from_slice(key).expect("any key length");
     mac.update(data);
@@ -338,7 +466,7 @@ fn primitives(seed: u64) -> Vec<Bench<'static>> {
 
     let key = [1u8; 32];
     let data = [2u8; 304];
-    for len in [1usize, 32, 168, 304] {
+    for len in [1usize, 32, 156, 168, 304] {
         out.push(plain(G, &format!("hmac_sha256_{len}"), move || {
             hmac(
                 black_box(&key),
@@ -348,7 +476,7 @@ fn primitives(seed: u64) -> Vec<Bench<'static>> {
     }
 
     let iv = [4u8; 16];
-    for len in [48usize, 256, 300] {
+    for len in [32usize, 48, 256, 300] {
         out.push(plain(G, &format!("aes256cbc_enc_{len}"), move || {
             Aes256CbcEnc::new(&key.into(), &iv.into())
                 .encrypt_padded_vec_mut::<Pkcs7>(black_box(data.get(..len).expect("len ≤ 304")))
@@ -361,6 +489,22 @@ fn primitives(seed: u64) -> Vec<Bench<'static>> {
                 .expect("valid padding")
         }));
     }
+
+    let gcm_key = [6u8; 16];
+    let nonce = [8u8; 12];
+    let cipher = <aes_gcm::Aes128Gcm as aes_gcm::aead::KeyInit>::new(&gcm_key.into());
+    out.push(plain(G, "aes128gcm_enc_62", move || {
+        cipher
+            .encrypt(&nonce.into(), black_box(BODY))
+            .expect("GCM encrypt")
+    }));
+    let cipher = <aes_gcm::Aes128Gcm as aes_gcm::aead::KeyInit>::new(&gcm_key.into());
+    let sealed = cipher.encrypt(&nonce.into(), BODY).expect("GCM encrypt");
+    out.push(plain(G, "aes128gcm_dec_62", move || {
+        cipher
+            .decrypt(&nonce.into(), black_box(&sealed[..]))
+            .expect("GCM decrypt")
+    }));
     out
 }
 
@@ -681,6 +825,18 @@ fn rows() -> Vec<Row> {
         (1.0, "x25519_dh"),
         (1.0, "hkdf_root_64"),
     ];
+    const LEGACY_RATCHET_ENCRYPT: &[(f64, &str)] = &[
+        (2.0, "hmac_sha256_1"),
+        (1.0, "hkdf_80"),
+        (1.0, "aes256cbc_enc_32"),
+        (1.0, "hmac_sha256_156"),
+    ];
+    const LEGACY_RATCHET_DECRYPT: &[(f64, &str)] = &[
+        (2.0, "hmac_sha256_1"),
+        (1.0, "hkdf_80"),
+        (1.0, "hmac_sha256_156"),
+        (1.0, "aes256cbc_dec_32"),
+    ];
     let row = |label, id, floor, target| Row {
         label,
         id,
@@ -741,6 +897,24 @@ fn rows() -> Vec<Row> {
             "omemo/bundle_check",
             floor_of(&[&[(1.0, "ed25519_verify_strict")]]),
             None,
+        ),
+        row(
+            "legacy encrypt, 1 device",
+            "legacy/encrypt_1_device",
+            floor_of(&[&[(1.0, "aes128gcm_enc_62")], LEGACY_RATCHET_ENCRYPT]),
+            Some(2.5),
+        ),
+        row(
+            "legacy each extra device",
+            "legacy/encrypt_extra_device",
+            floor_of(&[LEGACY_RATCHET_ENCRYPT]),
+            None,
+        ),
+        row(
+            "legacy decrypt (same chain)",
+            "legacy/decrypt",
+            floor_of(&[LEGACY_RATCHET_DECRYPT, &[(1.0, "aes128gcm_dec_62")]]),
+            Some(2.5),
         ),
         row(
             "  part: payload::encrypt",
@@ -861,12 +1035,14 @@ fn main() {
         .measurement_time(MEASUREMENT)
         .configure_from_args();
     let scenario = Scenario::new(&mut ChaCha20Rng::seed_from_u64(0x0e0e_0002));
+    let legacy_scenario = LegacyScenario::new(&mut ChaCha20Rng::seed_from_u64(0x0e0e_0013));
     let mut benches = primitives(1);
     benches.extend(operations(&scenario, 2));
+    benches.extend(legacy_operations(&legacy_scenario, 4));
     benches.extend(parts(&scenario, 3));
 
     let recorder = Recorder::default();
-    for group in ["primitive", "omemo", "part"] {
+    for group in ["primitive", "omemo", "legacy", "part"] {
         let mut g = criterion.benchmark_group(group);
         for bench in benches.iter_mut().filter(|b| b.group == group) {
             let id = bench.id();

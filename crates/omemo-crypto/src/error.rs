@@ -38,6 +38,9 @@ pub enum DecodeError {
     /// `OMEMOMessage.ciphertext` is empty or not a whole number of AES blocks.
     #[error("a ciphertext of {0} bytes is not a whole number of AES blocks")]
     BadCiphertextLength(usize),
+    /// Legacy: the version byte is not `0x33`.
+    #[error("unsupported message version byte {0:#04x}")]
+    UnsupportedVersion(u8),
 }
 
 /// A ratchet message could not be decrypted. The session is unchanged.
@@ -117,9 +120,13 @@ pub enum SessionCreationError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PayloadError {
-    /// The key material is not the 48 bytes `key ‖ tag`.
-    #[error("key material of {0} bytes, expected 48")]
+    /// The key material is not `key ‖ tag` of the version's length (48 bytes in OMEMO 2,
+    /// 32 in legacy).
+    #[error("key material of {0} bytes has the wrong length")]
     KeyMaterialLength(usize),
+    /// Legacy: the `<iv>` is neither 12 nor 16 bytes.
+    #[error("an IV of {0} bytes, expected 12 or 16")]
+    IvLength(usize),
     /// The payload tag does not verify.
     #[error("payload authentication failed")]
     BadMac,
@@ -141,4 +148,7 @@ pub enum SnapshotError {
     /// The bytes do not form a valid session state.
     #[error("corrupt snapshot: {0}")]
     Corrupt(&'static str),
+    /// The snapshot is a session of the other OMEMO version.
+    #[error("the snapshot is a {0:?} session")]
+    WrongVersion(crate::ProtocolVersion),
 }

@@ -1,6 +1,8 @@
-//! The primitives every part is made of: HKDF, HMAC, AES-256-CBC and the OMEMO 2 KDFs.
+//! The primitives every part is made of: HKDF, HMAC, AES-256-CBC and the ratchet KDFs.
 //!
-//! Constants are from XEP-0384 §protocol-double_ratchet and §protocol-message_encryption.
+//! OMEMO 2 constants are from XEP-0384 §protocol-double_ratchet and
+//! §protocol-message_encryption; the legacy ones (`WhisperText`, `WhisperRatchet`,
+//! `WhisperMessageKeys`, 8-byte MAC) from libsignal and python-oldmemo (LEGACY-NOTES §1).
 
 use aes::cipher::{block_padding::Pkcs7, BlockDecryptMut, BlockEncryptMut, KeyIvInit};
 use hkdf::Hkdf;
@@ -22,6 +24,14 @@ pub(crate) const INFO_MESSAGE_KEY: &[u8] = b"OMEMO Message Key Material";
 pub(crate) const INFO_PAYLOAD: &[u8] = b"OMEMO Payload";
 /// Length of the truncated HMAC tags.
 pub(crate) const MAC_LEN: usize = 16;
+/// Legacy: HKDF info of the X3DH key agreement.
+pub(crate) const LEGACY_INFO_X3DH: &[u8] = b"WhisperText";
+/// Legacy: HKDF info of `KDF_RK`.
+pub(crate) const LEGACY_INFO_ROOT_CHAIN: &[u8] = b"WhisperRatchet";
+/// Legacy: HKDF info of the per-message key material.
+pub(crate) const LEGACY_INFO_MESSAGE_KEY: &[u8] = b"WhisperMessageKeys";
+/// Legacy: length of the truncated ratchet MAC (libsignal `SignalMessage.MAC_LENGTH`).
+pub(crate) const LEGACY_MAC_LEN: usize = 8;
 
 /// A 32-byte secret (root key `RK`, chain key `CKs`/`CKr`, message key `mk`, …), boxed so
 /// moves don't leave copies behind, and wiped on drop. No `Debug`, no `Copy`.
@@ -95,6 +105,24 @@ impl CipherKeys {
         truncated_mac(self.hmac_key(), parts)
     }
 
+    /// HMAC-SHA-256 over the concatenation of `parts`, truncated to `len` (≤ 32) bytes.
+    pub(crate) fn mac_vec(&self, parts: &[&[u8]], len: usize) -> Vec<u8> {
+        let mut full = hmac_parts(self.hmac_key(), parts).to_vec();
+        full.truncate(len);
+        full
+    }
+
+    /// Constant-time check of a tag of `len` bytes over the concatenation of `parts`.
+    pub(crate) fn verify_mac_len(&self, parts: &[&[u8]], tag: &[u8], len: usize) -> bool {
+        let Ok(mut mac) = HmacSha256::new_from_slice(self.hmac_key()) else {
+            return false;
+        };
+        for part in parts {
+            mac.update(part);
+        }
+        len > 0 && tag.len() == len && mac.verify_truncated_left(tag).is_ok()
+    }
+
     /// Constant-time check of a 16-byte tag over the concatenation of `parts`.
     pub(crate) fn verify_mac(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
         let Ok(mut mac) = HmacSha256::new_from_slice(self.hmac_key()) else {
@@ -112,16 +140,22 @@ impl CipherKeys {
     }
 }
 
-fn truncated_mac(key: &[u8], parts: &[&[u8]]) -> [u8; MAC_LEN] {
-    let mut out = [0u8; MAC_LEN];
+fn hmac_parts(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let mut out = [0u8; 32];
     // HMAC accepts keys of any length, so this cannot fail.
     if let Ok(mut mac) = HmacSha256::new_from_slice(key) {
         for part in parts {
             mac.update(part);
         }
-        let full = mac.finalize().into_bytes();
-        out.copy_from_slice(&full[..MAC_LEN]);
+        out.copy_from_slice(&mac.finalize().into_bytes());
     }
+    out
+}
+
+fn truncated_mac(key: &[u8], parts: &[&[u8]]) -> [u8; MAC_LEN] {
+    let full = Zeroizing::new(hmac_parts(key, parts));
+    let mut out = [0u8; MAC_LEN];
+    out.copy_from_slice(&full[..MAC_LEN]);
     out
 }
 
@@ -134,10 +168,16 @@ pub(crate) fn hkdf_zero_salt(ikm: &[u8], info: &[u8], okm: &mut [u8]) {
 
 /// `KDF_RK(rk, dh_out)`: HKDF-SHA-256(salt = rk, ikm = dh_out, "OMEMO Root Chain", 64) split
 /// into the new root key and a chain key.
+#[cfg(test)]
 pub(crate) fn kdf_rk(root_key: &Key32, dh_out: &[u8; 32]) -> (Key32, Key32) {
+    kdf_rk_with(root_key, dh_out, INFO_ROOT_CHAIN)
+}
+
+/// `KDF_RK` with the HKDF info of a protocol version.
+pub(crate) fn kdf_rk_with(root_key: &Key32, dh_out: &[u8; 32], info: &[u8]) -> (Key32, Key32) {
     let hk = Hkdf::<Sha256>::new(Some(root_key.as_bytes()), dh_out);
     let mut okm = Zeroizing::new([0u8; 64]);
-    let _ = hk.expand(INFO_ROOT_CHAIN, okm.as_mut());
+    let _ = hk.expand(info, okm.as_mut());
     let mut rk = [0u8; 32];
     let mut ck = [0u8; 32];
     rk.copy_from_slice(&okm[..32]);

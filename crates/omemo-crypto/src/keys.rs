@@ -37,6 +37,9 @@ pub enum KeyError {
     /// The point has small order or a torsion component, so DH with it leaks or fixes the result.
     #[error("the key is a small-order or torsion point")]
     SmallOrder,
+    /// A legacy key does not start with the type byte `0x05` (libsignal `DJB_TYPE`).
+    #[error("unknown key type byte {0:#04x}")]
+    UnknownKeyType(u8),
 }
 
 /// Why a bundle was refused.
@@ -52,6 +55,9 @@ pub enum BundleError {
     /// Two pre-keys share one id.
     #[error("pre-key id {0} appears twice")]
     DuplicatePreKeyId(PreKeyId),
+    /// A legacy identity key has no Ed25519 form (not a usable point).
+    #[error("the identity key is invalid")]
+    BadIdentityKey,
 }
 
 fn fixed<const N: usize>(bytes: &[u8]) -> Result<[u8; N], KeyError> {
@@ -61,7 +67,7 @@ fn fixed<const N: usize>(bytes: &[u8]) -> Result<[u8; N], KeyError> {
     })
 }
 
-fn hex_lower(bytes: &[u8]) -> String {
+pub(crate) fn hex_lower(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -135,6 +141,11 @@ impl X25519PublicKey {
 
     pub(crate) fn to_dalek(self) -> x25519_dalek::PublicKey {
         x25519_dalek::PublicKey::from(self.0)
+    }
+
+    /// Only for bytes that passed [`check_x25519`].
+    pub(crate) fn from_checked(bytes: [u8; 32]) -> Self {
+        Self(bytes)
     }
 
     /// Only for keys we computed ourselves from a secret (always valid).
@@ -254,9 +265,33 @@ impl IdentityPublicKey {
     /// The fingerprint as XEP-0384 §security and python-omemo show it: lowercase hex of the
     /// Curve25519 form, in 8 groups of 8 digits separated by spaces.
     pub fn fingerprint(&self) -> String {
-        let hex = hex_lower(&self.x25519);
-        let groups: Vec<&str> = (0..8).filter_map(|i| hex.get(i * 8..i * 8 + 8)).collect();
-        groups.join(" ")
+        fingerprint_of(&self.x25519)
+    }
+
+    /// The same key in legacy form: `0x05 ‖ u`, as `<identityKey>` and
+    /// `PreKeyWhisperMessage.identityKey` carry it. The Ed25519 sign bit is lost.
+    pub fn to_legacy_bytes(&self) -> [u8; 33] {
+        let mut out = [0u8; 33];
+        out[0] = crate::legacy::KEY_TYPE_DJB;
+        out[1..].copy_from_slice(&self.x25519);
+        out
+    }
+
+    /// Rebuilds the Ed25519 form of a Curve25519 (Montgomery) identity key from its
+    /// u-coordinate and the sign of x (legacy bundles carry it in bit 7 of the signature's
+    /// last byte), then applies the checks of [`IdentityPublicKey::from_bytes`].
+    pub fn from_montgomery(u: &[u8], sign_bit: u8) -> Result<Self, KeyError> {
+        let raw = fixed::<32>(u)?;
+        if !is_canonical_field_element(&raw) {
+            return Err(KeyError::NonCanonical);
+        }
+        if SMALL_ORDER_U.contains(&raw) {
+            return Err(KeyError::SmallOrder);
+        }
+        let point = curve25519_dalek::montgomery::MontgomeryPoint(raw)
+            .to_edwards(sign_bit & 1)
+            .ok_or(KeyError::NotOnCurve)?;
+        Self::from_bytes(point.compress().as_bytes())
     }
 
     /// The key id QXmpp, Kaidan and XEP-0434/0450 trust messages use: lowercase hex of the
@@ -264,6 +299,25 @@ impl IdentityPublicKey {
     pub fn key_id_hex(&self) -> String {
         hex_lower(&self.ed25519)
     }
+}
+
+/// Lowercase hex of a Curve25519 key in 8 groups of 8 digits (python-omemo's
+/// `format_identity_key`; the same string in both OMEMO versions).
+pub(crate) fn fingerprint_of(u: &[u8; 32]) -> String {
+    let hex = hex_lower(u);
+    let groups: Vec<&str> = (0..8).filter_map(|i| hex.get(i * 8..i * 8 + 8)).collect();
+    groups.join(" ")
+}
+
+/// Whether `bytes` is a canonical u-coordinate that is not of small order.
+pub(crate) fn check_x25519(bytes: &[u8; 32]) -> Result<(), KeyError> {
+    if !is_canonical_field_element(bytes) {
+        return Err(KeyError::NonCanonical);
+    }
+    if SMALL_ORDER_U.contains(bytes) {
+        return Err(KeyError::SmallOrder);
+    }
+    Ok(())
 }
 
 impl fmt::Debug for IdentityPublicKey {
@@ -324,6 +378,15 @@ impl IdentityKeyPair {
         Signature(self.signing.sign(message).to_bytes())
     }
 
+    /// Signs like libsignal's `curve25519_sign` for a legacy bundle: an Ed25519 signature
+    /// (deterministic nonce) with the identity's Ed25519 sign bit OR-ed into bit 7 of byte
+    /// 63, so a verifier holding only the Curve25519 key can rebuild the Ed25519 key.
+    pub fn sign_legacy(&self, message: &[u8]) -> Signature {
+        let mut signature = self.sign(message).to_bytes();
+        signature[63] |= self.public.ed25519[31] & 0x80;
+        Signature(signature)
+    }
+
     pub(crate) fn dh_secret(&self) -> &StaticSecret {
         &self.dh
     }
@@ -350,6 +413,27 @@ impl SignedPreKey {
         let secret = Box::new(StaticSecret::random_from_rng(rng));
         let public = X25519PublicKey::from_secret(&secret);
         let signature = identity.sign(public.as_bytes());
+        Self {
+            id,
+            secret,
+            public,
+            signature,
+            created_at: now,
+        }
+    }
+
+    /// Generates a signed pre-key for a legacy bundle: the signature covers the 33-byte
+    /// `0x05 ‖ SPK` and carries the identity's sign bit (see
+    /// [`IdentityKeyPair::sign_legacy`]).
+    pub fn generate_legacy(
+        id: SignedPreKeyId,
+        identity: &IdentityKeyPair,
+        now: u64,
+        rng: &mut impl CryptoRngCore,
+    ) -> Self {
+        let secret = Box::new(StaticSecret::random_from_rng(rng));
+        let public = X25519PublicKey::from_secret(&secret);
+        let signature = identity.sign_legacy(&crate::legacy::serialize_public_key(&public));
         Self {
             id,
             secret,
@@ -500,6 +584,23 @@ impl Bundle {
         if !identity_key.verify(signed_pre_key.as_bytes(), &signed_pre_key_signature) {
             return Err(BundleError::BadSignature);
         }
+        Self::assemble(
+            identity_key,
+            signed_pre_key_id,
+            signed_pre_key,
+            signed_pre_key_signature,
+            pre_keys,
+        )
+    }
+
+    /// The checks other than the signature (which the caller made in its version's way).
+    pub(crate) fn assemble(
+        identity_key: IdentityPublicKey,
+        signed_pre_key_id: SignedPreKeyId,
+        signed_pre_key: X25519PublicKey,
+        signed_pre_key_signature: Signature,
+        pre_keys: Vec<(PreKeyId, X25519PublicKey)>,
+    ) -> Result<Self, BundleError> {
         if pre_keys.is_empty() {
             return Err(BundleError::NoPreKeys);
         }

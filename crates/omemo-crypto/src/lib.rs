@@ -1,6 +1,7 @@
-//! Sans-IO OMEMO 2 cryptography (XEP-0384 0.8+, `urn:xmpp:omemo:2`).
+//! Sans-IO OMEMO cryptography: OMEMO 2 (XEP-0384 0.8+, `urn:xmpp:omemo:2`) and legacy OMEMO
+//! (XEP-0384 0.3, `eu.siacs.conversations.axolotl`, module [`legacy`]).
 //!
-//! This crate implements what OMEMO 2 does with keys and bytes, and nothing else: no
+//! This crate implements what OMEMO does with keys and bytes, and nothing else: no
 //! networking, no storage, no clock, no global random number generator. Randomness and time
 //! are arguments, so every path can be replayed against fixed test vectors.
 //!
@@ -12,6 +13,9 @@
 //!   [`Session::snapshot`] as versioned bytes.
 //! - [`payload`]: the SCE envelope encryption (`"OMEMO Payload"`) and empty messages.
 //! - [`KeyMessage`]: the protobuf wire formats, parsed with the checks prost leaves out.
+//! - [`legacy`]: the legacy flavour (33-byte keys, `WhisperText`, `0x33 ‖ WhisperMessage ‖
+//!   MAC₈`, AES-128-GCM bodies). Both versions share one session core,
+//!   [`GenericSession<V>`] with `V` = [`Omemo2`] or [`Legacy`] (see [`version`] for why).
 //!
 //! ```
 //! use omemo_crypto::{payload, Bundle, IdentityKeyPair, KeyMessage, PreKey, PreKeyId,
@@ -45,12 +49,16 @@ mod error;
 mod ids;
 mod kdf;
 mod keys;
+pub mod legacy;
 pub mod payload;
 mod ratchet;
 mod session;
+pub mod version;
 mod wire;
 pub mod x3dh;
 
+#[cfg(test)]
+mod legacy_vectors;
 #[cfg(test)]
 mod vectors;
 
@@ -65,5 +73,6 @@ pub use keys::{
 };
 pub use payload::KeyMaterial;
 pub use ratchet::{Decrypted, HEARTBEAT_THRESHOLD, MAX_SKIP, MAX_SKIPPED_KEYS};
-pub use session::{Role, Session};
+pub use session::{GenericSession, Role, Session};
+pub use version::{Legacy, Omemo2, ProtocolVersion, Version};
 pub use wire::{AuthenticatedMessage, KeyExchange, KeyMessage, MAX_KEY_MESSAGE_LEN};

@@ -14,7 +14,8 @@ pub const KEY_MATERIAL_LEN: usize = 32 + MAC_LEN;
 pub const EMPTY_KEY_MATERIAL_LEN: usize = 32;
 
 /// The plaintext one ratchet message carries: `key ‖ tag`, or 32 zero bytes for an empty
-/// OMEMO message. Wiped on drop.
+/// OMEMO message (legacy: 16-byte key ‖ 16-byte tag, or a bare 16-byte key, see
+/// [`crate::legacy::payload`]). Wiped on drop.
 #[derive(Clone)]
 pub struct KeyMaterial(Zeroizing<Vec<u8>>);
 

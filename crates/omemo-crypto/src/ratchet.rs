@@ -1,4 +1,7 @@
-//! The Double Ratchet with OMEMO 2's parameters (XEP-0384 §protocol-double_ratchet).
+//! The Double Ratchet, one core for both versions: OMEMO 2's parameters (XEP-0384
+//! §protocol-double_ratchet) and legacy's (libsignal / python-oldmemo, LEGACY-NOTES §5).
+//! The [`ProtocolVersion`] tag picks the HKDF infos, the MAC (16 bytes over `AD`, or 8 bytes
+//! over `IK_sender ‖ IK_receiver`) and the message encoding; everything else is shared.
 //!
 //! Variable names follow the Signal specification: `RK` root key, `DHs`/`DHr` own and peer
 //! ratchet keys, `CKs`/`CKr` sending and receiving chain keys, `Ns`/`Nr` their counters,
@@ -11,9 +14,12 @@ use x25519_dalek::StaticSecret;
 use zeroize::Zeroizing;
 
 use crate::error::{DecryptionError, EncryptionError};
-use crate::kdf::{kdf_ck, kdf_rk, CipherKeys, Key32, INFO_MESSAGE_KEY};
+use crate::kdf::{
+    kdf_ck, kdf_rk_with, CipherKeys, Key32, INFO_MESSAGE_KEY, INFO_ROOT_CHAIN,
+    LEGACY_INFO_MESSAGE_KEY, LEGACY_INFO_ROOT_CHAIN, LEGACY_MAC_LEN, MAC_LEN,
+};
 use crate::keys::X25519PublicKey;
-use crate::wire::{AuthenticatedMessage, OmemoMessage};
+use crate::version::{ProtocolVersion, RatchetHeader, RatchetMessage};
 
 /// Most message keys one message may make us skip in its chain (`MAX_SKIP`); python-omemo
 /// and omemo_dart use 1000, XEP-0384 recommends about that.
@@ -75,8 +81,9 @@ pub struct Decrypted {
 }
 
 impl Decrypted {
-    /// The decrypted ratchet plaintext (the 48-byte key material, or 32 bytes for an empty
-    /// OMEMO message).
+    /// The decrypted ratchet plaintext: in OMEMO 2 the 48-byte key material, or 32 bytes
+    /// for an empty message; in legacy the 32-byte key ‖ tag, or a bare 16-byte key for a
+    /// key-transport message.
     pub fn plaintext(&self) -> &[u8] {
         &self.plaintext
     }
@@ -115,19 +122,24 @@ pub(crate) struct Ratchet {
     pub(crate) retired: VecDeque<X25519PublicKey>,
     /// Whether we sent anything since the current receiving chain started.
     pub(crate) answered: bool,
-    pub(crate) associated_data: [u8; 64],
+    /// `AD`: the identity keys, initiator first (64 bytes in OMEMO 2, 66 in legacy).
+    pub(crate) associated_data: Vec<u8>,
+    pub(crate) version: ProtocolVersion,
+    /// Whether we are the X3DH initiator (legacy orders the MAC's `AD` by direction).
+    pub(crate) initiator: bool,
 }
 
 impl Ratchet {
     /// Alice: `DHs` fresh, `DHr = SPK_B`, `RK, CKs = KDF_RK(SK, DH(DHs, DHr))`.
     pub(crate) fn new_active(
+        version: ProtocolVersion,
         shared_secret: Key32,
-        associated_data: [u8; 64],
+        associated_data: Vec<u8>,
         their_signed_pre_key: X25519PublicKey,
         own: RatchetKeyPair,
     ) -> Result<Self, DecryptionError> {
         let dh = own.dh(&their_signed_pre_key)?;
-        let (root_key, sending_key) = kdf_rk(&shared_secret, &dh);
+        let (root_key, sending_key) = kdf_rk_with(&shared_secret, &dh, root_info(version));
         Ok(Self {
             root_key,
             own,
@@ -142,13 +154,16 @@ impl Ratchet {
             retired: VecDeque::new(),
             answered: true,
             associated_data,
+            version,
+            initiator: true,
         })
     }
 
     /// Bob: `DHs = SPK_B`, no chains until the first message arrives.
     pub(crate) fn new_passive(
+        version: ProtocolVersion,
         shared_secret: Key32,
-        associated_data: [u8; 64],
+        associated_data: Vec<u8>,
         own: RatchetKeyPair,
     ) -> Self {
         Self {
@@ -162,14 +177,31 @@ impl Ratchet {
             retired: VecDeque::new(),
             answered: true,
             associated_data,
+            version,
+            initiator: false,
+        }
+    }
+
+    /// The associated data the MAC covers in one direction. OMEMO 2: `AD` both ways.
+    /// Legacy: `IK_sender ‖ IK_receiver` (libsignal `SignalMessage.getMac`), i.e. `AD` with
+    /// its halves swapped when the sender is the responder.
+    fn mac_associated_data(&self, sending: bool) -> [&[u8]; 2] {
+        let ad = &self.associated_data[..];
+        match self.version {
+            ProtocolVersion::Omemo2 => [ad, &[]],
+            ProtocolVersion::Legacy => {
+                let (first, second) = ad.split_at(ad.len() / 2);
+                if sending == self.initiator {
+                    [first, second]
+                } else {
+                    [second, first]
+                }
+            }
         }
     }
 
     /// `RatchetEncrypt`: one step of the sending chain.
-    pub(crate) fn encrypt(
-        &mut self,
-        plaintext: &[u8],
-    ) -> Result<AuthenticatedMessage, EncryptionError> {
+    pub(crate) fn encrypt(&mut self, plaintext: &[u8]) -> Result<RatchetMessage, EncryptionError> {
         let chain = self
             .sending
             .as_mut()
@@ -180,23 +212,38 @@ impl Ratchet {
         chain.key = next_key;
         chain.n = next_n;
 
-        let keys = CipherKeys::derive(message_key.as_bytes(), INFO_MESSAGE_KEY);
-        let header = OmemoMessage {
+        let keys = CipherKeys::derive(message_key.as_bytes(), message_info(self.version));
+        let header = RatchetHeader {
             n,
             pn: self.previous_sending_length,
             dh_pub: self.own.public,
             ciphertext: keys.encrypt(plaintext),
         };
-        let message = header.to_bytes();
-        let mac = keys.mac(&[&self.associated_data, &message]);
+        let [ad1, ad2] = self.mac_associated_data(true);
+        let (authenticated, mac) = match self.version {
+            ProtocolVersion::Omemo2 => {
+                let message = crate::wire::encode_omemo_message(&header);
+                let mac = keys.mac(&[ad1, &message]).to_vec();
+                (message, mac)
+            }
+            ProtocolVersion::Legacy => {
+                let message = crate::legacy::wire::encode_versioned_message(&header);
+                let mac = keys.mac_vec(&[ad1, ad2, &message], LEGACY_MAC_LEN);
+                (message, mac)
+            }
+        };
         self.answered = true;
-        Ok(AuthenticatedMessage::new(mac, message, header))
+        Ok(RatchetMessage {
+            header,
+            authenticated,
+            mac,
+        })
     }
 
     /// `RatchetDecrypt`. On error the state is left exactly as it was.
     pub(crate) fn decrypt(
         &mut self,
-        message: &AuthenticatedMessage,
+        message: &RatchetMessage,
         rng: &mut impl CryptoRngCore,
     ) -> Result<Decrypted, DecryptionError> {
         let mut next = self.clone();
@@ -207,10 +254,10 @@ impl Ratchet {
 
     fn decrypt_in_place(
         &mut self,
-        message: &AuthenticatedMessage,
+        message: &RatchetMessage,
         rng: &mut impl CryptoRngCore,
     ) -> Result<Decrypted, DecryptionError> {
-        let header = message.header();
+        let header = &message.header;
         if let Some(position) = self
             .skipped
             .iter()
@@ -231,7 +278,14 @@ impl Ratchet {
             if self.retired.contains(&header.dh_pub) {
                 return Err(DecryptionError::Duplicate);
             }
-            self.skip_rest_of_receiving_chain(header.pn);
+            // libsignal senders put the index of the last message of their previous chain
+            // into `pn` (python and OMEMO 2: the chain's length), so legacy keeps one key
+            // more: harmless for python senders, needed for libsignal's last message.
+            let keep_until = match self.version {
+                ProtocolVersion::Omemo2 => header.pn,
+                ProtocolVersion::Legacy => header.pn.saturating_add(1),
+            };
+            self.skip_rest_of_receiving_chain(keep_until);
             self.dh_ratchet(header.dh_pub, rng)?;
         }
 
@@ -319,8 +373,9 @@ impl Ratchet {
         }
         self.previous_sending_length = self.sending.as_ref().map_or(0, |c| c.n);
 
+        let info = root_info(self.version);
         let dh = self.own.dh(&their_new)?;
-        let (root_key, receiving_key) = kdf_rk(&self.root_key, &dh);
+        let (root_key, receiving_key) = kdf_rk_with(&self.root_key, &dh, info);
         self.root_key = root_key;
         self.receiving = Some(Chain {
             key: receiving_key,
@@ -329,7 +384,7 @@ impl Ratchet {
 
         self.own = RatchetKeyPair::generate(rng);
         let dh = self.own.dh(&their_new)?;
-        let (root_key, sending_key) = kdf_rk(&self.root_key, &dh);
+        let (root_key, sending_key) = kdf_rk_with(&self.root_key, &dh, info);
         self.root_key = root_key;
         self.sending = Some(Chain {
             key: sending_key,
@@ -342,16 +397,32 @@ impl Ratchet {
     fn open(
         &self,
         message_key: &Key32,
-        message: &AuthenticatedMessage,
+        message: &RatchetMessage,
     ) -> Result<Zeroizing<Vec<u8>>, DecryptionError> {
-        let keys = CipherKeys::derive(message_key.as_bytes(), INFO_MESSAGE_KEY);
-        if !keys.verify_mac(
-            &[&self.associated_data, message.message_bytes()],
-            message.mac(),
-        ) {
+        let keys = CipherKeys::derive(message_key.as_bytes(), message_info(self.version));
+        let [ad1, ad2] = self.mac_associated_data(false);
+        let mac_len = match self.version {
+            ProtocolVersion::Omemo2 => MAC_LEN,
+            ProtocolVersion::Legacy => LEGACY_MAC_LEN,
+        };
+        if !keys.verify_mac_len(&[ad1, ad2, &message.authenticated], &message.mac, mac_len) {
             return Err(DecryptionError::BadMac);
         }
-        keys.decrypt(&message.header().ciphertext)
+        keys.decrypt(&message.header.ciphertext)
             .ok_or(DecryptionError::BadCiphertext)
+    }
+}
+
+fn root_info(version: ProtocolVersion) -> &'static [u8] {
+    match version {
+        ProtocolVersion::Omemo2 => INFO_ROOT_CHAIN,
+        ProtocolVersion::Legacy => LEGACY_INFO_ROOT_CHAIN,
+    }
+}
+
+fn message_info(version: ProtocolVersion) -> &'static [u8] {
+    match version {
+        ProtocolVersion::Omemo2 => INFO_MESSAGE_KEY,
+        ProtocolVersion::Legacy => LEGACY_INFO_MESSAGE_KEY,
     }
 }

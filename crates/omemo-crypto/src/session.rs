@@ -1,5 +1,7 @@
-//! An OMEMO 2 session with one remote device: X3DH to start it, the Double Ratchet to run it,
-//! and the key-exchange bookkeeping around them (XEP-0384 §protocol, §usecases).
+//! A session with one remote device, in either OMEMO version: X3DH to start it, the Double
+//! Ratchet to run it, and the key-exchange bookkeeping around them (XEP-0384 §protocol,
+//! §usecases; legacy: XEP-0384 0.3 §5, LEGACY-NOTES §11). One generic type,
+//! [`GenericSession<V>`]; [`Session`] is the OMEMO 2 instantiation (see [`crate::version`]).
 
 use std::collections::VecDeque;
 
@@ -11,13 +13,11 @@ use zeroize::{Zeroize, Zeroizing};
 use crate::error::{DecryptionError, EncryptionError, SessionCreationError, SnapshotError};
 use crate::ids::{PreKeyId, SignedPreKeyId};
 use crate::kdf::Key32;
-use crate::keys::{
-    Bundle, IdentityKeyPair, IdentityPublicKey, PreKey, SignedPreKey, X25519PublicKey,
-};
+use crate::keys::{IdentityKeyPair, PreKey, SignedPreKey, X25519PublicKey};
 use crate::ratchet::{
     Chain, Decrypted, Ratchet, RatchetKeyPair, SkippedKey, MAX_SKIPPED_KEYS, RETIRED_KEYS,
 };
-use crate::wire::{KeyExchange, KeyExchangeHeader, KeyMessage};
+use crate::version::{KeyExchangeHeader, Omemo2, ProtocolVersion, Version};
 use crate::x3dh;
 
 /// Which side started the session.
@@ -29,26 +29,41 @@ pub enum Role {
     Responder,
 }
 
-/// A session with one remote device.
+/// An OMEMO 2 session (the name code written before legacy existed uses).
+pub type Session = GenericSession<Omemo2>;
+
+/// A session with one remote device, in the OMEMO version `V`.
 ///
 /// The state is opaque; it leaves the crate only as versioned bytes through
-/// [`Session::snapshot`] and comes back through [`Session::restore`]. Every operation that
-/// fails leaves the session exactly as it was.
-#[derive(Clone)]
-pub struct Session {
+/// [`GenericSession::snapshot`] and comes back through [`GenericSession::restore`]. Every
+/// operation that fails leaves the session exactly as it was.
+pub struct GenericSession<V: Version> {
     pub(crate) ratchet: Ratchet,
     role: Role,
     /// The X3DH header that built the session (ours if we initiated, the peer's otherwise).
-    key_exchange: KeyExchangeHeader,
+    key_exchange: KeyExchangeHeader<V::IdentityKey>,
     /// For an initiator: whether the peer has answered, so the key exchange need not be
     /// repeated. Always true for a responder.
     confirmed: bool,
-    peer_identity: IdentityPublicKey,
+    peer_identity: V::IdentityKey,
 }
 
-impl core::fmt::Debug for Session {
+impl<V: Version> Clone for GenericSession<V> {
+    fn clone(&self) -> Self {
+        Self {
+            ratchet: self.ratchet.clone(),
+            role: self.role,
+            key_exchange: self.key_exchange,
+            confirmed: self.confirmed,
+            peer_identity: self.peer_identity,
+        }
+    }
+}
+
+impl<V: Version> core::fmt::Debug for GenericSession<V> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Session")
+            .field("version", &V::VERSION)
             .field("role", &self.role)
             .field("confirmed", &self.confirmed)
             .field("peer_identity", &self.peer_identity)
@@ -56,30 +71,33 @@ impl core::fmt::Debug for Session {
     }
 }
 
-impl Session {
+impl<V: Version> GenericSession<V> {
     /// Starts a session with the owner of `bundle` (active X3DH), using the pre-key
-    /// `pre_key` (see [`Bundle::choose_pre_key`]). Draws the ephemeral key and then the first
-    /// ratchet key from `rng`.
+    /// `pre_key` (see [`crate::Bundle::choose_pre_key`]). Draws the ephemeral key and then
+    /// the first ratchet key from `rng`.
     pub fn initiate(
         own: &IdentityKeyPair,
-        bundle: &Bundle,
+        bundle: &V::Bundle,
         pre_key: PreKeyId,
         rng: &mut impl CryptoRngCore,
     ) -> Result<Self, SessionCreationError> {
-        let (agreement, parameters) = x3dh::active(own, bundle, pre_key, rng)?;
+        let ephemeral = StaticSecret::random_from_rng(&mut *rng);
+        let (agreement, header) = x3dh::agree_active::<V>(own, bundle, pre_key, &ephemeral)?;
+        let core = V::bundle_core(bundle);
         let ratchet = Ratchet::new_active(
-            agreement.shared_secret.clone(),
+            V::VERSION,
+            agreement.shared_secret,
             agreement.associated_data,
-            bundle.signed_pre_key(),
+            core.signed_pre_key(),
             RatchetKeyPair::generate(rng),
         )
         .map_err(|_| SessionCreationError::NonContributory)?;
         Ok(Self {
             ratchet,
             role: Role::Initiator,
-            key_exchange: parameters.0,
+            key_exchange: header,
             confirmed: false,
-            peer_identity: bundle.identity_key(),
+            peer_identity: V::identity_from_public(core.identity_key()),
         })
     }
 
@@ -89,58 +107,63 @@ impl Session {
     /// The caller checks, before this, that the sender's identity key is the one it expects
     /// for that device, and afterwards retires the used pre-key and answers with an empty
     /// message so the peer stops sending key exchanges.
+    ///
+    /// For legacy the key exchange carries the sender's identity in Curve25519 form only;
+    /// compare it with the device's known identity through [`Version::identity_matches`].
     pub fn respond(
         own: &IdentityKeyPair,
         signed_pre_key: &SignedPreKey,
         pre_key: &PreKey,
-        key_exchange: &KeyExchange,
+        key_exchange: &V::KeyExchange,
         rng: &mut impl CryptoRngCore,
     ) -> Result<(Self, Decrypted), SessionCreationError> {
-        if key_exchange.signed_pre_key_id() != signed_pre_key.id() {
+        let header = V::key_exchange_header(key_exchange);
+        if header.signed_pre_key_id != signed_pre_key.id() {
             return Err(SessionCreationError::SignedPreKeyMismatch(
-                key_exchange.signed_pre_key_id(),
+                header.signed_pre_key_id,
             ));
         }
-        if key_exchange.pre_key_id() != pre_key.id() {
-            return Err(SessionCreationError::PreKeyMismatch(
-                key_exchange.pre_key_id(),
-            ));
+        if header.pre_key_id != pre_key.id() {
+            return Err(SessionCreationError::PreKeyMismatch(header.pre_key_id));
         }
-        let agreement = x3dh::passive(
+        let agreement = x3dh::agree_passive::<V>(
             own,
             signed_pre_key,
             pre_key,
-            &key_exchange.identity_key(),
-            &key_exchange.ephemeral_key(),
+            &header.identity_key,
+            &header.ephemeral_key,
         )?;
         let own_ratchet = RatchetKeyPair::from_secret(signed_pre_key.secret().clone());
         let mut ratchet = Ratchet::new_passive(
-            agreement.shared_secret.clone(),
+            V::VERSION,
+            agreement.shared_secret,
             agreement.associated_data,
             own_ratchet,
         );
-        let decrypted = ratchet.decrypt(key_exchange.message(), rng)?;
+        let message = V::message_core(V::key_exchange_message(key_exchange));
+        let decrypted = ratchet.decrypt(message, rng)?;
         let session = Self {
             ratchet,
             role: Role::Responder,
-            key_exchange: key_exchange.header(),
+            key_exchange: header,
             confirmed: true,
-            peer_identity: key_exchange.identity_key(),
+            peer_identity: header.identity_key,
         };
         Ok((session, decrypted))
     }
 
     /// Encrypts one ratchet plaintext (key material). While an initiated session is not
-    /// confirmed, the result is wrapped in the key exchange (`kex='true'`).
-    pub fn encrypt(&mut self, plaintext: &[u8]) -> Result<KeyMessage, EncryptionError> {
-        let message = self.ratchet.encrypt(plaintext)?;
+    /// confirmed, the result is wrapped in the key exchange (`kex='true'`,
+    /// `prekey='true'`).
+    pub fn encrypt(&mut self, plaintext: &[u8]) -> Result<V::KeyMessage, EncryptionError> {
+        let message = V::wrap_message(self.ratchet.encrypt(plaintext)?);
         if self.role == Role::Initiator && !self.confirmed {
-            Ok(KeyMessage::KeyExchange(KeyExchange::new(
+            Ok(V::key_message_of_exchange(V::wrap_key_exchange(
                 &self.key_exchange,
                 message,
             )))
         } else {
-            Ok(KeyMessage::Message(message))
+            Ok(V::key_message_of_message(message))
         }
     }
 
@@ -152,27 +175,34 @@ impl Session {
     /// [`Session::respond`] that replaces this one. On error the session is unchanged.
     pub fn decrypt(
         &mut self,
-        message: &KeyMessage,
+        message: &V::KeyMessage,
         rng: &mut impl CryptoRngCore,
     ) -> Result<Decrypted, DecryptionError> {
-        if let KeyMessage::KeyExchange(kex) = message {
+        let (key_exchange, inner) = V::key_message_parts(message);
+        if let Some(kex) = key_exchange {
             if !self.was_built_by(kex) {
                 return Err(DecryptionError::ForeignKeyExchange);
             }
         }
-        let decrypted = self.ratchet.decrypt(message.message(), rng)?;
+        let decrypted = self.ratchet.decrypt(V::message_core(inner), rng)?;
         self.confirmed = true;
         Ok(decrypted)
     }
 
     /// True if `key_exchange` is the one this (responder) session was built from.
-    pub fn was_built_by(&self, key_exchange: &KeyExchange) -> bool {
-        self.role == Role::Responder && self.key_exchange == key_exchange.header()
+    pub fn was_built_by(&self, key_exchange: &V::KeyExchange) -> bool {
+        self.role == Role::Responder && self.key_exchange == V::key_exchange_header(key_exchange)
     }
 
-    /// The remote device's identity key.
-    pub fn peer_identity_key(&self) -> IdentityPublicKey {
+    /// The remote device's identity key, in the form this version's key exchange carries
+    /// (legacy: Curve25519, see [`Version::identity_matches`]).
+    pub fn peer_identity_key(&self) -> V::IdentityKey {
         self.peer_identity
+    }
+
+    /// The OMEMO version of this session.
+    pub fn version(&self) -> ProtocolVersion {
+        V::VERSION
     }
 
     /// Which side started the session.
@@ -205,8 +235,9 @@ impl Session {
         self.ratchet.receiving.as_ref().map_or(0, |c| c.n)
     }
 
-    /// The associated data `AD = IK_initiator ‖ IK_responder`.
-    pub fn associated_data(&self) -> &[u8; 64] {
+    /// The associated data `AD = IK_initiator ‖ IK_responder` (64 bytes in OMEMO 2; 66 in
+    /// legacy, whose MAC orders the halves by direction).
+    pub fn associated_data(&self) -> &[u8] {
         &self.ratchet.associated_data
     }
 
@@ -217,10 +248,10 @@ impl Session {
         let mut state = SessionState {
             role_initiator: self.role == Role::Initiator,
             confirmed: self.confirmed,
-            peer_identity: self.peer_identity.to_bytes().to_vec(),
+            peer_identity: V::identity_bytes(&self.peer_identity),
             kex_pre_key_id: self.key_exchange.pre_key_id.get(),
             kex_signed_pre_key_id: self.key_exchange.signed_pre_key_id.get(),
-            kex_identity_key: self.key_exchange.identity_key.to_bytes().to_vec(),
+            kex_identity_key: V::identity_bytes(&self.key_exchange.identity_key),
             kex_ephemeral_key: self.key_exchange.ephemeral_key.to_bytes().to_vec(),
             associated_data: r.associated_data.to_vec(),
             root_key: r.root_key.as_bytes().to_vec(),
@@ -240,6 +271,7 @@ impl Session {
                 .collect(),
             retired: r.retired.iter().map(|k| k.to_bytes().to_vec()).collect(),
             answered: r.answered,
+            version: snapshot_version_tag(V::VERSION),
         };
         let mut out = Zeroizing::new(Vec::with_capacity(1 + state.encoded_len()));
         out.push(SNAPSHOT_VERSION);
@@ -257,9 +289,18 @@ impl Session {
         }
         let mut state =
             SessionState::decode(body).map_err(|_| SnapshotError::Corrupt("protobuf"))?;
-        let session = state.to_session();
+        let session = state.to_session::<V>();
         state.wipe();
         session
+    }
+}
+
+/// The snapshot field that tells the versions apart; OMEMO 2 writes the default 0, which
+/// protobuf leaves out, so its snapshots are the bytes they were before legacy existed.
+fn snapshot_version_tag(version: ProtocolVersion) -> u32 {
+    match version {
+        ProtocolVersion::Omemo2 => 0,
+        ProtocolVersion::Legacy => 1,
     }
 }
 
@@ -335,6 +376,8 @@ struct SessionState {
     retired: Vec<Vec<u8>>,
     #[prost(bool, tag = "17")]
     answered: bool,
+    #[prost(uint32, tag = "18")]
+    version: u32,
 }
 
 impl SessionState {
@@ -349,25 +392,32 @@ impl SessionState {
         }
     }
 
-    fn to_session(&self) -> Result<Session, SnapshotError> {
+    fn to_session<V: Version>(&self) -> Result<GenericSession<V>, SnapshotError> {
         let corrupt = SnapshotError::Corrupt;
+        if self.version != snapshot_version_tag(V::VERSION) {
+            let other = ProtocolVersion::ALL
+                .into_iter()
+                .find(|v| snapshot_version_tag(*v) == self.version)
+                .ok_or(corrupt("version"))?;
+            return Err(SnapshotError::WrongVersion(other));
+        }
         let x25519 =
             |bytes: &[u8], what| X25519PublicKey::from_bytes(bytes).map_err(|_| corrupt(what));
-        let peer_identity = IdentityPublicKey::from_bytes(&self.peer_identity)
-            .map_err(|_| corrupt("peer identity"))?;
+        let peer_identity =
+            V::identity_from_bytes(&self.peer_identity).ok_or(corrupt("peer identity"))?;
         let key_exchange = KeyExchangeHeader {
             pre_key_id: PreKeyId::new(self.kex_pre_key_id).map_err(|_| corrupt("pre-key id"))?,
             signed_pre_key_id: SignedPreKeyId::new(self.kex_signed_pre_key_id)
                 .map_err(|_| corrupt("signed pre-key id"))?,
-            identity_key: IdentityPublicKey::from_bytes(&self.kex_identity_key)
-                .map_err(|_| corrupt("key exchange identity"))?,
+            identity_key: V::identity_from_bytes(&self.kex_identity_key)
+                .ok_or(corrupt("key exchange identity"))?,
             ephemeral_key: x25519(&self.kex_ephemeral_key, "ephemeral key")?,
         };
-        let associated_data: [u8; 64] = self
-            .associated_data
-            .as_slice()
-            .try_into()
-            .map_err(|_| corrupt("associated data"))?;
+        let identity_len = V::identity_bytes(&peer_identity).len();
+        if self.associated_data.len() != 2 * identity_len {
+            return Err(corrupt("associated data"));
+        }
+        let associated_data = self.associated_data.clone();
         let own_secret: Zeroizing<[u8; 32]> = Zeroizing::new(
             self.own_ratchet_secret
                 .as_slice()
@@ -419,8 +469,10 @@ impl SessionState {
             retired,
             answered: self.answered,
             associated_data,
+            version: V::VERSION,
+            initiator: self.role_initiator,
         };
-        Ok(Session {
+        Ok(GenericSession {
             ratchet,
             role: if self.role_initiator {
                 Role::Initiator

@@ -26,7 +26,7 @@ fn load(name: &str) -> Value {
     file["vectors"].clone()
 }
 
-fn bytes(value: &Value) -> Vec<u8> {
+pub(crate) fn bytes(value: &Value) -> Vec<u8> {
     hex::decode(
         value
             .as_str()
@@ -35,16 +35,16 @@ fn bytes(value: &Value) -> Vec<u8> {
     .unwrap()
 }
 
-fn array32(value: &Value) -> [u8; 32] {
+pub(crate) fn array32(value: &Value) -> [u8; 32] {
     bytes(value).try_into().unwrap()
 }
 
 /// Hands out fixed byte strings, one per `fill_bytes` call, so the keys the code draws are
 /// exactly the vector's keys. Panics if asked for a length it does not have next.
-struct QueueRng(Vec<Vec<u8>>);
+pub(crate) struct QueueRng(pub(crate) Vec<Vec<u8>>);
 
 impl QueueRng {
-    fn new(chunks: &[&Value]) -> Self {
+    pub(crate) fn new(chunks: &[&Value]) -> Self {
         Self(chunks.iter().rev().map(|v| bytes(v)).collect())
     }
 }

@@ -10,6 +10,7 @@ use crate::error::DecodeError;
 use crate::ids::{PreKeyId, SignedPreKeyId};
 use crate::kdf::MAC_LEN;
 use crate::keys::{IdentityPublicKey, X25519PublicKey};
+use crate::version::{KeyExchangeHeader, RatchetHeader, RatchetMessage};
 
 /// Largest protobuf we accept for one `<key>` (a key exchange is ~200 bytes).
 pub const MAX_KEY_MESSAGE_LEN: usize = 1024;
@@ -48,55 +49,47 @@ struct KeyExchangeProto {
     message: AuthenticatedMessageProto,
 }
 
-/// The Double Ratchet header and ciphertext (`OMEMOMessage`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct OmemoMessage {
-    /// `Ns` of the sender: the index in its current sending chain.
-    pub(crate) n: u32,
-    /// `PN`: the length of the sender's previous sending chain.
-    pub(crate) pn: u32,
-    /// The sender's current ratchet public key.
-    pub(crate) dh_pub: X25519PublicKey,
-    /// AES-256-CBC ciphertext of the key material.
-    pub(crate) ciphertext: Vec<u8>,
+/// The OMEMO 2 encoding of the ratchet header (`OMEMOMessage`).
+pub(crate) fn encode_omemo_message(header: &RatchetHeader) -> Vec<u8> {
+    OmemoMessageProto {
+        n: header.n,
+        pn: header.pn,
+        dh_pub: header.dh_pub.to_bytes().to_vec(),
+        ciphertext: Some(header.ciphertext.clone()),
+    }
+    .encode_to_vec()
 }
 
-impl OmemoMessage {
-    pub(crate) fn to_bytes(&self) -> Vec<u8> {
-        OmemoMessageProto {
-            n: self.n,
-            pn: self.pn,
-            dh_pub: self.dh_pub.to_bytes().to_vec(),
-            ciphertext: Some(self.ciphertext.clone()),
-        }
-        .encode_to_vec()
+fn decode_omemo_message(bytes: &[u8]) -> Result<RatchetHeader, DecodeError> {
+    // prost fills an absent `required` integer with 0 instead of failing; a header
+    // without its counters is malformed, not "message 0".
+    if !has_fields(bytes, &[1, 2]) {
+        return Err(DecodeError::Protobuf);
     }
+    let proto = OmemoMessageProto::decode(bytes).map_err(|_| DecodeError::Protobuf)?;
+    let dh_pub =
+        X25519PublicKey::from_bytes(&proto.dh_pub).map_err(|e| DecodeError::Key("dh_pub", e))?;
+    let ciphertext = proto.ciphertext.ok_or(DecodeError::MissingCiphertext)?;
+    check_ciphertext(&ciphertext)?;
+    Ok(RatchetHeader {
+        n: proto.n,
+        pn: proto.pn,
+        dh_pub,
+        ciphertext,
+    })
+}
 
-    fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
-        // prost fills an absent `required` integer with 0 instead of failing; a header
-        // without its counters is malformed, not "message 0".
-        if !has_fields(bytes, &[1, 2]) {
-            return Err(DecodeError::Protobuf);
-        }
-        let proto = OmemoMessageProto::decode(bytes).map_err(|_| DecodeError::Protobuf)?;
-        let dh_pub = X25519PublicKey::from_bytes(&proto.dh_pub)
-            .map_err(|e| DecodeError::Key("dh_pub", e))?;
-        let ciphertext = proto.ciphertext.ok_or(DecodeError::MissingCiphertext)?;
-        if ciphertext.is_empty() || ciphertext.len() % 16 != 0 {
-            return Err(DecodeError::BadCiphertextLength(ciphertext.len()));
-        }
-        Ok(Self {
-            n: proto.n,
-            pn: proto.pn,
-            dh_pub,
-            ciphertext,
-        })
+/// An AES-256-CBC ciphertext is a non-empty whole number of blocks.
+pub(crate) fn check_ciphertext(ciphertext: &[u8]) -> Result<(), DecodeError> {
+    if ciphertext.is_empty() || ciphertext.len() % 16 != 0 {
+        return Err(DecodeError::BadCiphertextLength(ciphertext.len()));
     }
+    Ok(())
 }
 
 /// Whether the top level of the protobuf message `bytes` holds every field of `tags` (each
 /// below 32); false for bytes that are not a well-formed sequence of fields.
-fn has_fields(mut bytes: &[u8], tags: &[u32]) -> bool {
+pub(crate) fn has_fields(mut bytes: &[u8], tags: &[u32]) -> bool {
     let mut seen = 0u32;
     while !bytes.is_empty() {
         let Ok((tag, wire_type)) = prost::encoding::decode_key(&mut bytes) else {
@@ -119,18 +112,16 @@ fn has_fields(mut bytes: &[u8], tags: &[u32]) -> bool {
 /// over them; they are never re-encoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthenticatedMessage {
-    mac: [u8; MAC_LEN],
-    message: Vec<u8>,
-    header: OmemoMessage,
+    core: RatchetMessage,
 }
 
 impl AuthenticatedMessage {
-    pub(crate) fn new(mac: [u8; MAC_LEN], message: Vec<u8>, header: OmemoMessage) -> Self {
-        Self {
-            mac,
-            message,
-            header,
-        }
+    pub(crate) fn from_core(core: RatchetMessage) -> Self {
+        Self { core }
+    }
+
+    pub(crate) fn core(&self) -> &RatchetMessage {
+        &self.core
     }
 
     /// Parses and checks an `OMEMOAuthenticatedMessage`.
@@ -141,25 +132,27 @@ impl AuthenticatedMessage {
     }
 
     fn from_proto(proto: AuthenticatedMessageProto) -> Result<Self, DecodeError> {
-        let mac = <[u8; MAC_LEN]>::try_from(proto.mac.as_slice()).map_err(|_| {
-            DecodeError::InvalidLength {
+        if proto.mac.len() != MAC_LEN {
+            return Err(DecodeError::InvalidLength {
                 field: "mac",
                 expected: MAC_LEN,
                 actual: proto.mac.len(),
-            }
-        })?;
-        let header = OmemoMessage::from_bytes(&proto.message)?;
+            });
+        }
+        let header = decode_omemo_message(&proto.message)?;
         Ok(Self {
-            mac,
-            message: proto.message,
-            header,
+            core: RatchetMessage {
+                header,
+                authenticated: proto.message,
+                mac: proto.mac,
+            },
         })
     }
 
     fn to_proto(&self) -> AuthenticatedMessageProto {
         AuthenticatedMessageProto {
-            mac: self.mac.to_vec(),
-            message: self.message.clone(),
+            mac: self.core.mac.clone(),
+            message: self.core.authenticated.clone(),
         }
     }
 
@@ -170,29 +163,17 @@ impl AuthenticatedMessage {
 
     /// The counter `n` of the header.
     pub fn counter(&self) -> u32 {
-        self.header.n
+        self.core.header.n
     }
 
     /// The previous-chain length `pn` of the header.
     pub fn previous_counter(&self) -> u32 {
-        self.header.pn
+        self.core.header.pn
     }
 
     /// The sender's ratchet public key.
     pub fn ratchet_key(&self) -> X25519PublicKey {
-        self.header.dh_pub
-    }
-
-    pub(crate) fn mac(&self) -> &[u8; MAC_LEN] {
-        &self.mac
-    }
-
-    pub(crate) fn message_bytes(&self) -> &[u8] {
-        &self.message
-    }
-
-    pub(crate) fn header(&self) -> &OmemoMessage {
-        &self.header
+        self.core.header.dh_pub
     }
 }
 
@@ -208,7 +189,10 @@ pub struct KeyExchange {
 }
 
 impl KeyExchange {
-    pub(crate) fn new(header: &KeyExchangeHeader, message: AuthenticatedMessage) -> Self {
+    pub(crate) fn new(
+        header: &KeyExchangeHeader<IdentityPublicKey>,
+        message: AuthenticatedMessage,
+    ) -> Self {
         Self {
             pre_key_id: header.pre_key_id,
             signed_pre_key_id: header.signed_pre_key_id,
@@ -270,7 +254,7 @@ impl KeyExchange {
         &self.message
     }
 
-    pub(crate) fn header(&self) -> KeyExchangeHeader {
+    pub(crate) fn header(&self) -> KeyExchangeHeader<IdentityPublicKey> {
         KeyExchangeHeader {
             pre_key_id: self.pre_key_id,
             signed_pre_key_id: self.signed_pre_key_id,
@@ -278,15 +262,6 @@ impl KeyExchange {
             ephemeral_key: self.ephemeral_key,
         }
     }
-}
-
-/// The X3DH values of a key exchange, kept by a session for its whole life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct KeyExchangeHeader {
-    pub(crate) pre_key_id: PreKeyId,
-    pub(crate) signed_pre_key_id: SignedPreKeyId,
-    pub(crate) identity_key: IdentityPublicKey,
-    pub(crate) ephemeral_key: X25519PublicKey,
 }
 
 /// The content of one `<key>` element: a key exchange or a plain ratchet message.
@@ -336,7 +311,7 @@ impl KeyMessage {
     }
 }
 
-fn check_size(bytes: &[u8]) -> Result<(), DecodeError> {
+pub(crate) fn check_size(bytes: &[u8]) -> Result<(), DecodeError> {
     if bytes.is_empty() {
         return Err(DecodeError::Empty);
     }
@@ -364,26 +339,30 @@ mod tests {
     fn sample() -> AuthenticatedMessage {
         let mut raw = [0u8; 32];
         raw[0] = 9; // the X25519 base point, a valid key
-        let header = OmemoMessage {
+        let header = RatchetHeader {
             n: 0,
             pn: 0,
             dh_pub: X25519PublicKey::from_bytes(&raw).unwrap(),
             ciphertext: vec![0xab; 64],
         };
-        let message = header.to_bytes();
-        AuthenticatedMessage::new([7; MAC_LEN], message, header)
+        let message = encode_omemo_message(&header);
+        AuthenticatedMessage::from_core(RatchetMessage {
+            header,
+            authenticated: message,
+            mac: vec![7; MAC_LEN],
+        })
     }
 
     #[test]
     fn a_header_without_its_counters_is_malformed() {
-        let full = sample().header().to_bytes();
-        assert!(OmemoMessage::from_bytes(&full).is_ok());
+        let full = encode_omemo_message(&sample().core().header);
+        assert!(decode_omemo_message(&full).is_ok());
         // Drop `n` (bytes 0..2) or `pn` (bytes 2..4); prost alone would read them as 0.
         for range in [0..2, 2..4] {
             let mut cut = full.clone();
             cut.drain(range.clone());
             assert!(
-                matches!(OmemoMessage::from_bytes(&cut), Err(DecodeError::Protobuf)),
+                matches!(decode_omemo_message(&cut), Err(DecodeError::Protobuf)),
                 "{range:?}"
             );
         }
@@ -395,7 +374,7 @@ mod tests {
 
     #[test]
     fn zero_counters_are_emitted() {
-        let bytes = sample().header().to_bytes();
+        let bytes = encode_omemo_message(&sample().core().header);
         assert_eq!(&bytes[..6], &[0x08, 0x00, 0x10, 0x00, 0x1a, 0x20]);
     }
 

@@ -6,7 +6,8 @@ use xso::error::FromElementError;
 
 use crate::codec::CodecError;
 
-/// Everything that can go wrong while reading, checking or building OMEMO 2 XML.
+/// Everything that can go wrong while reading, checking or building OMEMO XML (OMEMO 2 and
+/// legacy).
 ///
 /// Display strings never contain key material, message content or JIDs; the JIDs of an
 /// affix mismatch are in the variant's fields for the caller to act on.
@@ -56,10 +57,14 @@ pub enum Error {
     /// A device, pre-key or signed pre-key id lies outside `1..=2³¹−1`.
     #[error(transparent)]
     IdOutOfRange(#[from] IdRangeError),
+    /// Legacy: `<iv>` is neither 12 nor 16 bytes long.
+    #[error("an <iv> of {0} bytes; 12 or 16 expected")]
+    InvalidIvLength(usize),
     /// A public key or signature has the wrong length or is not a valid curve point.
     #[error("invalid <{field}>: {source}")]
     InvalidKey {
-        /// Which element held the key (`ik`, `spk`, `spks`, `pk`, `labelsig`).
+        /// Which element held the key (`ik`, `spk`, `spks`, `pk`, `labelsig`; legacy:
+        /// `identityKey`, `signedPreKeyPublic`, `signedPreKeySignature`, `preKeyPublic`).
         field: &'static str,
         /// Why the key was refused.
         source: KeyError,

@@ -1,10 +1,13 @@
-//! Sans-IO OMEMO 2 XML and PEP logic (XEP-0384 0.9, `urn:xmpp:omemo:2`).
+//! Sans-IO OMEMO XML and PEP logic: OMEMO 2 (XEP-0384 0.9, `urn:xmpp:omemo:2`) and legacy
+//! OMEMO (XEP-0384 0.3, `eu.siacs.conversations.axolotl`).
 //!
-//! Everything OMEMO 2 puts on the wire as XML, and the PEP requests around it, without I/O:
+//! Everything OMEMO puts on the wire as XML, and the PEP requests around it, without I/O:
 //!
 //! - [`omemo2`]: the `<encrypted>`, `<devices>` and `<bundle>` elements as xso types, and
 //!   their checked forms ([`omemo2::EncryptedMessage`], [`omemo2::DeviceList`] with signed
 //!   labels, [`omemo_crypto::Bundle`]);
+//! - [`legacy`]: the same for legacy OMEMO ([`legacy::EncryptedMessage`],
+//!   [`legacy::DeviceList`], [`omemo_crypto::legacy::Bundle`]);
 //! - [`sce`]: the XEP-0420 envelope that `<payload>` encrypts, with random padding and
 //!   affix verification;
 //! - [`hints`]: EME (XEP-0380) and store (XEP-0334) hints, wrapping and finding
@@ -61,6 +64,7 @@
 mod codec;
 mod error;
 pub mod hints;
+pub mod legacy;
 pub mod limits;
 pub mod ns;
 pub mod omemo2;

@@ -22,6 +22,10 @@ pub const MAX_PRE_KEYS: usize = 1000;
 /// larger so that a wrong length is reported as such.
 pub const MAX_PUBLIC_KEY_BYTES: usize = 256;
 
+/// Legacy: decoded bytes of `<iv>` we read (the accepted lengths are 12 and 16; the cap
+/// is larger so that a wrong length is reported as such).
+pub const MAX_IV_BYTES: usize = 256;
+
 /// Code points of a label we publish (XEP-0384 §devices: "under 53").
 pub const MAX_LABEL_CHARS: usize = 53;
 

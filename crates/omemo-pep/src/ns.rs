@@ -1,7 +1,7 @@
 //! XML namespaces and PEP node names used by this crate, in one place.
 //!
-//! The OMEMO 2 names carry the version in their constant names so that the legacy
-//! (`eu.siacs.conversations.axolotl`) names can live beside them later.
+//! The OMEMO 2 names carry the version in their constant names; the legacy
+//! (`eu.siacs.conversations.axolotl`, XEP-0384 0.3) names live beside them.
 
 /// XEP-0384 (OMEMO 2) element namespace: `<encrypted>`, `<devices>`, `<bundle>`.
 pub const OMEMO2: &str = "urn:xmpp:omemo:2";
@@ -14,6 +14,28 @@ pub const OMEMO2_DEVICES_NOTIFY: &str = "urn:xmpp:omemo:2:devices+notify";
 
 /// XEP-0384 §bundles: the PEP node holding one bundle item per device (item id = device id).
 pub const OMEMO2_BUNDLES: &str = "urn:xmpp:omemo:2:bundles";
+
+/// Legacy OMEMO (XEP-0384 0.3 as deployed) element namespace: `<encrypted>`, `<list>`,
+/// `<bundle>`.
+pub const LEGACY: &str = "eu.siacs.conversations.axolotl";
+
+/// Legacy: the PEP node holding the device list (single item `current`).
+pub const LEGACY_DEVICE_LIST: &str = "eu.siacs.conversations.axolotl.devicelist";
+
+/// Legacy: the disco/caps feature asking for device-list notifications.
+pub const LEGACY_DEVICE_LIST_NOTIFY: &str = "eu.siacs.conversations.axolotl.devicelist+notify";
+
+/// Legacy: the prefix of the per-device bundle nodes; the node of device 31415 is
+/// `eu.siacs.conversations.axolotl.bundles:31415` (single item `current`).
+pub const LEGACY_BUNDLES_PREFIX: &str = "eu.siacs.conversations.axolotl.bundles:";
+
+/// Legacy: the bundle node of one device.
+pub fn legacy_bundle_node(device: omemo_crypto::DeviceId) -> String {
+    format!("{LEGACY_BUNDLES_PREFIX}{device}")
+}
+
+/// The EME `name` Conversations and Gajim put next to a legacy `<encrypted>`.
+pub const LEGACY_EME_NAME: &str = "OMEMO";
 
 /// XEP-0420 (Stanza Content Encryption) envelope namespace.
 pub const SCE: &str = "urn:xmpp:sce:1";

@@ -1,6 +1,15 @@
-//! PEP (XEP-0163 / XEP-0060) requests for the OMEMO 2 nodes and the interpretation of their
-//! answers (XEP-0384 §devices, §bundles). Pure functions: the caller picks IQ ids, sends the
-//! returned [`Iq`]s and feeds the answers back.
+//! PEP (XEP-0163 / XEP-0060) requests for the OMEMO 2 and legacy OMEMO nodes and the
+//! interpretation of their answers (XEP-0384 §devices, §bundles; XEP-0384 0.3 §4.2–4.3).
+//! Pure functions: the caller picks IQ ids, sends the returned [`Iq`]s and feeds the
+//! answers back.
+//!
+//! The legacy functions carry `legacy` in their names. Legacy nodes hold one item,
+//! `current`: the device list on [`ns::LEGACY_DEVICE_LIST`], and each device's bundle on
+//! its own node [`ns::legacy_bundle_node`]. They are fetched with `max_items='1'` and no
+//! item id (what python-oldmemo and Gajim do), so a node whose single item has another id
+//! is still read. Publishing uses the same publish-options and fallbacks as OMEMO 2
+//! (`pubsub#access_model=open`; node reconfiguration on `precondition-not-met` or when
+//! publish-options are unsupported).
 
 use omemo_crypto::DeviceId;
 use xmpp_parsers::data_forms::{DataForm, DataFormType, Field};
@@ -13,7 +22,7 @@ use xmpp_parsers::pubsub::{self, ItemId, NodeName, PubSub};
 use xmpp_parsers::stanza_error::{DefinedCondition, StanzaError};
 
 use crate::omemo2::{self, DeviceEntry, DeviceList};
-use crate::{ns, Error};
+use crate::{legacy, ns, Error};
 
 /// The item id of the device list (XEP-0384 §devices).
 pub const DEVICE_LIST_ITEM: &str = "current";
@@ -21,6 +30,13 @@ pub const DEVICE_LIST_ITEM: &str = "current";
 /// Disco/caps features to announce so that the server pushes device-list updates
 /// (XEP-0163 §4 `+notify`).
 pub const NOTIFY_FEATURES: &[&str] = &[ns::OMEMO2_DEVICES_NOTIFY];
+
+/// The same for a device that speaks both versions (OMEMO 2 and legacy).
+pub const NOTIFY_FEATURES_WITH_LEGACY: &[&str] =
+    &[ns::OMEMO2_DEVICES_NOTIFY, ns::LEGACY_DEVICE_LIST_NOTIFY];
+
+/// The item id of the legacy device list and of every legacy bundle.
+pub const LEGACY_ITEM: &str = "current";
 
 /// Numeric `pubsub#max_items` values tried, in order, when a server refuses `max` for the
 /// bundles node (QXmpp's `PUBSUB_NODE_MAX_ITEMS_1..3`).
@@ -59,6 +75,53 @@ fn items_request(to: &BareJid, node_name: &str, item: &str, iq_id: &str) -> Iq {
         }],
     };
     Iq::from_get(iq_id, PubSub::Items(items)).with_to(Jid::from(to.clone()))
+}
+
+/// `<items node max_items='1'/>`: the newest item of a single-item node, whatever its id.
+fn latest_item_request(to: &BareJid, node_name: &str, iq_id: &str) -> Iq {
+    let items = Items {
+        max_items: Some(1),
+        node: node(node_name),
+        subid: None,
+        items: Vec::new(),
+    };
+    Iq::from_get(iq_id, PubSub::Items(items)).with_to(Jid::from(to.clone()))
+}
+
+/// Legacy: `<iq type='get'>` for the device list of `jid`
+/// (`eu.siacs.conversations.axolotl.devicelist`, `max_items='1'`).
+pub fn fetch_legacy_device_list(jid: &BareJid, iq_id: &str) -> Iq {
+    latest_item_request(jid, ns::LEGACY_DEVICE_LIST, iq_id)
+}
+
+/// Legacy: `<iq type='get'>` for the bundle of one device
+/// (`eu.siacs.conversations.axolotl.bundles:<id>`, `max_items='1'`).
+pub fn fetch_legacy_bundle(jid: &BareJid, device: DeviceId, iq_id: &str) -> Iq {
+    latest_item_request(jid, &ns::legacy_bundle_node(device), iq_id)
+}
+
+/// Legacy: `<iq type='set'>` subscribing `subscriber` to the legacy device list of `jid`.
+pub fn subscribe_legacy_device_list(jid: &BareJid, subscriber: &BareJid, iq_id: &str) -> Iq {
+    let subscribe = PubSub::Subscribe {
+        subscribe: Some(Subscribe {
+            jid: Jid::from(subscriber.clone()),
+            node: Some(node(ns::LEGACY_DEVICE_LIST)),
+        }),
+        options: None,
+    };
+    Iq::from_set(iq_id, subscribe).with_to(Jid::from(jid.clone()))
+}
+
+/// Legacy: `<iq type='set'>` deleting our bundle node (when deactivating legacy OMEMO on a
+/// device; python-omemo's purge does this and removes the id from the list).
+pub fn delete_legacy_bundle(device: DeviceId, iq_id: &str) -> Iq {
+    let owner = pubsub::Owner {
+        payload: pubsub::owner::Payload::Delete {
+            node: node(&ns::legacy_bundle_node(device)),
+            redirect_uri: None,
+        },
+    };
+    Iq::from_set(iq_id, owner)
 }
 
 /// `<iq type='get'>` for the device list of `jid` (item `current` of
@@ -156,6 +219,39 @@ fn fetched_item(response: &Iq, node_name: &str, item_id: &str) -> Fetched<Elemen
     }
 }
 
+/// Finds the single item of a legacy node in a fetch answer: item `current`, or else the last
+/// item the server sent.
+fn fetched_latest_item(response: &Iq, node_name: &str) -> Fetched<Element> {
+    let Iq::Result {
+        payload: Some(payload),
+        ..
+    } = response
+    else {
+        return fetched_item(response, node_name, LEGACY_ITEM);
+    };
+    let items = match PubSub::try_from(payload.clone()) {
+        Ok(PubSub::Items(items)) => items,
+        Ok(_) => return Fetched::Malformed(Error::UnexpectedResponse("not a pubsub items answer")),
+        Err(e) => return Fetched::Malformed(Error::from_xso("pubsub", ns_pubsub(), e)),
+    };
+    if items.node.0 != node_name {
+        return Fetched::Malformed(Error::UnexpectedResponse("answer names another node"));
+    }
+    let item = items
+        .items
+        .iter()
+        .find(|i| i.id.as_ref().is_some_and(|id| id.0 == LEGACY_ITEM))
+        .or_else(|| items.items.last());
+    match item {
+        None => Fetched::NotFound,
+        Some(Item {
+            payload: Some(payload),
+            ..
+        }) => Fetched::Found(payload.clone()),
+        Some(_) => Fetched::Malformed(Error::UnexpectedResponse("item without payload")),
+    }
+}
+
 const fn ns_pubsub() -> &'static str {
     xmpp_parsers::ns::PUBSUB
 }
@@ -192,6 +288,40 @@ pub fn parse_bundle_response(response: &Iq, device: DeviceId) -> Fetched<omemo_c
     )
 }
 
+/// Legacy: interprets the answer to [`fetch_legacy_device_list`].
+pub fn parse_legacy_device_list_response(response: &Iq) -> Fetched<legacy::DeviceList> {
+    map_fetched(
+        fetched_latest_item(response, ns::LEGACY_DEVICE_LIST),
+        legacy::DeviceList::try_from,
+    )
+}
+
+/// Legacy: interprets the answer to [`fetch_legacy_bundle`] for `device`.
+pub fn parse_legacy_bundle_response(
+    response: &Iq,
+    device: DeviceId,
+) -> Fetched<omemo_crypto::legacy::Bundle> {
+    map_fetched(
+        fetched_latest_item(response, &ns::legacy_bundle_node(device)),
+        legacy::parse_bundle,
+    )
+}
+
+/// Legacy: adds our device to the fetched list (`None` if there is none yet). Returns the
+/// list to publish, or `None` if our device is already listed (XEP-0384 0.3 §4.2: re-add it
+/// whenever it is missing).
+pub fn add_own_legacy_device(
+    fetched: Option<&legacy::DeviceList>,
+    own: DeviceId,
+) -> Result<Option<legacy::DeviceList>, Error> {
+    let mut list = fetched.cloned().unwrap_or_default();
+    if list.insert(own)? {
+        Ok(Some(list))
+    } else {
+        Ok(None)
+    }
+}
+
 /// Adds our device to the fetched list (`None` if we have none yet), keeping every other
 /// device as it was. Returns the list to publish, or `None` if our entry is already there
 /// unchanged (XEP-0384 §usecases-setup: re-add our device whenever it is missing).
@@ -219,6 +349,52 @@ pub struct DeviceListNotification {
 /// Reads a device-list notification from a `<message>`. `None` if the message is not a PEP
 /// event for `urn:xmpp:omemo:2:devices`.
 pub fn parse_device_list_event(message: &Message) -> Option<Result<DeviceListNotification, Error>> {
+    let payload = match device_list_event_payload(message, ns::OMEMO2_DEVICES)? {
+        Ok(payload) => payload,
+        Err(e) => return Some(Err(e)),
+    };
+    Some(
+        device_list_from_event(message, payload, DeviceList::new, |elem| {
+            DeviceList::try_from(elem)
+        })
+        .map(|(jid, devices)| DeviceListNotification { jid, devices }),
+    )
+}
+
+/// A legacy device-list update pushed as a PEP notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegacyDeviceListNotification {
+    /// Whose list it is (the notification's `from`, bare).
+    pub jid: BareJid,
+    /// The new list; empty if the item was retracted or the node purged or deleted.
+    pub devices: legacy::DeviceList,
+}
+
+/// Legacy: reads a device-list notification from a `<message>`. `None` if the message is
+/// not a PEP event for `eu.siacs.conversations.axolotl.devicelist`.
+pub fn parse_legacy_device_list_event(
+    message: &Message,
+) -> Option<Result<LegacyDeviceListNotification, Error>> {
+    let payload = match device_list_event_payload(message, ns::LEGACY_DEVICE_LIST)? {
+        Ok(payload) => payload,
+        Err(e) => return Some(Err(e)),
+    };
+    Some(
+        device_list_from_event(
+            message,
+            payload,
+            legacy::DeviceList::new,
+            legacy::DeviceList::try_from,
+        )
+        .map(|(jid, devices)| LegacyDeviceListNotification { jid, devices }),
+    )
+}
+
+/// The PEP event payload of `message` if it is about `node_name`.
+fn device_list_event_payload(
+    message: &Message,
+    node_name: &str,
+) -> Option<Result<pubsub::event::Payload, Error>> {
     let event_elem = message
         .payloads
         .iter()
@@ -233,16 +409,18 @@ pub fn parse_device_list_event(message: &Message) -> Option<Result<DeviceListNot
             )))
         }
     };
-    if event.payload.node_name().0 != ns::OMEMO2_DEVICES {
+    if event.payload.node_name().0 != node_name {
         return None;
     }
-    Some(device_list_from_event(message, event.payload))
+    Some(Ok(event.payload))
 }
 
-fn device_list_from_event(
+fn device_list_from_event<L>(
     message: &Message,
     payload: pubsub::event::Payload,
-) -> Result<DeviceListNotification, Error> {
+    empty: impl FnOnce() -> L,
+    parse: impl FnOnce(Element) -> Result<L, Error>,
+) -> Result<(BareJid, L), Error> {
     use pubsub::event::Payload;
     let jid = message
         .from
@@ -261,14 +439,14 @@ fn device_list_from_event(
                 .payload
                 .clone()
                 .ok_or(Error::UnexpectedResponse("item without payload"))?;
-            DeviceList::try_from(payload)?
+            parse(payload)?
         }
-        Payload::Items { .. } | Payload::Purge { .. } | Payload::Delete { .. } => DeviceList::new(),
+        Payload::Items { .. } | Payload::Purge { .. } | Payload::Delete { .. } => empty(),
         Payload::Configuration { .. } | Payload::Subscription { .. } => {
             return Err(Error::UnexpectedResponse("not an item notification"))
         }
     };
-    Ok(DeviceListNotification { jid, devices })
+    Ok((jid, devices))
 }
 
 /// The `pubsub#max_items` value asked for.
@@ -331,7 +509,7 @@ enum Step {
 /// [`PublishProgress::Failed`]. At most 12 requests are produced.
 #[derive(Debug, Clone)]
 pub struct Publication {
-    node: &'static str,
+    node: String,
     item_id: String,
     payload: Element,
     /// The `max_items` values to try; empty if the node gets no `max_items` option.
@@ -346,11 +524,39 @@ impl Publication {
     /// Publishes `list` as item `current` of the devices node (access model `open`).
     pub fn device_list(list: &DeviceList) -> Self {
         Self::new(
-            ns::OMEMO2_DEVICES,
+            ns::OMEMO2_DEVICES.to_owned(),
             DEVICE_LIST_ITEM.to_owned(),
             list.to_element(),
             Vec::new(),
         )
+    }
+
+    /// Legacy: publishes `list` as item `current` of
+    /// `eu.siacs.conversations.axolotl.devicelist` (access model `open`).
+    pub fn legacy_device_list(list: &legacy::DeviceList) -> Self {
+        Self::new(
+            ns::LEGACY_DEVICE_LIST.to_owned(),
+            LEGACY_ITEM.to_owned(),
+            list.to_element(),
+            Vec::new(),
+        )
+    }
+
+    /// Legacy: publishes our bundle as item `current` of our own node
+    /// `eu.siacs.conversations.axolotl.bundles:<device>` (access model `open`; the node
+    /// holds one item, so no `max_items` is asked for).
+    pub fn legacy_bundle(device: DeviceId, bundle: &omemo_crypto::legacy::Bundle) -> Self {
+        Self::new(
+            ns::legacy_bundle_node(device),
+            LEGACY_ITEM.to_owned(),
+            legacy::bundle_element(bundle),
+            Vec::new(),
+        )
+    }
+
+    /// The node this publication writes to.
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     /// Publishes our bundle as item `device` of the bundles node (access model `open`,
@@ -359,14 +565,14 @@ impl Publication {
         let mut limits = vec![MaxItems::Max];
         limits.extend(MAX_ITEMS_FALLBACK.iter().map(|&n| MaxItems::Limit(n)));
         Self::new(
-            ns::OMEMO2_BUNDLES,
+            ns::OMEMO2_BUNDLES.to_owned(),
             device.to_string(),
             omemo2::bundle_element(bundle),
             limits,
         )
     }
 
-    fn new(node: &'static str, item_id: String, payload: Element, limits: Vec<MaxItems>) -> Self {
+    fn new(node: String, item_id: String, payload: Element, limits: Vec<MaxItems>) -> Self {
         Self {
             node,
             item_id,
@@ -405,7 +611,7 @@ impl Publication {
                 });
                 let publish = PubSub::Publish {
                     publish: Publish {
-                        node: node(self.node),
+                        node: node(&self.node),
                         items: vec![Item {
                             id: Some(ItemId(self.item_id.clone())),
                             publisher: None,
@@ -419,7 +625,7 @@ impl Publication {
             Step::Configure => {
                 let owner = pubsub::Owner {
                     payload: pubsub::owner::Payload::Configure {
-                        node: Some(node(self.node)),
+                        node: Some(node(&self.node)),
                         form: Some(DataForm::new(
                             DataFormType::Submit,
                             ns::PUBSUB_NODE_CONFIG,

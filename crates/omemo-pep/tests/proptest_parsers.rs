@@ -113,3 +113,59 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The legacy `<encrypted>` parser: any attributes and texts, errors but no panics, and
+    /// whatever parses round trips.
+    #[test]
+    fn legacy_encrypted_parser_never_panics(
+        sid in attr_value(), rid in attr_value(), prekey in attr_value(),
+        key in attr_value(), iv in attr_value(), payload in attr_value(),
+    ) {
+        let text = format!(
+            "<encrypted xmlns='eu.siacs.conversations.axolotl'><header sid='{sid}'>\
+             <key rid='{rid}' prekey='{prekey}'>{key}</key><iv>{iv}</iv></header>\
+             <payload>{payload}</payload></encrypted>"
+        );
+        if let Some(elem) = parse(&text) {
+            if let Ok(msg) = omemo_pep::legacy::EncryptedMessage::try_from(elem) {
+                prop_assert!(msg.iv.len() == 12 || msg.iv.len() == 16);
+                prop_assert_eq!(
+                    omemo_pep::legacy::EncryptedMessage::try_from(msg.to_element()).ok(),
+                    Some(msg)
+                );
+            }
+        }
+    }
+
+    /// The legacy `<list>` and `<bundle>` parsers.
+    #[test]
+    fn legacy_list_and_bundle_parsers_never_panic(
+        ids in proptest::collection::vec(attr_value(), 0..8),
+        spk_id in attr_value(), pk_id in attr_value(),
+        spk in attr_value(), sig in attr_value(), ik in attr_value(), pk in attr_value(),
+    ) {
+        let devices: String = ids.iter().map(|id| format!("<device id='{id}'/>")).collect();
+        let text = format!("<list xmlns='eu.siacs.conversations.axolotl'>{devices}</list>");
+        if let Some(elem) = parse(&text) {
+            if let Ok(list) = omemo_pep::legacy::DeviceList::try_from(elem) {
+                prop_assert_eq!(
+                    omemo_pep::legacy::DeviceList::try_from(list.to_element()).ok(),
+                    Some(list)
+                );
+            }
+        }
+        let text = format!(
+            "<bundle xmlns='eu.siacs.conversations.axolotl'>\
+             <signedPreKeyPublic signedPreKeyId='{spk_id}'>{spk}</signedPreKeyPublic>\
+             <signedPreKeySignature>{sig}</signedPreKeySignature><identityKey>{ik}</identityKey>\
+             <prekeys><preKeyPublic preKeyId='{pk_id}'>{pk}</preKeyPublic></prekeys></bundle>"
+        );
+        if let Some(elem) = parse(&text) {
+            // Random keys essentially never carry a valid signature; the point is no panic.
+            let _ = omemo_pep::legacy::parse_bundle(elem);
+        }
+    }
+}

@@ -43,3 +43,17 @@ pub(crate) fn xml(text: &str) -> Element {
     }
     out.trim().parse().unwrap()
 }
+
+/// Reads a legacy vector file from `tests/legacy-vectors/`.
+pub(crate) fn legacy_vectors(file: &str) -> serde_json::Value {
+    let path = format!("{}/tests/legacy-vectors/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(path).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(json["namespace"], "eu.siacs.conversations.axolotl");
+    json
+}
+
+/// Decodes a hex field at `vectors.<a>.<b>…`.
+pub(crate) fn hex_field(json: &serde_json::Value, path: &[&str]) -> Vec<u8> {
+    hex::decode(field(json, path)).unwrap()
+}
