@@ -93,3 +93,8 @@ pub use own::OwnDevice;
 pub use sessions::{DecryptionCommit, DeviceCounters, SessionUpdate};
 pub use store::{Durability, Store};
 pub use trust::{RecordedKey, TrustEvent, TrustLevel, TrustPolicy, TrustSource};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

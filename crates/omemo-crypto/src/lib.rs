@@ -67,3 +67,8 @@ pub use payload::KeyMaterial;
 pub use ratchet::{Decrypted, HEARTBEAT_THRESHOLD, MAX_SKIP, MAX_SKIPPED_KEYS};
 pub use session::{Role, Session};
 pub use wire::{AuthenticatedMessage, KeyExchange, KeyMessage, MAX_KEY_MESSAGE_LEN};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

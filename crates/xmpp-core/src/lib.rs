@@ -58,3 +58,8 @@ pub mod settings;
 
 pub use atm_trust::{TrustLevel, TrustPolicy};
 pub use xmpp_parsers::{jid, message, minidom};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
