@@ -6,11 +6,12 @@
 //!     --jid dice@example.org --db dice.sqlite3
 //! ```
 //!
-//! The account flags are those of [`AccountArgs`] (`--server host:port`, `--ca-file`, ...).
+//! The account flags are those of [`AccountArgs`] (`--server host:port`, `--ca-file`, ...);
+//! `--config` names a TOML file of [`AccountFile`] keys (`jid = "..."`, `db = "..."`, ...).
 
 use clap::Parser;
 use xmpp_core::client::{Client, ClientEvent};
-use xmpp_core::settings::{AccountArgs, AccountFile, AccountSettings};
+use xmpp_core::settings::{read_config_file, AccountArgs, AccountFile, AccountSettings};
 
 /// Answers `NdM` (N dice with M sides) with an encrypted roll.
 #[derive(Parser)]
@@ -23,9 +24,9 @@ struct Cli {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     xmpp_core::logging::init(cli.account.verbose, "warn");
+    let file: AccountFile = read_config_file(cli.account.config.as_deref())?;
     let password = std::env::var("XMPP_PASSWORD").ok();
-    let settings =
-        AccountSettings::resolve(&cli.account, &AccountFile::default(), password, "dice-bot")?;
+    let settings = AccountSettings::resolve(&cli.account, &file, password, "dice-bot")?;
     // Opens the store (creating our identity on first use), logs in and publishes the
     // device list and bundle.
     let (client, mut events) = Client::start(&settings).await?;
