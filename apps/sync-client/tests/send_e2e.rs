@@ -164,14 +164,10 @@ async fn plaintext_to_the_bot(server: &TestServer, dir: &Path, body: &str) {
         .send_plaintext(Jid::from(server.jid("bot").unwrap()), body)
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !server.stanza_log().contains(body) {
-        assert!(
-            Instant::now() < deadline,
-            "the stanza log does not show a plaintext body: {body:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    server
+        .wait_for_stanza_log(body, Duration::from_secs(20))
+        .await
+        .unwrap();
     client.close().await;
 }
 

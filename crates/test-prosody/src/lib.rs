@@ -250,6 +250,20 @@ impl TestServer {
             })
     }
 
+    /// Waits until the stanza log shows `needle`, for up to `within`: the positive control of
+    /// a check that something is absent from the log (send the same thing where it must show,
+    /// then wait for it here).
+    pub async fn wait_for_stanza_log(&self, needle: &str, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        while !self.stanza_log().contains(needle) {
+            if Instant::now() >= deadline {
+                anyhow::bail!("the stanza log does not show {needle:?} after {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
     /// The last `lines` lines of the debug log and of Prosody's stdout/stderr.
     pub fn log_tail(&self, lines: usize) -> String {
         let mut out = tail(&self.log_file(), lines);
