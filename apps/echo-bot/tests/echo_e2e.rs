@@ -14,7 +14,7 @@ use xmpp_core::jid::Jid;
 
 mod common;
 
-use common::{echo_round, next_encrypted, settings, start_bot, stop_bot, Bot, TIMEOUT};
+use common::{echo_round, settings, start_bot, stop_bot, Bot, TIMEOUT};
 
 fn count(haystack: &str, needle: &str) -> usize {
     haystack.matches(needle).count()
