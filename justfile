@@ -53,7 +53,9 @@ package:
     crates=$(python3 .ci/publishable.py)
     args=()
     for crate in $crates; do args+=(-p "$crate"); done
-    cargo package --locked "${args[@]}"
+    # --allow-dirty: a developer's `just test` with uncommitted changes packages them too (CI
+    # packages a clean clone).
+    cargo package --locked --allow-dirty "${args[@]}"
 
 # The sans-IO crates must not depend on tokio, rusqlite or tokio-xmpp.
 sans-io:
