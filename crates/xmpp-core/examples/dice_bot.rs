@@ -46,7 +46,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             continue;
         };
         let answer = match roll(body.trim()) {
-            Some((dice, total)) => format!("{} = {total}", dice.join(" + ")),
+            Some((dice, total)) => {
+                let dice: Vec<String> = dice.iter().map(u32::to_string).collect();
+                format!("{} = {total}", dice.join(" + "))
+            }
             None => "Send NdM (N dice with M sides), e.g. 2d6 or d20.".to_owned(),
         };
         // Passing the receipt commits "handled" together with the answer, so a crash never
@@ -63,20 +66,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Rolls `NdM` (1 to 20 dice with 2 to 1000 sides): each die and the total.
-fn roll(spec: &str) -> Option<(Vec<String>, u32)> {
-    let (count, sides) = spec.to_ascii_lowercase().split_once('d').map(|(n, m)| {
-        let count = if n.is_empty() {
-            Ok(1)
-        } else {
-            n.parse::<u32>()
-        };
-        (count, m.parse::<u32>())
-    })?;
-    let (count, sides) = (count.ok()?, sides.ok()?);
+/// Rolls `NdM` (1 to 20 dice with 2 to 1000 sides): each die, and the total.
+fn roll(spec: &str) -> Option<(Vec<u32>, u32)> {
+    let spec = spec.to_ascii_lowercase();
+    let (count, sides) = spec.split_once('d')?;
+    let count: u32 = if count.is_empty() {
+        1
+    } else {
+        count.parse().ok()?
+    };
+    let sides: u32 = sides.parse().ok()?;
     if !(1..=20).contains(&count) || !(2..=1000).contains(&sides) {
         return None;
     }
     let dice: Vec<u32> = (0..count).map(|_| rand::random_range(1..=sides)).collect();
-    Some((dice.iter().map(u32::to_string).collect(), dice.iter().sum()))
+    let total = dice.iter().sum();
+    Some((dice, total))
 }
