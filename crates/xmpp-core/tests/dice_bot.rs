@@ -22,11 +22,21 @@ fn example_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
     let binary = profile_dir.join("examples").join("dice_bot");
-    assert!(
-        binary.exists(),
-        "{} is missing: run the whole `cargo test -p xmpp-core`, which builds the examples",
-        binary.display()
-    );
+    let modified = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified());
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/dice_bot.rs");
+    match (modified(&binary), modified(source.as_ref())) {
+        (Ok(built), Ok(edited)) => assert!(
+            built >= edited,
+            "{} is older than its source: run the whole `cargo test -p xmpp-core`, which \
+             builds the examples",
+            binary.display()
+        ),
+        (Err(e), _) => panic!(
+            "{}: {e}; run the whole `cargo test -p xmpp-core`, which builds the examples",
+            binary.display()
+        ),
+        (_, Err(e)) => panic!("{source}: {e}"),
+    }
     binary
 }
 
