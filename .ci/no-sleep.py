@@ -2,8 +2,8 @@
 """No sleep as synchronisation in tests.
 
 A test waits for the event or state it means, with a deadline. This check reads every Rust
-file under a `tests/` or `examples/` directory of the workspace and accepts a `sleep(` call
-only when
+file under a `tests/` or `examples/` directory of the workspace, and the test harness
+`crates/test-prosody`, and accepts a `sleep(` call only when
 
 - it is the poll step of a loop that checks a deadline (the enclosing `loop`/`while` block,
   from its head to the sleep, mentions `deadline` or calls `timeout(`), or
@@ -61,7 +61,10 @@ def main() -> int:
     files = sorted(
         p
         for p in ROOT.rglob("*.rs")
-        if {"tests", "examples"} & set(p.relative_to(ROOT).parts)
+        if (
+            {"tests", "examples"} & set(p.relative_to(ROOT).parts)
+            or p.relative_to(ROOT).parts[:2] == ("crates", "test-prosody")
+        )
         and not {"target", ".run", ".venv"} & set(p.relative_to(ROOT).parts)
     )
     for path in files:
