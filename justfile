@@ -15,11 +15,47 @@ default:
 fmt:
     cargo fmt --all
 
-# Formatting check and clippy with warnings as errors.
-lint:
+# Formatting, clippy and rustdoc with warnings as errors, dependency rules, MSRV, no-sleep.
+lint: deny msrv no-sleep
     cargo fmt --all -- --check
     cargo fmt --manifest-path fuzz/Cargo.toml -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
+    RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --locked
+
+# The advisories check needs the RustSec database, which CI cannot fetch: run
+# `cargo deny check advisories` where it can.
+# Dependency rules (deny.toml): licenses, duplicate versions, wildcards, sources.
+deny:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! cargo deny --version >/dev/null 2>&1; then
+        echo "cargo-deny is missing: cargo install cargo-deny --locked (.ci/run does)" >&2
+        exit 1
+    fi
+    cargo deny --locked check bans licenses sources
+
+# .ci/msrv.py says what is checked without the old toolchain; clippy's incompatible_msrv
+# lint covers std APIs.
+# The declared rust-version against the dependencies' and the toolchain.
+msrv:
+    python3 .ci/msrv.py
+
+# No sleep as synchronisation in tests (allowed ones: .ci/sleep-allowlist.txt).
+no-sleep:
+    python3 .ci/no-sleep.py
+
+# Each is verified by building it from its package; the crates that depend on each other
+# are resolved from a temporary local registry (cargo does that when it packages several).
+# `cargo package` of every published crate (the list and metadata check: .ci/publishable.py).
+package:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    crates=$(python3 .ci/publishable.py)
+    args=()
+    for crate in $crates; do args+=(-p "$crate"); done
+    # --allow-dirty: a developer's `just test` with uncommitted changes packages them too (CI
+    # packages a clean clone).
+    cargo package --locked --allow-dirty "${args[@]}"
 
 # The sans-IO crates must not depend on tokio, rusqlite or tokio-xmpp.
 sans-io:
@@ -65,7 +101,8 @@ prosody:
     $sudo systemctl stop prosody 2>/dev/null || $sudo service prosody stop 2>/dev/null || true
 
 # Everything CI checks: lint, dependency rules, all tests including the interop runs.
-test: lint sans-io venv prosody
+test: lint sans-io package venv prosody
+    # Builds the examples too (xmpp-core's tests run the dice_bot example).
     cargo test --workspace --locked
     # The fuzz corpora and regression inputs, replayed on stable (fuzz/ is its own workspace;
     # sharing the target directory reuses most of the build).

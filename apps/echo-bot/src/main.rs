@@ -13,7 +13,7 @@ mod echo;
 
 use echo::{decide, Action, PlaintextReply, PLAINTEXT_NOTICE};
 
-/// OMEMO 2 echo bot: answers every encrypted message with an encrypted "Your message: <body>".
+/// OMEMO 2 echo bot: answers every encrypted message with an encrypted `Your message: <body>`.
 #[derive(Debug, Parser)]
 #[command(name = "echo-bot", version)]
 struct Cli {

@@ -16,6 +16,7 @@ use test_prosody::TestServer;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use xmpp_core::client::{Client, ClientEvent};
+use xmpp_core::jid::Jid;
 
 mod common;
 
@@ -205,5 +206,17 @@ async fn rust_client_talks_to_the_python_echo_peer() {
         !log.contains("Rust → Python #"),
         "a plaintext body reached the server"
     );
+    // The positive control: such a body sent in plaintext (to our own account) shows in the log.
+    client
+        .send_plaintext(
+            Jid::from(client.jid().clone()),
+            "Rust → Python # in plaintext",
+        )
+        .await
+        .unwrap();
+    server
+        .wait_for_stanza_log("Rust → Python # in plaintext", Duration::from_secs(20))
+        .await
+        .unwrap();
     client.close().await;
 }

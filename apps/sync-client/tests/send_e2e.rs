@@ -5,13 +5,16 @@
 // Test helpers outside #[test] functions fail loudly on purpose.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use test_prosody::TestServer;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use xmpp_core::client::Client;
+use xmpp_core::jid::Jid;
+use xmpp_core::settings::{AccountSettings, Password, ServerAddress, TrustPolicySetting};
 
 mod common;
 
@@ -117,11 +120,55 @@ async fn sends_a_small_set_and_5000_bookmarks_to_the_echo_bot() {
         after.0 - before.0,
         after.1 - before.1,
     );
+
+    // What the server saw. The bookmarks themselves cannot be looked for (a chunk's data is
+    // compressed), but every chunk body starts with a clear header: the chunk prefix, the
+    // transfer id and the chunk's place. The header of an encrypted chunk is inside the
+    // OMEMO payload; a chunk (or an echo of it) sent in plaintext would show it in the log.
+    let header = format!(
+        "{} {} 1/{chunks} ",
+        sync_client::transfer::CHUNK_PREFIX,
+        summary["transfer_id"].as_str().unwrap()
+    );
     let log = server.stanza_log();
     assert!(
-        !log.contains("example.org/0/page-1"),
-        "a bookmark reached the server in plaintext"
+        messages_bytes(&log).0 - before.0 >= 2 * chunks as usize,
+        "the chunks and their echoes went as OMEMO messages"
     );
+    assert!(
+        !log.contains(sync_client::transfer::CHUNK_PREFIX),
+        "a chunk reached the server in plaintext"
+    );
+    // The positive control: the same header sent as a plaintext body is in the log.
+    plaintext_to_the_bot(&server, dir.path(), &header).await;
+}
+
+/// Sends `body` to the bot unencrypted, as alice from a new device, and waits until the
+/// server's stanza log shows it.
+async fn plaintext_to_the_bot(server: &TestServer, dir: &Path, body: &str) {
+    let settings = AccountSettings {
+        jid: server.jid("alice").unwrap(),
+        password: Password::new("alice-password".to_owned()),
+        server: Some(ServerAddress {
+            host: "127.0.0.1".to_owned(),
+            port: server.port(),
+        }),
+        ca_file: Some(server.ca_file().to_owned()),
+        insecure_plaintext: false,
+        db: dir.join("alice-control.sqlite3"),
+        label: "positive control".to_owned(),
+        trust_policy: TrustPolicySetting::Toakafa,
+    };
+    let (client, _events) = Client::start(&settings).await.unwrap();
+    client
+        .send_plaintext(Jid::from(server.jid("bot").unwrap()), body)
+        .await
+        .unwrap();
+    server
+        .wait_for_stanza_log(body, Duration::from_secs(20))
+        .await
+        .unwrap();
+    client.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,6 +194,9 @@ async fn bad_files_are_refused_before_anything_is_sent() {
     assert!(!missing.status.success());
     // Nothing logged in: the input is checked before connecting.
     assert!(!server.stanza_log().contains("alice@localhost"));
+    // The positive control: a login as alice does show in the log.
+    plaintext_to_the_bot(&server, dir.path(), "a login as alice").await;
+    assert!(server.stanza_log().contains("alice@localhost"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,8 +4,9 @@
 //! decisions (XEP-0450).
 //!
 //! The store is built like a database, not a cache:
-//! - the schema lives in SQL migrations (`migrations/` at the repository root, applied by
-//!   refinery on open); a database from a newer version is refused;
+//! - the schema lives in SQL migrations (`migrations/` at the repository root, linked from
+//!   the crate, embedded at build time and applied by refinery on open); a database from a
+//!   newer version is refused;
 //! - the file is created with mode 0600, runs in WAL mode with foreign keys on, and commits
 //!   with `synchronous=FULL` by default (see [`Durability`]);
 //! - every method is one transaction; the per-message ones ([`Store::commit_decryption`],
@@ -93,3 +94,8 @@ pub use own::OwnDevice;
 pub use sessions::{DecryptionCommit, DeviceCounters, SessionUpdate};
 pub use store::{Durability, Store};
 pub use trust::{RecordedKey, TrustEvent, TrustLevel, TrustPolicy, TrustSource};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -76,3 +76,8 @@ pub use ratchet::{Decrypted, HEARTBEAT_THRESHOLD, MAX_SKIP, MAX_SKIPPED_KEYS};
 pub use session::{GenericSession, Role, Session};
 pub use version::{Legacy, Omemo2, ProtocolVersion, Version};
 pub use wire::{AuthenticatedMessage, KeyExchange, KeyMessage, MAX_KEY_MESSAGE_LEN};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

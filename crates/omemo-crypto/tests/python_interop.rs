@@ -759,10 +759,10 @@ impl Harness {
             }
             held[dir.index()] = later;
             self.send_heartbeats();
-            if round % 7 == 0 {
+            if round.is_multiple_of(7) {
                 self.snapshot_restore();
             }
-            if round % 23 == 0 {
+            if round.is_multiple_of(23) {
                 self.check_replays();
             }
             dir = if self.chance(20) { dir } else { dir.other() };

@@ -73,3 +73,8 @@ pub mod sce;
 pub mod tm;
 
 pub use error::Error;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

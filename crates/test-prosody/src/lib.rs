@@ -225,8 +225,22 @@ impl TestServer {
 
     /// The stanza lines of the debug log (`mod_stanza_debug`: `SEND:` and `RECV:` lines), in
     /// order, across restarts.
+    ///
+    /// # Panics
+    ///
+    /// If the log cannot be read: an unreadable log must fail the test that looks into it,
+    /// never pass for an empty one (a check that something is absent from the log would then
+    /// pass whatever went over the wire).
+    #[allow(
+        clippy::panic,
+        reason = "a test harness: the calling test fails with the reason instead of reading an empty log"
+    )]
     pub fn stanza_log(&self) -> String {
-        let log = fs::read_to_string(self.log_file()).unwrap_or_default();
+        let path = self.log_file();
+        let log = match fs::read_to_string(&path) {
+            Ok(log) => log,
+            Err(e) => panic!("cannot read Prosody's log {}: {e}", path.display()),
+        };
         log.lines()
             .filter(|l| l.contains("SEND:") || l.contains("RECV:"))
             .fold(String::new(), |mut out, line| {
@@ -234,6 +248,20 @@ impl TestServer {
                 out.push('\n');
                 out
             })
+    }
+
+    /// Waits until the stanza log shows `needle`, for up to `within`: the positive control of
+    /// a check that something is absent from the log (send the same thing where it must show,
+    /// then wait for it here).
+    pub async fn wait_for_stanza_log(&self, needle: &str, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        while !self.stanza_log().contains(needle) {
+            if Instant::now() >= deadline {
+                anyhow::bail!("the stanza log does not show {needle:?} after {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
     }
 
     /// The last `lines` lines of the debug log and of Prosody's stdout/stderr.

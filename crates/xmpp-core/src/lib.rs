@@ -1,6 +1,23 @@
 //! The async layer of the OMEMO bots: the XMPP connection, the OMEMO 2 manager and the
 //! small client API the programs use.
 //!
+//! # A bot on this crate
+//!
+//! `examples/dice_bot.rs` is a complete OMEMO 2 bot: it logs in, publishes its device and
+//! answers each encrypted `NdM` with an encrypted roll of N dice with M sides, on the public
+//! API alone ([`settings`] for the account, [`client::Client`] for everything else). Run it
+//! with `cargo run -p xmpp-core --example dice_bot -- --help`.
+//!
+#![doc = concat!("```no_run\n", include_str!("../examples/dice_bot.rs"), "```")]
+//!
+//! [`client::Client::start`] opens the account's store (creating the OMEMO identity on
+//! first use), logs in and publishes the device list and bundle. Its events are the
+//! decrypted messages, with the sender device and its trust level, in order. An answer sent
+//! with the message's [`omemo::Receipt`] commits the message as handled together with the
+//! answer, so a crash in between hands the message over again at the next start.
+//!
+//! # The parts
+//!
 //! - [`connection`]: log in over StartTLS (native roots plus an optional private CA) or, to
 //!   loopback only, plain TCP; keep the session up with XEP-0198 and jittered reconnects;
 //!   carbons, entity capabilities, disco#info; tracked IQ requests; events for the app.
@@ -8,6 +25,8 @@
 //! - [`omemo`]: the OMEMO 2 manager (device list, bundle, sessions, trust, send and receive)
 //!   over the sans-IO crates and the `atm-trust` store.
 //! - [`client`]: [`client::Client`], which ties them together for the programs.
+//!
+//! The connection alone, without OMEMO:
 //!
 //! ```no_run
 //! use xmpp_core::connection::{Connection, ConnectionConfig, Event, Secret};
@@ -39,3 +58,8 @@ pub mod settings;
 
 pub use atm_trust::{TrustLevel, TrustPolicy};
 pub use xmpp_parsers::{jid, message, minidom};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use test_prosody::TestServer;
 use xmpp_core::client::Client;
-use xmpp_core::jid::BareJid;
+use xmpp_core::jid::{BareJid, Jid};
 use xmpp_core::omemo::DeviceInfo;
 use xmpp_core::TrustLevel;
 
@@ -130,6 +130,15 @@ async fn authenticating_a_contact_key_reaches_our_other_authenticated_device() {
         !log.contains("urn:xmpp:tm:1"),
         "a trust message reached the server in plaintext"
     );
+    // The positive control: the namespace sent in plaintext does show in the log.
+    phone
+        .send_plaintext(Jid::from(bob.clone()), "urn:xmpp:tm:1 in plaintext")
+        .await
+        .unwrap();
+    server
+        .wait_for_stanza_log("urn:xmpp:tm:1 in plaintext", Duration::from_secs(20))
+        .await
+        .unwrap();
 
     phone.close().await;
     laptop.close().await;

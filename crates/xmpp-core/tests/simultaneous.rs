@@ -48,8 +48,9 @@ async fn sessions_started_at_the_same_moment_both_keep_working() {
     let bob_jid = bob.jid().clone();
     let carol_device = carol.manager().own().device_id;
 
-    // Neither alice nor bob reads events yet. Two messages from carol each fill their event
-    // channel and hold their worker, so what arrives next waits undecrypted.
+    // Neither alice nor bob reads events yet. Carol's messages fill their event channel and
+    // hold their worker (once one of them is decrypted, the worker waits for the program to
+    // take it), so what arrives next waits undecrypted.
     for to in [&alice_jid, &bob_jid] {
         carol.send_body(to, "one").await.unwrap();
         carol.send_body(to, "two").await.unwrap();
@@ -62,7 +63,11 @@ async fn sessions_started_at_the_same_moment_both_keep_working() {
         assert!(Instant::now() < deadline, "carol's messages did not arrive");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The precondition of the race: neither has a session with the other yet.
+    let alice_device = alice.manager().own().device_id;
+    let bob_device = bob.manager().own().device_id;
+    assert!(!has_session(&alice, &bob_jid, bob_device).await);
+    assert!(!has_session(&bob, &alice_jid, alice_device).await);
 
     // Both start a session with the other: neither has seen the other's key exchange.
     let (a1, b1) = tokio::join!(
@@ -76,13 +81,20 @@ async fn sessions_started_at_the_same_moment_both_keep_working() {
             assert_eq!(next_message(events).await.body.as_deref(), Some(expected));
         }
     }
-    assert_eq!(
-        next_message(&mut alice_events).await.body.as_deref(),
-        Some("b1")
+    // The race happened: each message is a key exchange, so each side built its session
+    // from its own key exchange before it decrypted the other's (a side that had decrypted
+    // the other's first would have answered on that session, without a key exchange).
+    let b1 = next_message(&mut alice_events).await;
+    assert_eq!(b1.body.as_deref(), Some("b1"));
+    assert!(
+        b1.e2ee.key_exchange,
+        "bob sent b1 on a session from alice's key exchange"
     );
-    assert_eq!(
-        next_message(&mut bob_events).await.body.as_deref(),
-        Some("a1")
+    let a1 = next_message(&mut bob_events).await;
+    assert_eq!(a1.body.as_deref(), Some("a1"));
+    assert!(
+        a1.e2ee.key_exchange,
+        "alice sent a1 on a session from bob's key exchange"
     );
 
     // Each now holds two sessions with the other; whichever each sends on, the other

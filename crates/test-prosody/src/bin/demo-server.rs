@@ -11,8 +11,8 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use rand::distributions::Alphanumeric;
-use rand::Rng as _;
+use rand::distr::Alphanumeric;
+use rand::RngExt as _;
 use test_prosody::TestServer;
 
 const USERS: [&str; 3] = ["bot", "alice", "bob"];
@@ -84,7 +84,7 @@ fn main() -> anyhow::Result<()> {
         server.log_file().display()
     );
     for user in USERS {
-        let password: String = rand::thread_rng()
+        let password: String = rand::rng()
             .sample_iter(&Alphanumeric)
             .take(20)
             .map(char::from)

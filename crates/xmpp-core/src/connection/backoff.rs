@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use rand::Rng;
+use rand::{Rng, RngExt as _};
 
 /// How reconnect attempts are spaced.
 ///
@@ -55,7 +55,7 @@ impl ReconnectPolicy {
             0.0
         };
         let scale = if jitter > 0.0 {
-            rng.gen_range(1.0 - jitter..=1.0 + jitter)
+            rng.random_range(1.0 - jitter..=1.0 + jitter)
         } else {
             1.0
         };

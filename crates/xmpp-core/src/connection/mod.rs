@@ -496,7 +496,7 @@ fn reconnector(
         tokio::spawn(async move {
             let started = tokio::time::Instant::now();
             for attempt in first_attempt.. {
-                let delay = policy.delay(attempt, &mut rand::thread_rng());
+                let delay = policy.delay(attempt, &mut rand::rng());
                 tracing::info!(attempt, ?delay, "reconnecting");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
