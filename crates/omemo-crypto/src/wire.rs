@@ -81,7 +81,7 @@ fn decode_omemo_message(bytes: &[u8]) -> Result<RatchetHeader, DecodeError> {
 
 /// An AES-256-CBC ciphertext is a non-empty whole number of blocks.
 pub(crate) fn check_ciphertext(ciphertext: &[u8]) -> Result<(), DecodeError> {
-    if ciphertext.is_empty() || ciphertext.len() % 16 != 0 {
+    if ciphertext.is_empty() || !ciphertext.len().is_multiple_of(16) {
         return Err(DecodeError::BadCiphertextLength(ciphertext.len()));
     }
     Ok(())

@@ -1493,10 +1493,10 @@ impl LegacyHarness {
             }
             held[dir.index()] = later;
             self.send_heartbeats();
-            if round % 7 == 0 {
+            if round.is_multiple_of(7) {
                 self.snapshot_restore();
             }
-            if round % 11 == 0 {
+            if round.is_multiple_of(11) {
                 self.check_replays();
             }
             dir = if self.below(100) < 20 {
