@@ -8,6 +8,7 @@ use aes::cipher::{block_padding::Pkcs7, BlockDecryptMut, BlockEncryptMut, KeyIvI
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -34,9 +35,18 @@ pub(crate) const LEGACY_INFO_MESSAGE_KEY: &[u8] = b"WhisperMessageKeys";
 pub(crate) const LEGACY_MAC_LEN: usize = 8;
 
 /// A 32-byte secret (root key `RK`, chain key `CKs`/`CKr`, message key `mk`, …), boxed so
-/// moves don't leave copies behind, and wiped on drop. No `Debug`, no `Copy`.
-#[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
+/// moves don't leave copies behind, and wiped on drop. No `Debug`, no `Copy`; equality is
+/// constant-time.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub(crate) struct Key32(Box<[u8; 32]>);
+
+impl PartialEq for Key32 {
+    fn eq(&self, other: &Self) -> bool {
+        bool::from(self.0.ct_eq(&*other.0))
+    }
+}
+
+impl Eq for Key32 {}
 
 impl Key32 {
     pub(crate) fn new(bytes: [u8; 32]) -> Self {
@@ -200,4 +210,23 @@ fn hmac_full(key: &[u8], data: &[u8]) -> [u8; 32] {
         out.copy_from_slice(&mac.finalize().into_bytes());
     }
     out
+}
+
+#[cfg(test)]
+mod key32_tests {
+    use super::Key32;
+
+    #[test]
+    fn key32_equality_compares_every_byte() {
+        let base = [7u8; 32];
+        assert!(Key32::new(base) == Key32::new(base));
+        for index in [0, 15, 31] {
+            let mut other = base;
+            other[index] ^= 1;
+            assert!(
+                Key32::new(base) != Key32::new(other),
+                "byte {index} ignored"
+            );
+        }
+    }
 }

@@ -1,4 +1,4 @@
-//! The test-vector runner: every file in `tests/vectors/` (computed with the Python reference)
+//! The test-vector runner: every crypto file in `tests/vectors/` (computed with the Python reference)
 //! is reproduced byte for byte. It lives inside the crate so it can also compare the internal
 //! root and chain keys the vectors list.
 
