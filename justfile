@@ -21,11 +21,11 @@ lint:
     cargo fmt --manifest-path fuzz/Cargo.toml -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
 
-# The sans-IO crates must not depend on tokio, rusqlite or tokio-xmpp.
+# The sans-IO crates (omemo-crypto, omemo-pep, bookmarks) must not depend on tokio, rusqlite or tokio-xmpp.
 sans-io:
     #!/usr/bin/env bash
     set -euo pipefail
-    for crate in omemo-crypto omemo-pep; do
+    for crate in omemo-crypto omemo-pep bookmarks; do
         if ! [ -d "crates/$crate" ]; then continue; fi
         tree=$(cargo tree --locked -e normal -p "$crate" --prefix none)
         if grep -E '^(tokio|tokio-xmpp|rusqlite|libsqlite3-sys|mio) ' <<<"$tree"; then

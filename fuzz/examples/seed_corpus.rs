@@ -89,7 +89,7 @@ fn main() {
         }
         write("bookmarks", &name, &bytes);
     }
-    let tree = sync_client::bookmarks::import_file(&fixtures.join("firefox-backup.json"), None)
+    let tree = bookmarks::import_file(&fixtures.join("firefox-backup.json"), None)
         .unwrap()
         .1;
     write(

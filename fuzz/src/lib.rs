@@ -20,6 +20,7 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
+use bookmarks::{BookmarkTree, Format};
 use omemo_crypto::{
     payload, AuthenticatedMessage, Bundle, IdentityKeyPair, KeyExchange, KeyMessage, PreKey,
     PreKeyId, Session, SignedPreKey, SignedPreKeyId,
@@ -28,7 +29,6 @@ use omemo_pep::omemo2::{bundle_element, parse_bundle, DeviceList, EncryptedMessa
 use omemo_pep::sce::Envelope;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-use sync_client::bookmarks::{self, BookmarkTree, Format};
 use xmpp_parsers::minidom::Element;
 
 /// The fuzz targets by name, as used for the corpus directories.

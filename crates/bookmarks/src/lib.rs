@@ -1,8 +1,14 @@
-//! Bookmark import and export (issue 6, bookmarks part).
+//! Bookmarks without a provider: one model for every browser format, and the sans-IO heart
+//! of bookmark sync.
 //!
-//! Every importer produces one [`BookmarkTree`]; see [`Format`] for what each source keeps.
-//! Unknown source fields land in `extra` maps so the canonical JSON
-//! ([`BookmarkTree::to_canonical_json`]) round-trips them exactly.
+//! - Import and export: every importer produces one [`BookmarkTree`]; see [`Format`] for what
+//!   each source keeps. Unknown source fields land in `extra` maps so the canonical JSON
+//!   ([`BookmarkTree::to_canonical_json`]) and the exporters round-trip them.
+//! - [`transfer`]: the tree as a compressed, chunked, hash-checked document.
+//!
+//! Nothing here does network I/O, reads a clock or uses a global random number generator:
+//! times, ids and randomness are passed in. The one exception is [`import_file`], which reads
+//! a file (the size check has to happen before the read).
 //!
 //! Limits, all checked before the work they bound:
 //! - files above [`MAX_IMPORT_SIZE`] are refused by [`import_file`] from their metadata,
@@ -12,6 +18,34 @@
 //!   serde_json's own recursion limit and `Drop` far from the stack limit).
 //!
 //! Untrusted input never panics: every malformed file is an [`ImportError`].
+//!
+//! ```
+//! use bookmarks::Format;
+//!
+//! let html = br#"<!DOCTYPE NETSCAPE-Bookmark-file-1>
+//! <DL><p>
+//!     <DT><H3 ADD_DATE="1700000000">Rust &amp; friends</H3>
+//!     <DL><p>
+//!         <DT><A HREF="https://www.rust-lang.org/" TAGS="lang,rust">Rust</A>
+//!         <HR>
+//!     </DL><p>
+//! </DL><p>"#;
+//!
+//! let format = bookmarks::detect(html, None)?;
+//! assert_eq!(format, Format::NetscapeHtml);
+//! let tree = bookmarks::import(html, format)?;
+//! let stats = tree.stats();
+//! assert_eq!((stats.folders, stats.bookmarks, stats.separators), (1, 1, 1));
+//!
+//! // The canonical JSON is deterministic and reads back to the same tree, extras included.
+//! let json = tree.to_canonical_json()?;
+//! assert_eq!(bookmarks::BookmarkTree::from_canonical_json(&json)?, tree);
+//!
+//! // Netscape HTML is the export every browser can import.
+//! let exported = tree.to_netscape_html();
+//! assert!(exported.contains("Rust &amp; friends"));
+//! # Ok::<(), bookmarks::ImportError>(())
+//! ```
 
 mod canonical;
 mod chromium;
@@ -21,6 +55,8 @@ mod json_source;
 mod model;
 mod netscape;
 mod xbel;
+
+pub mod transfer;
 
 use std::fmt;
 use std::io::Read;

@@ -14,7 +14,7 @@
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
-use crate::bookmarks::{BookmarkTree, ImportError};
+use crate::{BookmarkTree, ImportError};
 
 /// The prefix and version of every chunk.
 pub const CHUNK_PREFIX: &str = "omemo-bookmarks/1";
@@ -229,7 +229,8 @@ pub fn reassemble_document<'a>(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::bookmarks::{self, Format};
+    use crate as bookmarks;
+    use crate::Format;
 
     /// `count` bookmarks with distinct URLs, dates and non-ASCII titles (also used by the
     /// send tests).
