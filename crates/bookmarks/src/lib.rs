@@ -56,6 +56,7 @@ mod model;
 mod netscape;
 mod xbel;
 
+pub mod sync;
 pub mod transfer;
 
 use std::fmt;
