@@ -322,6 +322,33 @@ pub fn import_file(
     Ok((format, import(&bytes, format)?))
 }
 
+/// Exports `tree` as a file of `format`, ready to be written back.
+///
+/// - [`Format::Chromium`]: `Bookmarks` with the checksum Chromium computes, formatted as
+///   Chromium writes it (an unchanged import exports byte for byte the same file). Only the
+///   three permanent folders (always written); no menu, separators, descriptions, tags or
+///   keywords (Chromium has none).
+/// - [`Format::Falkon`]: `bookmarks.json` (toolbar, menu, other).
+/// - [`Format::NetscapeHtml`]: see [`BookmarkTree::to_netscape_html`].
+/// - [`Format::Canonical`]: see [`BookmarkTree::to_canonical_json`].
+///
+/// Every format keeps the unknown fields its importer put in the `extra` maps.
+///
+/// # Errors
+/// [`ImportError::Serialize`] for a format without an exporter (`.jsonlz4`: compress the
+/// Firefox JSON with [`compress_mozlz4`]) or unrepresentable extras.
+pub fn export(tree: &BookmarkTree, format: Format) -> Result<Vec<u8>, ImportError> {
+    match format {
+        Format::Chromium => Ok(chromium::export(tree, chromium::Dialect::Chromium)),
+        Format::Falkon => Ok(chromium::export(tree, chromium::Dialect::Falkon)),
+        Format::NetscapeHtml => Ok(netscape::export(tree).into_bytes()),
+        Format::Canonical => canonical::to_json(tree),
+        other => Err(ImportError::Serialize(format!(
+            "no exporter for {other} yet"
+        ))),
+    }
+}
+
 impl BookmarkTree {
     /// Netscape bookmark HTML, the format every browser imports. See [`Format::NetscapeHtml`]
     /// for what it carries; dates are written in seconds (rounded down).
