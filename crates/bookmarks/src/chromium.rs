@@ -197,6 +197,14 @@ const CHROMIUM_ROOTS: [(&str, FolderRole, &str, &str, &str); 3] = [
     ),
 ];
 
+/// The fixed GUID Chromium gives a permanent folder.
+pub(crate) fn root_guid(role: FolderRole) -> Option<&'static str> {
+    CHROMIUM_ROOTS
+        .iter()
+        .find(|(_, r, ..)| *r == role)
+        .map(|(_, _, guid, ..)| *guid)
+}
+
 fn root_key(dialect: Dialect, folder: &Folder) -> Option<String> {
     if let Some(Value::String(key)) = folder.extra.get("root") {
         return Some(key.clone());

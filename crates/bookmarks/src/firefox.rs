@@ -199,3 +199,114 @@ fn take_description(map: &mut Map<String, Value>) -> Option<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
 }
+
+/// Exports a tree as a Firefox JSON backup (`bookmarks-*.json`), the file Firefox restores
+/// from (Library → Import and Backup → Restore). Roots get their Firefox `root` names and
+/// fixed GUIDs when they lack them; descriptions go back into the old `annos` form; unknown
+/// fields are written back as they were read.
+pub(super) fn export_json(tree: &BookmarkTree) -> Result<Vec<u8>, ImportError> {
+    let mut top: Map<String, Value> = tree.extra.clone().into_iter().collect();
+    for (key, value) in [
+        ("guid", Value::from("root________")),
+        ("title", Value::from("")),
+        ("typeCode", Value::from(2)),
+        ("type", Value::from(CONTAINER)),
+        ("root", Value::from("placesRoot")),
+    ] {
+        top.entry(key.to_owned()).or_insert(value);
+    }
+    let children = tree
+        .roots
+        .iter()
+        .enumerate()
+        .map(|(i, node)| write_node(node, i, true))
+        .collect();
+    top.insert("children".to_owned(), Value::Array(children));
+    serde_json::to_vec(&Value::Object(top)).map_err(|e| ImportError::Serialize(e.to_string()))
+}
+
+const ROOT_GUIDS: [(FolderRole, &str); 4] = [
+    (FolderRole::Menu, "menu________"),
+    (FolderRole::Toolbar, "toolbar_____"),
+    (FolderRole::Other, "unfiled_____"),
+    (FolderRole::Mobile, "mobile______"),
+];
+
+fn write_node(node: &Node, index: usize, top: bool) -> Value {
+    let extra = match node {
+        Node::Folder(f) => &f.extra,
+        Node::Bookmark(b) => &b.extra,
+        Node::Separator(s) => &s.extra,
+    };
+    let mut map: Map<String, Value> = extra.clone().into_iter().collect();
+    map.entry("index".to_owned()).or_insert(Value::from(index));
+    let dates = |added: Option<i64>, modified: Option<i64>, map: &mut Map<String, Value>| {
+        if let Some(added) = added {
+            map.insert("dateAdded".to_owned(), Value::from(added));
+        }
+        if let Some(modified) = modified {
+            map.insert("lastModified".to_owned(), Value::from(modified));
+        }
+    };
+    match node {
+        Node::Separator(_) => {
+            map.insert("typeCode".to_owned(), Value::from(3));
+            map.insert("type".to_owned(), Value::from(SEPARATOR));
+        }
+        Node::Bookmark(bookmark) => {
+            map.insert("typeCode".to_owned(), Value::from(1));
+            map.insert("type".to_owned(), Value::from(PLACE));
+            map.insert("title".to_owned(), Value::from(bookmark.title.clone()));
+            map.insert("uri".to_owned(), Value::from(bookmark.url.clone()));
+            if !bookmark.tags.is_empty() {
+                map.insert("tags".to_owned(), Value::from(bookmark.tags.join(",")));
+            }
+            if let Some(keyword) = &bookmark.keyword {
+                map.insert("keyword".to_owned(), Value::from(keyword.clone()));
+            }
+            dates(bookmark.added, bookmark.modified, &mut map);
+            put_description(&mut map, bookmark.description.as_deref());
+        }
+        Node::Folder(folder) => {
+            map.insert("typeCode".to_owned(), Value::from(2));
+            map.insert("type".to_owned(), Value::from(CONTAINER));
+            map.insert("title".to_owned(), Value::from(folder.title.clone()));
+            if let (true, Some(role)) = (top, folder.role) {
+                if let Some((name, _)) = ROOTS.iter().find(|(_, r)| *r == role) {
+                    map.insert("root".to_owned(), Value::from(*name));
+                }
+                if let Some((_, guid)) = ROOT_GUIDS.iter().find(|(r, _)| *r == role) {
+                    map.entry("guid".to_owned()).or_insert(Value::from(*guid));
+                }
+            }
+            dates(folder.added, folder.modified, &mut map);
+            put_description(&mut map, folder.description.as_deref());
+            let children = folder
+                .children
+                .iter()
+                .enumerate()
+                .map(|(i, child)| write_node(child, i, false))
+                .collect();
+            map.insert("children".to_owned(), Value::Array(children));
+        }
+    }
+    Value::Object(map)
+}
+
+fn put_description(map: &mut Map<String, Value>, description: Option<&str>) {
+    let Some(description) = description else {
+        return;
+    };
+    let anno = serde_json::json!({
+        "name": DESCRIPTION_ANNO,
+        "flags": 0,
+        "expires": 4,
+        "value": description,
+    });
+    match map.get_mut("annos") {
+        Some(Value::Array(annos)) => annos.push(anno),
+        _ => {
+            map.insert("annos".to_owned(), Value::Array(vec![anno]));
+        }
+    }
+}

@@ -331,21 +331,23 @@ pub fn import_file(
 /// - [`Format::Falkon`]: `bookmarks.json` (toolbar, menu, other).
 /// - [`Format::NetscapeHtml`]: see [`BookmarkTree::to_netscape_html`].
 /// - [`Format::Canonical`]: see [`BookmarkTree::to_canonical_json`].
+/// - [`Format::FirefoxJson`] and [`Format::FirefoxJsonLz4`]: a backup Firefox restores (never
+///   `places.sqlite`).
+/// - [`Format::Xbel`]: XBEL 1.0.
 ///
 /// Every format keeps the unknown fields its importer put in the `extra` maps.
 ///
 /// # Errors
-/// [`ImportError::Serialize`] for a format without an exporter (`.jsonlz4`: compress the
-/// Firefox JSON with [`compress_mozlz4`]) or unrepresentable extras.
+/// [`ImportError::Serialize`] for extras that cannot be represented.
 pub fn export(tree: &BookmarkTree, format: Format) -> Result<Vec<u8>, ImportError> {
     match format {
         Format::Chromium => Ok(chromium::export(tree, chromium::Dialect::Chromium)),
         Format::Falkon => Ok(chromium::export(tree, chromium::Dialect::Falkon)),
         Format::NetscapeHtml => Ok(netscape::export(tree).into_bytes()),
         Format::Canonical => canonical::to_json(tree),
-        other => Err(ImportError::Serialize(format!(
-            "no exporter for {other} yet"
-        ))),
+        Format::FirefoxJson => firefox::export_json(tree),
+        Format::FirefoxJsonLz4 => Ok(compress_mozlz4(&firefox::export_json(tree)?)),
+        Format::Xbel => Ok(xbel::export(tree).into_bytes()),
     }
 }
 

@@ -350,6 +350,183 @@ fn parse_date(value: &str) -> Option<i64> {
     value.parse::<i64>().ok()?.checked_mul(1_000_000)
 }
 
+// ---------------------------------------------------------------------------------------------
+// Exporter
+// ---------------------------------------------------------------------------------------------
+
+/// Keys of the file-level extras that are elements of `<xbel>`, not attributes.
+const ROOT_ELEMENTS: [&str; 3] = ["title", "desc", "info"];
+
+/// Exports a tree as XBEL 1.0. Extras that are strings with attribute-like names are written
+/// back as attributes, `info` as the raw XML it was read from (when it is well-formed XML;
+/// otherwise as text), dates as RFC 3339.
+pub(super) fn export(tree: &BookmarkTree) -> String {
+    let mut out = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!DOCTYPE xbel PUBLIC \
+         \"+//IDN python.org//DTD XML Bookmark Exchange Language 1.0//EN//XML\" \
+         \"http://pyxml.sourceforge.net/topics/dtds/xbel.dtd\">\n<xbel",
+    );
+    let mut attributes = tree.extra.clone();
+    attributes.retain(|k, _| !ROOT_ELEMENTS.contains(&k.as_str()));
+    attributes
+        .entry("version".to_owned())
+        .or_insert_with(|| Value::String("1.0".to_owned()));
+    write_attributes(&attributes, &[], &mut out);
+    out.push_str(">\n");
+    for key in ROOT_ELEMENTS {
+        if let Some(Value::String(text)) = tree.extra.get(key) {
+            write_text_element(key, text, 1, &mut out);
+        }
+    }
+    for node in &tree.roots {
+        write_node(node, 1, &mut out);
+    }
+    out.push_str("</xbel>\n");
+    out
+}
+
+fn write_node(node: &Node, level: usize, out: &mut String) {
+    let indent = "  ".repeat(level);
+    match node {
+        Node::Separator(separator) => {
+            out.push_str(&indent);
+            out.push_str("<separator");
+            write_attributes(&separator.extra, &[], out);
+            out.push_str("/>\n");
+        }
+        Node::Bookmark(bookmark) => {
+            out.push_str(&indent);
+            out.push_str("<bookmark href=\"");
+            escape(&bookmark.url, out);
+            out.push('"');
+            let mut written = vec!["href"];
+            write_date("added", bookmark.added, &mut written, out);
+            write_date("modified", bookmark.modified, &mut written, out);
+            write_date("visited", bookmark.visited, &mut written, out);
+            write_attributes(&bookmark.extra, &written, out);
+            out.push_str(">\n");
+            write_text_element("title", &bookmark.title, level + 1, out);
+            if let Some(description) = &bookmark.description {
+                write_text_element("desc", description, level + 1, out);
+            }
+            if let Some(Value::String(info)) = bookmark.extra.get("info") {
+                write_text_element("info", info, level + 1, out);
+            }
+            out.push_str(&indent);
+            out.push_str("</bookmark>\n");
+        }
+        Node::Folder(folder) => {
+            out.push_str(&indent);
+            out.push_str("<folder");
+            let mut written = Vec::new();
+            write_date("added", folder.added, &mut written, out);
+            write_date("modified", folder.modified, &mut written, out);
+            write_attributes(&folder.extra, &written, out);
+            out.push_str(">\n");
+            write_text_element("title", &folder.title, level + 1, out);
+            if let Some(description) = &folder.description {
+                write_text_element("desc", description, level + 1, out);
+            }
+            if let Some(Value::String(info)) = folder.extra.get("info") {
+                write_text_element("info", info, level + 1, out);
+            }
+            for child in &folder.children {
+                write_node(child, level + 1, out);
+            }
+            out.push_str(&indent);
+            out.push_str("</folder>\n");
+        }
+    }
+}
+
+fn write_date(
+    name: &'static str,
+    micros: Option<i64>,
+    written: &mut Vec<&'static str>,
+    out: &mut String,
+) {
+    let Some(date) = micros.and_then(DateTime::from_timestamp_micros) else {
+        return;
+    };
+    out.push_str(&format!(
+        " {name}=\"{}\"",
+        date.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    ));
+    written.push(name);
+}
+
+fn write_attributes(extra: &Extra, written: &[&str], out: &mut String) {
+    for (name, value) in extra {
+        let Value::String(value) = value else {
+            continue;
+        };
+        if name == "info" || written.contains(&name.as_str()) || !is_xml_name(name) {
+            continue;
+        }
+        out.push(' ');
+        out.push_str(name);
+        out.push_str("=\"");
+        escape(value, out);
+        out.push('"');
+    }
+}
+
+fn write_text_element(name: &str, text: &str, level: usize, out: &mut String) {
+    out.push_str(&"  ".repeat(level));
+    out.push('<');
+    out.push_str(name);
+    out.push('>');
+    if name == "info" && is_balanced_xml(text) {
+        out.push_str(text);
+    } else {
+        escape(text, out);
+    }
+    out.push_str("</");
+    out.push_str(name);
+    out.push_str(">\n");
+}
+
+fn escape(text: &str, out: &mut String) {
+    for ch in text.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            // Characters XML 1.0 cannot carry at all are dropped.
+            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => {}
+            c => out.push(c),
+        }
+    }
+}
+
+fn is_xml_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_alphanumeric() || matches!(c, '_' | ':' | '-' | '.'))
+}
+
+/// Whether `text` is a sequence of well-formed, balanced XML content.
+fn is_balanced_xml(text: &str) -> bool {
+    let mut reader = Reader::from_str(text);
+    let mut depth: usize = 0;
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(_)) => depth += 1,
+            Ok(Event::End(_)) => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return false,
+            },
+            Ok(Event::Eof) => return depth == 0,
+            Ok(Event::Decl(_) | Event::DocType(_)) | Err(_) => return false,
+            Ok(_) => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_date;

@@ -2,6 +2,8 @@
 //! Chromium exporter reproduces real `Bookmarks` files written by Chromium 156, checksum
 //! included.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use bookmarks::{export, import, Format, Node};
 use serde_json::Value;
 
@@ -121,4 +123,84 @@ fn chromium_fixture_round_trip() {
         include_bytes!("../../../apps/sync-client/tests/fixtures/chromium-Bookmarks.json"),
         Format::Chromium,
     );
+}
+
+#[test]
+fn firefox_backup_round_trip_keeps_guids_annos_and_unknown_fields() {
+    let file = include_bytes!("../../../apps/sync-client/tests/fixtures/firefox-backup.json");
+    round_trip(file, Format::FirefoxJson);
+    // The compressed form too.
+    let tree = import(file, Format::FirefoxJson).unwrap();
+    let lz4 = export(&tree, Format::FirefoxJsonLz4).unwrap();
+    assert!(lz4.starts_with(b"mozLz40\0"));
+    assert_eq!(import(&lz4, Format::FirefoxJsonLz4).unwrap(), tree);
+    // What Firefox's restore needs: the places root and typed nodes with GUIDs.
+    let out: Value = serde_json::from_slice(&export(&tree, Format::FirefoxJson).unwrap()).unwrap();
+    assert_eq!(out["root"], "placesRoot");
+    assert_eq!(out["children"][0]["root"], "bookmarksMenuFolder");
+    assert_eq!(
+        out["children"][0]["children"][0]["children"][0]["guid"],
+        "oXcWmvG7tSFl"
+    );
+    assert_eq!(
+        out["children"][0]["children"][0]["children"][0]["postData"],
+        Value::Null
+    );
+}
+
+#[test]
+fn firefox_backup_from_another_format_has_roots_and_types() {
+    let tree = import(SMALL, Format::Chromium).unwrap();
+    let out: Value = serde_json::from_slice(&export(&tree, Format::FirefoxJson).unwrap()).unwrap();
+    assert_eq!(out["guid"], "root________");
+    assert_eq!(out["children"][0]["root"], "toolbarFolder");
+    assert_eq!(out["children"][0]["type"], "text/x-moz-place-container");
+    assert_eq!(
+        out["children"][0]["children"][0]["type"],
+        "text/x-moz-place"
+    );
+    assert_eq!(
+        out["children"][0]["children"][0]["uri"],
+        "https://example.com/"
+    );
+}
+
+#[test]
+fn xbel_round_trip_keeps_attributes_info_and_dates() {
+    let file = include_bytes!("../../../apps/sync-client/tests/fixtures/bookmarks.xbel");
+    round_trip(file, Format::Xbel);
+    let out =
+        String::from_utf8(export(&import(file, Format::Xbel).unwrap(), Format::Xbel).unwrap())
+            .unwrap();
+    assert!(out.contains("<bookmark:icon name=\"text-html\"/>"), "{out}");
+    assert!(out.contains("folded=\"yes\""));
+    assert!(out.contains("added=\"not a date\""));
+    assert!(out.contains("&lt;x&gt;"));
+}
+
+#[test]
+fn xbel_escapes_text_and_never_writes_raw_markup_from_other_sources() {
+    let mut tree = import(SMALL, Format::Chromium).unwrap();
+    tree.extra.insert("info".into(), Value::from("<unclosed>"));
+    if let Node::Folder(bar) = &mut tree.roots[0] {
+        if let Node::Bookmark(b) = &mut bar.children[0] {
+            b.title = "a </title><x>\"&'".into();
+            b.extra
+                .insert("info".into(), Value::from("</bookmark><evil/>"));
+        }
+    }
+    let out = export(&tree, Format::Xbel).unwrap();
+    let back = import(&out, Format::Xbel).unwrap();
+    let Node::Folder(bar) = &back.roots[0] else {
+        panic!()
+    };
+    let Node::Bookmark(b) = &bar.children[0] else {
+        panic!()
+    };
+    assert_eq!(b.title, "a </title><x>\"&'");
+    assert_eq!(
+        b.extra["info"],
+        Value::from("&lt;/bookmark&gt;&lt;evil/&gt;")
+    );
+    assert_eq!(back.stats(), tree.stats());
 }

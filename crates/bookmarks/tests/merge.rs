@@ -1,5 +1,7 @@
 //! One test per merge rule, each named after its scenario.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use bookmarks::sync::{
@@ -49,10 +51,8 @@ fn bookmark_mut<'a>(nodes: &'a mut [Node], name: &str) -> &'a mut bookmarks::Boo
     for node in nodes {
         match node {
             Node::Bookmark(b) if guid_of(&b.extra) == name => return b,
-            Node::Folder(f) => {
-                if contains(&f.children, name) {
-                    return bookmark_mut(&mut f.children, name);
-                }
+            Node::Folder(f) if contains(&f.children, name) => {
+                return bookmark_mut(&mut f.children, name);
             }
             _ => {}
         }
@@ -617,7 +617,7 @@ fn falkon_reimport_matches_path_url_title_then_url_then_title_and_never_two_onto
     assert!(!dups.contains(&same[2]), "the third copy is new");
     assert_eq!(
         guid_by_title(&s2, "Moved"),
-        [moved.clone()],
+        std::slice::from_ref(&moved),
         "path changed: URL match"
     );
     assert_eq!(

@@ -4,6 +4,8 @@
 //! that no replica deleted, and every replica's last edit of a title present unless a later
 //! edit replaced it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -292,7 +292,12 @@ fn node(
         .map(|r| r.value.clone())
         .unwrap_or_default();
     if has_native_guids(format) {
-        extra.insert("guid".to_owned(), Value::String(native_guid(format, guid)));
+        let native = match (format, role) {
+            (Format::Chromium, Some(role)) => crate::chromium::root_guid(role)
+                .map_or_else(|| native_guid(format, guid), str::to_owned),
+            _ => native_guid(format, guid),
+        };
+        extra.insert("guid".to_owned(), Value::String(native));
     }
     let dates = &item.dates.value;
     match item.kind {

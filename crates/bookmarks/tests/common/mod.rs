@@ -1,6 +1,13 @@
 //! Helpers shared by the sync tests: trees written as Firefox backups (which carry GUIDs).
 
-#![allow(dead_code, unreachable_pub, missing_docs)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use bookmarks::sync::{self, materialize, record, ReplicaId, State};
 use bookmarks::{Bookmark, BookmarkTree, Extra, Folder, FolderRole, Format, Node, Separator};
