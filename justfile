@@ -83,6 +83,7 @@ faults: prosody
 bench:
     cargo bench --locked -p omemo-crypto --bench crypto
     cargo bench --locked -p atm-trust --bench store
+    cargo bench --locked -p bookmarks --bench merge
 
 # End-to-end benchmark: N clients × M messages, plaintext echo vs OMEMO echo, on a local Prosody.
 bench-e2e clients="4" messages="100": prosody

@@ -68,6 +68,9 @@ pub(crate) fn scope(format: Format) -> Scope {
     }
 }
 
+/// A child to sort: (key of the place it shows at, its own key), GUID.
+type SortEntry<'a> = ((&'a str, &'a str), &'a str);
+
 /// The live tree of a state.
 #[derive(Debug, Default)]
 pub(crate) struct View {
@@ -177,19 +180,22 @@ impl View {
             }
             done.extend(path);
         }
-        let mut children: HashMap<Guid, Vec<Guid>> = HashMap::new();
+        // Siblings by (key of the place they show at, own key, GUID), each looked up once.
+        let mut lists: HashMap<&str, Vec<SortEntry<'_>>> = HashMap::new();
         for (&child, &up) in &parent {
-            children
-                .entry(up.to_owned())
-                .or_default()
-                .push(child.to_owned());
+            let key = sort_key.get(child).copied().unwrap_or((key_of(child), ""));
+            lists.entry(up).or_default().push((key, child));
         }
-        for list in children.values_mut() {
-            list.sort_by(|a, b| {
-                let key = |g: &Guid| sort_key.get(g.as_str()).copied().unwrap_or((key_of(g), ""));
-                key(a).cmp(&key(b)).then_with(|| a.cmp(b))
-            });
-        }
+        let children: HashMap<Guid, Vec<Guid>> = lists
+            .into_iter()
+            .map(|(up, mut list)| {
+                list.sort_unstable();
+                (
+                    up.to_owned(),
+                    list.into_iter().map(|(_, g)| g.to_owned()).collect(),
+                )
+            })
+            .collect();
         View {
             parent: parent
                 .into_iter()
