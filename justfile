@@ -173,7 +173,7 @@ down:
         rm -f "$pidfile"
     done
 
-# Fuzz one target with libFuzzer for SECONDS (targets: protobuf, decrypt, pep_xml, bookmarks).
+# Fuzz one target with libFuzzer for SECONDS (targets: protobuf, decrypt, pep_xml, bookmarks, sync).
 # Stable toolchain: RUSTC_BOOTSTRAP=1 lets cargo-fuzz pass its nightly-only flags. Findings
 # land in fuzz/artifacts/TARGET/; copy real crashes to fuzz/artifacts/regressions/TARGET/.
 fuzz target seconds="600":

@@ -715,3 +715,33 @@ fn deleting_a_folder_tombstones_its_whole_subtree() {
         .iter()
         .all(|g| !g.starts_with('F')));
 }
+
+#[test]
+fn a_peer_state_nested_thousands_deep_is_shown_within_the_import_depth_limit() {
+    // A chain of 5,000 folders, each inside the previous one, from a peer.
+    let mut state = base();
+    let template = state.items[&pad("G")].clone();
+    let mut parent = pad("F");
+    for i in 0..5_000 {
+        let guid = format!("deep{i}");
+        let mut item = template.clone();
+        item.place.value.parent = parent.clone();
+        item.title.value = format!("D{i}");
+        state.items.insert(guid.clone(), item);
+        parent = guid;
+    }
+    state.validate().unwrap();
+    let merged = merge_forced(&base(), &base(), &state).state;
+    assert_eq!(live_items(&merged).len(), 8 + 5_000, "nothing is lost");
+    for format in [Format::FirefoxJson, Format::NetscapeHtml, Format::Xbel] {
+        let tree = materialize(&merged, format);
+        assert!(
+            tree.depth() <= bookmarks::MAX_DEPTH,
+            "{format}: {}",
+            tree.depth()
+        );
+        let bytes = bookmarks::export(&tree, format).unwrap();
+        let back = bookmarks::import(&bytes, format).unwrap();
+        assert_eq!(back.stats().folders, tree.stats().folders, "{format}");
+    }
+}

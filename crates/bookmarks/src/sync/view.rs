@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::identity::native_guid;
 use super::{guid_role, role_guid, Guid, Item, Kind, State, ROOT_GUID};
 use crate::model::{Bookmark, BookmarkTree, Folder, FolderRole, Node, Separator};
-use crate::Format;
+use crate::{Format, MAX_DEPTH};
 
 /// What part of the tree a format has.
 #[derive(Debug, Clone, Copy)]
@@ -179,6 +179,34 @@ impl View {
                 at = parent.get(at).copied().unwrap_or(ROOT_GUID);
             }
             done.extend(path);
+        }
+        // Bound the nesting, so a written-back file always imports again and no walk goes
+        // deep: an item nested deeper than the import limit goes to the fallback root. Depth
+        // is computed top-down, so the result does not depend on the order of this loop.
+        let mut depth: HashMap<&str, usize> = HashMap::with_capacity(parent.len());
+        let mut keys: Vec<&str> = parent.keys().copied().collect();
+        keys.sort_unstable();
+        for start in keys {
+            let mut path = Vec::new();
+            let mut at = start;
+            let mut base_depth = 0;
+            while at != ROOT_GUID {
+                if let Some(&d) = depth.get(at) {
+                    base_depth = d;
+                    break;
+                }
+                path.push(at);
+                at = parent.get(at).copied().unwrap_or(ROOT_GUID);
+            }
+            let mut d = base_depth;
+            for &node in path.iter().rev() {
+                d += 1;
+                if d > MAX_DEPTH {
+                    parent.insert(node, fallback);
+                    d = if fallback == ROOT_GUID { 1 } else { 2 };
+                }
+                depth.insert(node, d);
+            }
         }
         // Siblings by (key of the place they show at, own key, GUID), each looked up once.
         let mut lists: HashMap<&str, Vec<SortEntry<'_>>> = HashMap::new();
