@@ -197,6 +197,41 @@ const CHROMIUM_ROOTS: [(&str, FolderRole, &str, &str, &str); 3] = [
     ),
 ];
 
+/// Whether Chromium keeps a bookmark with this URL: it silently drops bookmarks whose URL
+/// does not parse (`GURL::is_valid`), so an export must not count on them. Conservative: a
+/// scheme, and for the schemes with an authority, `//` and a host.
+pub(crate) fn accepts_url(url: &str) -> bool {
+    let Some((scheme, rest)) = url.split_once(':') else {
+        return false;
+    };
+    let scheme_ok = scheme
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    if !scheme_ok || url.chars().any(|c| c.is_control()) {
+        return false;
+    }
+    let authority = ["http", "https", "ftp", "ws", "wss"];
+    if authority.iter().any(|a| scheme.eq_ignore_ascii_case(a)) {
+        let Some(after) = rest.strip_prefix("//") else {
+            return false;
+        };
+        let host = after
+            .split(['/', '?', '#'])
+            .next()
+            .unwrap_or_default()
+            .rsplit('@')
+            .next()
+            .unwrap_or_default();
+        let host = host.split(':').next().unwrap_or_default();
+        return !host.is_empty() && !host.contains(' ');
+    }
+    true
+}
+
 /// The fixed GUID Chromium gives a permanent folder.
 pub(crate) fn root_guid(role: FolderRole) -> Option<&'static str> {
     CHROMIUM_ROOTS
@@ -264,7 +299,8 @@ pub(super) fn export(tree: &BookmarkTree, dialect: Dialect) -> Vec<u8> {
             );
         }
         top.insert("checksum".to_owned(), Value::String(checksum(&roots)));
-        top.entry("version".to_owned()).or_insert(Value::from(1));
+        // Chromium refuses any other version (and then overwrites the file with an empty one).
+        top.insert("version".to_owned(), Value::from(1));
     }
     top.insert("roots".to_owned(), Value::Object(roots));
     let value = Value::Object(top);
@@ -503,6 +539,33 @@ mod tests {
         map.insert("d".to_owned(), Value::String(webkit_time(unix)));
         assert_eq!(take_webkit_time(&mut map, "d"), Some(unix));
         assert!(map.is_empty());
+    }
+
+    #[test]
+    fn urls_chromium_would_drop_are_recognised() {
+        for good in [
+            "https://example.com/",
+            "http://a.b:8080/x?y#z",
+            "https://user@host/",
+            "javascript:alert(1)",
+            "place:sort=8",
+            "file:///etc/hosts",
+            "about:blank",
+            "chrome://settings",
+        ] {
+            assert!(accepts_url(good), "{good}");
+        }
+        for bad in [
+            "",
+            "not a url",
+            "http://",
+            "https:///path",
+            "http:example.com",
+            "1abc:x",
+            "http://a b/",
+        ] {
+            assert!(!accepts_url(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -745,3 +745,31 @@ fn a_peer_state_nested_thousands_deep_is_shown_within_the_import_depth_limit() {
         assert_eq!(back.stats().folders, tree.stats().folders, "{format}");
     }
 }
+
+#[test]
+fn bookmark_with_a_url_chromium_drops_is_not_written_to_chromium_nor_deleted_by_its_import() {
+    let state = rec(
+        &State::default(),
+        toolbar(vec![
+            b("x", "X", "https://x.example/"),
+            b("v", "Invalid", "not a url"),
+        ]),
+        A,
+    );
+    let chromium = materialize(&state, Format::Chromium);
+    assert_eq!(
+        chromium.stats().bookmarks,
+        1,
+        "Chromium would drop it silently"
+    );
+    let back = record(&state, &chromium, Format::Chromium, B, &mut rng()).unwrap();
+    assert!(back.tombstones.is_empty());
+    assert_eq!(live_items(&back).len(), 2);
+    // Positive control: the same bookmark with a valid URL is written.
+    let valid = rec(
+        &State::default(),
+        toolbar(vec![b("v", "Valid", "https://v.example/")]),
+        A,
+    );
+    assert_eq!(materialize(&valid, Format::Chromium).stats().bookmarks, 1);
+}

@@ -89,3 +89,62 @@ fn chromium_write_back_of_the_real_file_is_byte_identical() {
     let bytes = export(&out, Format::Chromium).unwrap();
     assert!(bytes == file.as_slice(), "the written-back file differs");
 }
+
+/// Chromium's damaged-file cases (observed with Chromium 156): a duplicated GUID and an
+/// upper-case GUID. The duplicate becomes a second item (Chromium gives it a new GUID too),
+/// the upper-case GUID is the same item, and the written file has unique GUIDs and ids.
+#[test]
+fn chromium_duplicate_and_upper_case_guids_keep_identities_and_write_unique_ones() {
+    let file = include_str!("fixtures/small.Bookmarks");
+    let state = record(
+        &State::default(),
+        &import(file.as_bytes(), Format::Chromium).unwrap(),
+        Format::Chromium,
+        1,
+        &mut rng(),
+    )
+    .unwrap();
+    let first = "cb9dcdde-f926-4d1c-9d10-6888163ee953";
+    let second = "096a03be-11d7-4c72-a4f0-a73a84294c87";
+    let third = "798239c2-0ae3-4bd7-ac8b-3637f1952a3f";
+    assert!(file.contains(first) && file.contains(second) && file.contains(third));
+    let damaged = file
+        .replace(second, first)
+        .replace(third, &third.to_ascii_uppercase());
+    let next = record(
+        &state,
+        &import(damaged.as_bytes(), Format::Chromium).unwrap(),
+        Format::Chromium,
+        1,
+        &mut rng(),
+    )
+    .unwrap();
+    let items = live_items(&next);
+    assert_eq!(
+        items.len(),
+        live_items(&state).len(),
+        "nothing lost or duplicated"
+    );
+    assert!(items.contains(&first.to_owned()));
+    assert!(
+        items.contains(&third.to_owned()),
+        "upper case is the same item"
+    );
+    // The duplicate is the second bookmark; it got a GUID of its own, and the first kept its
+    // fields.
+    assert_eq!(next.items[first].title.value, "Example");
+    let out = export(&materialize(&next, Format::Chromium), Format::Chromium).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let guids: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("\"guid\": \""))
+        .collect();
+    let unique: std::collections::BTreeSet<&&str> = guids.iter().collect();
+    assert_eq!(unique.len(), guids.len(), "{guids:?}");
+    let ids: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("\"id\": \""))
+        .collect();
+    let unique_ids: std::collections::BTreeSet<&&str> = ids.iter().collect();
+    assert_eq!(unique_ids.len(), ids.len(), "{ids:?}");
+}

@@ -7,7 +7,7 @@ use rand_core::RngCore;
 use serde_json::Value;
 
 use super::identity::{new_guid, own_form, reverse_table, MatchKeys, Matcher};
-use super::view::{format_key, has_native_guids, scope, View};
+use super::view::{format_key, has_native_guids, scope, shows, View};
 use super::{
     guid_role, position, role_guid, Dates, Guid, Item, Kind, Place, Reg, ReplicaId, Stamp, State,
     Tombstone, ROOT_GUID,
@@ -177,7 +177,7 @@ pub fn record(
         if guid_role(guid).is_some() {
             return false;
         }
-        if item.kind == Kind::Separator && !scope.separators {
+        if !shows(format, scope, item) {
             return false;
         }
         let top = view.top_of(guid);

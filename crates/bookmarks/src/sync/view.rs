@@ -10,6 +10,18 @@ use super::{guid_role, role_guid, Guid, Item, Kind, State, ROOT_GUID};
 use crate::model::{Bookmark, BookmarkTree, Folder, FolderRole, Node, Separator};
 use crate::{Format, MAX_DEPTH};
 
+/// Whether `format` can show `item` at all (apart from its root): Chromium has no separators
+/// and drops bookmarks whose URL it cannot parse.
+pub(crate) fn shows(format: Format, scope: Scope, item: &Item) -> bool {
+    match item.kind {
+        Kind::Separator => scope.separators,
+        Kind::Bookmark if format == Format::Chromium => {
+            crate::chromium::accepts_url(&item.url.value)
+        }
+        _ => true,
+    }
+}
+
 /// What part of the tree a format has.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Scope {
@@ -298,7 +310,7 @@ pub fn materialize(state: &State, format: Format) -> BookmarkTree {
                 continue;
             }
             if let Some(item) = state.items.get(guid) {
-                if item.kind == Kind::Separator && !scope.separators {
+                if !shows(format, scope, item) {
                     continue;
                 }
                 roots.push(node(state, &view, format, scope, guid, item, None));
@@ -353,7 +365,7 @@ fn node(
                 let Some(child_item) = state.items.get(child) else {
                     continue;
                 };
-                if child_item.kind == Kind::Separator && !scope.separators {
+                if !shows(format, scope, child_item) {
                     continue;
                 }
                 children.push(node(state, view, format, scope, child, child_item, None));
