@@ -1,8 +1,9 @@
 //! Property test: replicas make random edits (add, edit, move, reorder, delete, folders
 //! included) in their browser, record them, and sync pairwise in random order through the
 //! merge. At the end every replica holds the same tree, with no duplicate GUID, no item lost
-//! that no replica deleted, and every replica's last edit of a title present unless a later
-//! edit replaced it.
+//! that no replica deleted, and every replica's last edit of a title or URL present unless a
+//! later edit (higher stamp) replaced it: the conflict rule, the only rule that overrides an
+//! edit (deletions lose against edits).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -109,13 +110,16 @@ fn initial() -> State {
     rec(&State::default(), tree, 100)
 }
 
+/// (item, field) → (value, stamp) of a replica's last edit.
+type LastEdits = BTreeMap<(String, &'static str), (String, Stamp)>;
+
 struct World {
     states: Vec<State>,
     bases: HashMap<(usize, usize), State>,
     created: BTreeSet<String>,
     deleted: BTreeSet<String>,
-    /// Each replica's last title edit: item → (title, stamp).
-    last_titles: Vec<BTreeMap<String, (String, Stamp)>>,
+    /// Each replica's last title and URL edits: (item, field) → (value, stamp).
+    last_edits: Vec<LastEdits>,
     counter: usize,
 }
 
@@ -136,7 +140,7 @@ impl World {
         let pick = |list: &[&Vec<usize>], n: u16| -> Option<Vec<usize>> {
             (!list.is_empty()).then(|| list[n as usize % list.len()].clone())
         };
-        let mut edited_title = None;
+        let mut edited: Option<(String, &'static str, String)> = None;
         match op {
             // Add a bookmark or a folder.
             0 | 1 => {
@@ -168,11 +172,11 @@ impl World {
                 match node_at(&mut tree, &path) {
                     Some(Node::Bookmark(bm)) => {
                         bm.title = title.clone();
-                        edited_title = Some((guid_of(&bm.extra), title));
+                        edited = Some((guid_of(&bm.extra), "title", title));
                     }
                     Some(Node::Folder(f)) => {
                         f.title = title.clone();
-                        edited_title = Some((guid_of(&f.extra), title));
+                        edited = Some((guid_of(&f.extra), "title", title));
                     }
                     _ => return,
                 }
@@ -182,6 +186,7 @@ impl World {
                 let Some(path) = pick(&items, a) else { return };
                 if let Some(Node::Bookmark(bm)) = node_at(&mut tree, &path) {
                     bm.url = format!("https://u{b}.example/");
+                    edited = Some((guid_of(&bm.extra), "url", bm.url.clone()));
                 }
             }
             // Move (to any folder not inside the node) or reorder.
@@ -234,9 +239,14 @@ impl World {
             strip(&tree),
             "recorded state differs from the edited tree"
         );
-        if let Some((guid, title)) = edited_title {
-            let stamp = new_state.items[&pad(&guid)].title.stamp;
-            self.last_titles[replica].insert(pad(&guid), (title, stamp));
+        if let Some((guid, field, value)) = edited {
+            let item = &new_state.items[&pad(&guid)];
+            let stamp = if field == "title" {
+                item.title.stamp
+            } else {
+                item.url.stamp
+            };
+            self.last_edits[replica].insert((pad(&guid), field), (value, stamp));
         }
         self.states[replica] = new_state;
     }
@@ -290,7 +300,7 @@ proptest! {
             bases: HashMap::new(),
             created: ["i1", "i2", "i3", "i4", "i5"].iter().map(|s| (*s).to_owned()).collect(),
             deleted: BTreeSet::new(),
-            last_titles: vec![BTreeMap::new(); REPLICAS],
+            last_edits: vec![BTreeMap::new(); REPLICAS],
             counter: 0,
         };
         for step in steps {
@@ -318,15 +328,21 @@ proptest! {
         for name in world.created.difference(&world.deleted) {
             prop_assert!(unique.contains(name), "{} was lost (no replica deleted it)", name);
         }
-        for edits in &world.last_titles {
-            for (guid, (title, stamp)) in edits {
+        let live = live_items(&first);
+        for edits in &world.last_edits {
+            for ((guid, field), (value, stamp)) in edits {
                 let Some(item) = first.items.get(guid) else { continue };
-                if !live_items(&first).contains(guid) {
+                if !live.contains(guid) {
                     continue;
                 }
+                let (now, now_stamp) = if *field == "title" {
+                    (&item.title.value, item.title.stamp)
+                } else {
+                    (&item.url.value, item.url.stamp)
+                };
                 prop_assert!(
-                    item.title.value == *title || item.title.stamp > *stamp,
-                    "the last title edit of {} ({:?}) is gone without a later edit", guid, title
+                    now == value || now_stamp > *stamp,
+                    "the last {} edit of {} ({:?}) is gone without a later edit", field, guid, value
                 );
             }
         }
