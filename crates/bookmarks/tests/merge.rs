@@ -773,3 +773,26 @@ fn bookmark_with_a_url_chromium_drops_is_not_written_to_chromium_nor_deleted_by_
     );
     assert_eq!(materialize(&valid, Format::Chromium).stats().bookmarks, 1);
 }
+
+#[test]
+fn reading_back_a_merged_tree_with_equal_position_keys_records_no_move() {
+    // Both sides insert at the same place: their new items may get the same key.
+    let local = edited(A, |t| t.insert(1, b("m", "M", "https://m.example/")));
+    let remote = edited(B, |t| t.insert(1, b("n", "N", "https://n.example/")));
+    let merged = merge_forced(&base(), &local, &remote).state;
+    assert_eq!(
+        merged.items[&pad("m")].place.value.key,
+        merged.items[&pad("n")].place.value.key,
+        "the scenario needs equal keys"
+    );
+    let again = rec(&merged, materialize(&merged, Format::FirefoxJson), A);
+    assert_eq!(again.items, merged.items, "no spurious writes");
+    // Positive control: moving n before m is recorded.
+    let mut tree = materialize(&merged, Format::FirefoxJson);
+    if let Node::Folder(t) = &mut tree.roots[0] {
+        let n = take(&mut t.children, "n");
+        t.children.insert(0, n);
+    }
+    let moved = rec(&merged, tree, A);
+    assert_ne!(moved.items[&pad("n")].place, merged.items[&pad("n")].place);
+}

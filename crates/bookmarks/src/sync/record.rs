@@ -372,7 +372,29 @@ pub fn record(
                     .then_some(item.place.value.key.as_str())
             })
             .collect();
-        let keep = longest_increasing(&old);
+        // Siblings sort by (key, GUID): equal keys (two replicas inserting at one place) are
+        // in order when their GUIDs are.
+        let sort_keys: Vec<Option<(&str, &str)>> = old
+            .iter()
+            .zip(&seq)
+            .map(|(key, guid)| key.map(|k| (k, guid.as_str())))
+            .collect();
+        let mut keep = longest_increasing(&sort_keys);
+        // New keys go strictly between kept neighbours, so two kept neighbours with equal keys
+        // must not have anything new between them: the later one gets a new key too.
+        let mut previous_kept: Option<usize> = None;
+        for i in 0..seq.len() {
+            if !keep[i] {
+                continue;
+            }
+            if let Some(p) = previous_kept {
+                if old[p] == old[i] && p + 1 < i {
+                    keep[i] = false;
+                    continue;
+                }
+            }
+            previous_kept = Some(i);
+        }
         let mut next_kept: Vec<Option<&str>> = vec![None; seq.len()];
         let mut upcoming = None;
         for i in (0..seq.len()).rev() {
@@ -492,7 +514,7 @@ fn fields(node: &Node) -> Fields {
 
 /// Marks a longest strictly increasing subsequence of the known keys: those items keep their
 /// keys, the others get new ones between their kept neighbours.
-fn longest_increasing(keys: &[Option<&str>]) -> Vec<bool> {
+fn longest_increasing<K: Ord + Copy>(keys: &[Option<K>]) -> Vec<bool> {
     // Patience sorting: tails[l] = index of the smallest tail of an increasing run of length l+1.
     let mut tails: Vec<usize> = Vec::new();
     let mut previous: Vec<Option<usize>> = vec![None; keys.len()];
