@@ -796,3 +796,26 @@ fn reading_back_a_merged_tree_with_equal_position_keys_records_no_move() {
     let moved = rec(&merged, tree, A);
     assert_ne!(moved.items[&pad("n")].place, merged.items[&pad("n")].place);
 }
+
+#[test]
+fn a_folder_whose_keys_grew_long_gets_short_keys_again_in_the_same_order() {
+    // Items prepended thousands of times end with long keys; a state like that, built directly:
+    // y's key is 200 characters, still between x's and F's.
+    let mut state = base();
+    let x_key = state.items[&pad("x")].place.value.key.clone();
+    let long = format!("{x_key}{}V", "0".repeat(198));
+    state.items.get_mut(&pad("y")).unwrap().place.value.key = long.clone();
+    assert_eq!(outline(&state), BASE_OUTLINE);
+    state.validate().unwrap();
+    // Recording the unchanged tree re-keys the toolbar, keeping the order.
+    let again = rec(&state, materialize(&state, Format::FirefoxJson), A);
+    assert_eq!(outline(&again), BASE_OUTLINE);
+    let keys: Vec<usize> = ["x", "y", "F", "z"]
+        .iter()
+        .map(|n| again.items[&pad(n)].place.value.key.len())
+        .collect();
+    assert!(keys.iter().all(|&len| len <= 3), "{keys:?}");
+    // Positive control: below the threshold nothing is re-keyed.
+    let unchanged = rec(&base(), materialize(&base(), Format::FirefoxJson), A);
+    assert_eq!(unchanged.items, base().items);
+}

@@ -48,6 +48,10 @@ fn carries(format: Format) -> Carries {
     }
 }
 
+/// Key length above which a folder's children get fresh keys (well below
+/// [`position::MAX_KEY_LEN`], which a peer's state may not exceed).
+const REBALANCE_KEY_LEN: usize = 128;
+
 /// Position keys of the browser roots under the top.
 fn role_key(role: FolderRole) -> &'static str {
     match role {
@@ -426,6 +430,28 @@ pub fn record(
                 }
             }
             i = end;
+        }
+        // Keys grow when items keep being put at one place; before they get long, the folder
+        // gets fresh, short keys (one move per child, in the same order).
+        let too_long = seq.iter().any(|g| {
+            state
+                .items
+                .get(*g)
+                .is_some_and(|i| i.place.value.key.len() > REBALANCE_KEY_LEN)
+        });
+        if too_long {
+            let keys = position::spread(None, None, seq.len());
+            for (guid, key) in seq.iter().zip(keys) {
+                if let Some(item) = state.items.get_mut(*guid) {
+                    item.place = Reg::new(
+                        Place {
+                            parent: parent.to_owned(),
+                            key,
+                        },
+                        stamp,
+                    );
+                }
+            }
         }
     }
 
