@@ -57,11 +57,11 @@ package:
     # packages a clean clone).
     cargo package --locked --allow-dirty "${args[@]}"
 
-# The sans-IO crates must not depend on tokio, rusqlite or tokio-xmpp.
+# The sans-IO crates (omemo-crypto, omemo-pep, bookmarks) must not depend on tokio, rusqlite or tokio-xmpp.
 sans-io:
     #!/usr/bin/env bash
     set -euo pipefail
-    for crate in omemo-crypto omemo-pep; do
+    for crate in omemo-crypto omemo-pep bookmarks; do
         if ! [ -d "crates/$crate" ]; then continue; fi
         tree=$(cargo tree --locked -e normal -p "$crate" --prefix none)
         if grep -E '^(tokio|tokio-xmpp|rusqlite|libsqlite3-sys|mio) ' <<<"$tree"; then
@@ -120,6 +120,7 @@ faults: prosody
 bench:
     cargo bench --locked -p omemo-crypto --bench crypto
     cargo bench --locked -p atm-trust --bench store
+    cargo bench --locked -p bookmarks --bench merge
 
 # End-to-end benchmark: N clients × M messages, plaintext echo vs OMEMO echo, on a local Prosody.
 bench-e2e clients="4" messages="100": prosody
@@ -209,7 +210,7 @@ down:
         rm -f "$pidfile"
     done
 
-# Fuzz one target with libFuzzer for SECONDS (targets: protobuf, decrypt, pep_xml, bookmarks).
+# Fuzz one target with libFuzzer for SECONDS (targets: protobuf, decrypt, pep_xml, bookmarks, sync).
 # Stable toolchain: RUSTC_BOOTSTRAP=1 lets cargo-fuzz pass its nightly-only flags. Findings
 # land in fuzz/artifacts/TARGET/; copy real crashes to fuzz/artifacts/regressions/TARGET/.
 fuzz target seconds="600":

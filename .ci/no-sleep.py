@@ -20,7 +20,7 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ALLOWLIST = ROOT / ".ci" / "sleep-allowlist.txt"
 SLEEP = re.compile(r"\bsleep\((.*)\)")
-LOOP_HEAD = re.compile(r"^\s*(?:\}\s*)?(?:loop|while)\b")
+LOOP_HEAD = re.compile(r"^\s*(?:\}\s*)?(?:let\s+(?:mut\s+)?\w+\s*=\s*)?(?:loop|while)\b")
 DEADLINE = re.compile(r"\bdeadline\b|\btimeout\(")
 
 

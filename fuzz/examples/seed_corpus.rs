@@ -112,7 +112,47 @@ fn main() {
         }
         write("bookmarks", &name, &bytes);
     }
-    let tree = sync_client::bookmarks::import_file(&fixtures.join("firefox-backup.json"), None)
+    // sync: the fixtures and Chromium's own small file as recorded files (modes 1 and 3), and
+    // pairs of states (mode 0).
+    let chromium = root().join("crates/bookmarks/tests/fixtures/small.Bookmarks");
+    let mut files: Vec<PathBuf> = fs::read_dir(&fixtures)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.push(chromium);
+    files.sort();
+    for path in &files {
+        let bytes = fs::read(path).unwrap();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        for mode in [1u8, 3] {
+            let mut input = vec![mode];
+            input.extend_from_slice(&bytes);
+            write("sync", &format!("{name}-mode{mode}"), &input);
+        }
+    }
+    {
+        use bookmarks::sync::{record, State};
+        use rand_chacha::ChaCha20Rng;
+        use rand_core::SeedableRng;
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        let (format, tree) =
+            bookmarks::import_file(&fixtures.join("firefox-backup.json"), None).unwrap();
+        let base = record(&State::default(), &tree, format, 1, &mut rng).unwrap();
+        let mut smaller = tree.clone();
+        smaller.roots.remove(0);
+        let other = record(&base, &smaller, format, 2, &mut rng).unwrap();
+        for (name, a, b) in [
+            ("base-other", &base, &other),
+            ("empty-base", &State::default(), &base),
+        ] {
+            let mut input = vec![0u8];
+            input.extend_from_slice(&a.to_json().unwrap());
+            input.push(0);
+            input.extend_from_slice(&b.to_json().unwrap());
+            write("sync", &format!("states-{name}"), &input);
+        }
+    }
+    let tree = bookmarks::import_file(&fixtures.join("firefox-backup.json"), None)
         .unwrap()
         .1;
     write(

@@ -13,7 +13,9 @@
 //!   session pair built from a fixed seed.
 //! - [`pep_xml`]: `<encrypted>`, `<devices>`, `<bundle>` and the SCE `<envelope>`, and the
 //!   legacy `<encrypted>`, `<list>` and `<bundle>`.
-//! - [`bookmarks`]: `detect` and `import` for every bookmark [`Format`].
+//! - [`bookmarks`]: `detect` and `import` for every bookmark [`Format`], and every exporter.
+//! - [`sync`]: the merge inputs: two sync states from a peer, or a bookmark file recorded by
+//!   two replicas, merged both ways, materialized and exported in every format.
 
 #![forbid(unsafe_code)]
 // A fuzz target reports a broken property by panicking; that is its whole job.
@@ -22,6 +24,7 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
+use bookmarks::{BookmarkTree, Format};
 use omemo_crypto::{
     legacy, payload, AuthenticatedMessage, Bundle, IdentityKeyPair, KeyExchange, KeyMessage,
     PreKey, PreKeyId, Session, SignedPreKey, SignedPreKeyId,
@@ -30,15 +33,15 @@ use omemo_pep::omemo2::{bundle_element, parse_bundle, DeviceList, EncryptedMessa
 use omemo_pep::sce::Envelope;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-use sync_client::bookmarks::{self, BookmarkTree, Format};
 use xmpp_parsers::minidom::Element;
 
 /// The fuzz targets by name, as used for the corpus directories.
-pub const TARGETS: [(&str, fn(&[u8])); 4] = [
+pub const TARGETS: [(&str, fn(&[u8])); 5] = [
     ("protobuf", protobuf),
     ("decrypt", decrypt),
     ("pep_xml", pep_xml),
     ("bookmarks", bookmarks),
+    ("sync", sync),
 ];
 
 // ---------------------------------------------------------------------------------------
@@ -576,4 +579,96 @@ fn check_tree(tree: &BookmarkTree) {
     );
     let html = tree.to_netscape_html();
     let _ = bookmarks::import(html.as_bytes(), Format::NetscapeHtml);
+    check_exports(tree);
+}
+
+/// Every exporter's output imports again in its format.
+fn check_exports(tree: &BookmarkTree) {
+    for format in Format::ALL {
+        let bytes = bookmarks::export(tree, format)
+            .unwrap_or_else(|e| panic!("{format} export of an imported tree fails: {e}"));
+        if let Err(e) = bookmarks::import(&bytes, format) {
+            // Only the nesting limit may refuse what an exporter wrote (a deep tree from a
+            // format that counts depth differently).
+            assert!(
+                matches!(e, bookmarks::ImportError::TooDeep { .. }),
+                "{format} export does not import again: {e}"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// sync
+
+/// The merge inputs. First byte even: the rest is two sync states as JSON, separated by a NUL
+/// byte, as a peer would send them; both must be refused or merge the same way in both
+/// directions. First byte odd: the rest is a bookmark file, recorded by two replicas (with a
+/// common base when the byte is 1 mod 4), merged both ways, and the merged state materialized
+/// and exported in every format.
+pub fn sync(data: &[u8]) {
+    use bookmarks::sync::{materialize, merge, record, MergeOptions, State};
+
+    let Some((mode, rest)) = data.split_first() else {
+        return;
+    };
+    let forced = MergeOptions {
+        force: true,
+        ..MergeOptions::default()
+    };
+    let merged = if mode % 2 == 0 {
+        let cut = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+        let (a, b) = rest.split_at(cut);
+        let b = b.get(1..).unwrap_or_default();
+        let (Ok(a), Ok(b)) = (State::from_json(a), State::from_json(b)) else {
+            return;
+        };
+        let ab = merge(&a, &a, &b, &forced).unwrap_or_else(|e| panic!("valid states refused: {e}"));
+        let ba = merge(&b, &b, &a, &forced).unwrap_or_else(|e| panic!("valid states refused: {e}"));
+        assert_eq!(ab.state, ba.state, "the merge depends on the order");
+        ab.state
+    } else {
+        let Ok((format, tree)) = bookmarks::import_auto(rest, None) else {
+            return;
+        };
+        let mut rng = ChaCha20Rng::seed_from_u64(u64::from(*mode));
+        let base = if mode % 4 == 1 {
+            record(&State::default(), &tree, format, 9, &mut rng).expect("record")
+        } else {
+            State::default()
+        };
+        let local = record(&base, &tree, format, 1, &mut rng).expect("record");
+        // The remote drops the first top-level node and renames what it can.
+        let mut other = tree.clone();
+        if !other.roots.is_empty() {
+            other.roots.remove(0);
+        }
+        let remote = record(&base, &other, format, 2, &mut rng).expect("record");
+        let ab = merge(&base, &local, &remote, &forced)
+            .unwrap_or_else(|e| panic!("recorded states refused: {e}"));
+        let ba = merge(&base, &remote, &local, &forced)
+            .unwrap_or_else(|e| panic!("recorded states refused: {e}"));
+        assert_eq!(ab.state, ba.state, "the merge depends on the order");
+        ab.state
+    };
+    let again = merge(&merged, &merged, &merged, &forced).expect("self merge");
+    assert_eq!(
+        again.state, merged,
+        "merging a state with itself changed it"
+    );
+    assert!(
+        again.diff.is_empty(),
+        "merging a state with itself reports changes"
+    );
+    for format in Format::ALL {
+        let tree = materialize(&merged, format);
+        let bytes = bookmarks::export(&tree, format)
+            .unwrap_or_else(|e| panic!("{format} export of a merged state fails: {e}"));
+        if let Err(e) = bookmarks::import(&bytes, format) {
+            assert!(
+                matches!(e, bookmarks::ImportError::TooDeep { .. }),
+                "{format} export of a merged state does not import: {e}"
+            );
+        }
+    }
 }

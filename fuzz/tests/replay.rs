@@ -78,6 +78,11 @@ fn bookmarks_corpus() {
     replay("bookmarks", omemo_fuzz::bookmarks);
 }
 
+#[test]
+fn sync_corpus() {
+    replay("sync", omemo_fuzz::sync);
+}
+
 /// The seed messages decrypt against the live pair (the target would otherwise only ever
 /// exercise the failure paths).
 #[test]

@@ -305,7 +305,21 @@ async fn wait_for_echo(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transfer::tests::sample as tree;
+    use crate::bookmarks::{self, Format};
+
+    /// `count` bookmarks with distinct URLs, dates and non-ASCII titles.
+    fn tree(count: usize) -> BookmarkTree {
+        let mut html = String::from("<!DOCTYPE NETSCAPE-Bookmark-file-1>\n<DL><p>\n");
+        for i in 0..count {
+            html.push_str(&format!(
+                "<DT><A HREF=\"https://example.org/page/{i}?q={}\" ADD_DATE=\"{}\">Page {i} — Ünïcödé</A>\n",
+                i * 7919 % 1000,
+                1_600_000_000 + i
+            ));
+        }
+        html.push_str("</DL><p>\n");
+        bookmarks::import(html.as_bytes(), Format::NetscapeHtml).unwrap()
+    }
 
     fn echo(chunk: &str) -> String {
         format!("{ECHO_PREFIX}{chunk}")
