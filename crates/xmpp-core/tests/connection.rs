@@ -105,30 +105,34 @@ async fn login_without_the_ca_fails_with_a_tls_error() -> anyhow::Result<()> {
     let mut config = config(&server, "alice", "bot")?;
     config.ca_file = None;
     match Connection::connect(config).await {
-        Err(ConnectError::Tls(e)) => {
-            let text = e.to_string();
+        Err(error @ ConnectError::CertificateNotTrusted { .. }) => {
+            let text = error.to_string();
             assert!(
-                text.contains("UnknownIssuer") || text.contains("certificate"),
+                text.starts_with("the TLS certificate of localhost is not trusted"),
                 "{text}"
             );
+            assert!(text.contains("--ca-file"), "no hint at --ca-file: {text}");
         }
-        Err(other) => bail!("expected a TLS error, got {other}"),
+        Err(other) => bail!("expected a certificate error, got {other}"),
         Ok(_) => bail!("login must fail without the CA"),
     }
     Ok(())
 }
 
 #[tokio::test]
-async fn wrong_password_is_an_auth_error() -> anyhow::Result<()> {
+async fn wrong_password_is_named_as_such() -> anyhow::Result<()> {
     init_tracing();
     let server = TestServer::start()?;
     server.create_account("alice", "something-else")?;
-    let result = Connection::connect(config(&server, "alice", "bot")?).await;
-    assert!(
-        matches!(result, Err(ConnectError::Auth(_))),
-        "{:?}",
-        result.err()
-    );
+    match Connection::connect(config(&server, "alice", "bot")?).await {
+        Err(error @ ConnectError::WrongPassword { .. }) => assert_eq!(
+            error.to_string(),
+            "the server refused the password for alice@localhost (wrong password, or no such \
+             account)"
+        ),
+        Err(other) => bail!("expected a wrong-password error, got {other}"),
+        Ok(_) => bail!("login must fail with the wrong password"),
+    }
     Ok(())
 }
 

@@ -142,7 +142,8 @@ impl ConnectionConfig {
     }
 }
 
-/// Why connecting or logging in failed.
+/// Why connecting or logging in failed. The messages name what failed and, where there is
+/// one, what the operator can do about it; none prints a library's internal structures.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
@@ -166,7 +167,57 @@ pub enum ConnectError {
         /// What is wrong.
         reason: String,
     },
-    /// A socket or stream I/O error (connection refused, reset, ...).
+    /// DNS gave no address to connect to: the JID's domain has neither an SRV record
+    /// (`_xmpp-client._tcp`) nor an address record, or the configured host name does not
+    /// resolve.
+    #[error("cannot find the XMPP server for {name}: {reason}")]
+    Dns {
+        /// The domain or host name that was looked up.
+        name: String,
+        /// What the lookup gave, with a hint.
+        reason: String,
+    },
+    /// Nothing listens at the address (TCP connection refused).
+    #[error(
+        "connection refused at {address}: no server listens there (is the XMPP server running, \
+         and is the port right?)"
+    )]
+    Refused {
+        /// `HOST:PORT`.
+        address: String,
+    },
+    /// The TCP connection could not be opened for another reason (no route, timeout, ...).
+    #[error("cannot connect to {address}: {reason}")]
+    Unreachable {
+        /// `HOST:PORT`, or a description of the addresses tried.
+        address: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Something accepted the TCP connection but did not speak XMPP (another service on
+    /// the port, or a server that closed the connection at once).
+    #[error("{address} did not answer as an XMPP server ({reason}); check the host and port")]
+    NotXmpp {
+        /// `HOST:PORT` (the peer's address when it came from an SRV lookup).
+        address: String,
+        /// What came back instead.
+        reason: String,
+    },
+    /// The server's TLS certificate was rejected.
+    #[error("the TLS certificate of {domain} is not trusted: {reason}")]
+    CertificateNotTrusted {
+        /// The domain the certificate had to be valid for.
+        domain: String,
+        /// Why it was rejected, and what to do.
+        reason: String,
+    },
+    /// The server rejected the credentials (SASL `not-authorized`).
+    #[error("the server refused the password for {jid} (wrong password, or no such account)")]
+    WrongPassword {
+        /// The account.
+        jid: String,
+    },
+    /// A socket or stream I/O error after the connection was established (reset, ...).
     #[error("connection failed: {0}")]
     Io(#[source] std::io::Error),
     /// The server did not offer StartTLS, and plain TCP was not requested.
@@ -175,18 +226,53 @@ pub enum ConnectError {
     /// The domain is not a valid TLS server name.
     #[error("invalid TLS server name {0}")]
     InvalidServerName(String),
-    /// The TLS handshake failed, e.g. because the server certificate is not trusted.
+    /// The TLS handshake failed for another reason than the certificate.
     #[error("TLS handshake failed: {0}")]
     Tls(#[source] std::io::Error),
-    /// SASL authentication failed (wrong password, no common mechanism).
-    #[error("authentication failed: {0}")]
+    /// SASL authentication failed for another reason than the password (no common
+    /// mechanism, account disabled, ...).
+    #[error("authentication failed: {}", auth_text(.0))]
     Auth(#[source] tokio_xmpp::error::AuthError),
-    /// Any other XMPP-level failure (DNS, stream error, protocol violation).
-    #[error("XMPP error: {0}")]
+    /// Any other XMPP-level failure (stream error, protocol violation).
+    #[error("XMPP error: {}", xmpp_text(.0))]
     Xmpp(#[source] tokio_xmpp::Error),
     /// The connection attempt or resource binding took too long.
-    #[error("timed out after {0:?}")]
+    #[error("no session within {} s (the server accepted the connection but did not finish the login)", .0.as_secs())]
     Timeout(Duration),
+}
+
+/// SASL failures in words; the server's condition as its XML name.
+fn auth_text(error: &tokio_xmpp::error::AuthError) -> String {
+    use tokio_xmpp::error::AuthError;
+    match error {
+        AuthError::Fail(condition) => {
+            let name = format!("{condition:?}");
+            // `AccountDisabled` -> `account-disabled`, as RFC 6120 §6.5 spells it.
+            let mut xml = String::new();
+            for (i, c) in name.chars().enumerate() {
+                if c.is_ascii_uppercase() && i > 0 {
+                    xml.push('-');
+                }
+                xml.push(c.to_ascii_lowercase());
+            }
+            format!("the server answered {xml}")
+        }
+        AuthError::NoMechanism => {
+            "the server offers no SASL mechanism we support (SCRAM-SHA-1/256, PLAIN)".to_owned()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// tokio-xmpp errors in words (its DNS variants print the resolver's structures).
+fn xmpp_text(error: &tokio_xmpp::Error) -> String {
+    match error {
+        tokio_xmpp::Error::DnsNet(_) | tokio_xmpp::Error::DnsProto(_) => {
+            "DNS lookup failed".to_owned()
+        }
+        tokio_xmpp::Error::Disconnected => "the server closed the connection".to_owned(),
+        other => other.to_string(),
+    }
 }
 
 /// Why an IQ request got no result.
