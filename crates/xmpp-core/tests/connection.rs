@@ -348,6 +348,56 @@ async fn keeps_retrying_while_the_server_is_down() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `close` while the connection is down returns at once and ends the events, both while
+/// the reconnector waits for its next attempt and while an attempt hangs on a peer that
+/// accepts the TCP connection but never answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_is_prompt_while_the_server_is_down() -> anyhow::Result<()> {
+    init_tracing();
+    let mut server = TestServer::start()?;
+    server.create_account("alice", "alice-pw")?;
+    server.create_account("bob", "bob-pw")?;
+    let (alice, mut alice_events) = connect(&server, "alice", "waiting").await?;
+    let (bob, mut bob_events) = connect(&server, "bob", "connecting").await?;
+    let port = server.port();
+
+    tokio::task::block_in_place(|| server.stop())?;
+    next_event(&mut alice_events, |e| matches!(e, Event::Offline)).await?;
+    next_event(&mut bob_events, |e| matches!(e, Event::Offline)).await?;
+
+    // Waiting to reconnect (the first attempt comes after about a second).
+    let started = Instant::now();
+    alice.close().await;
+    let alice_closed = started.elapsed();
+    tokio::time::timeout(Duration::from_secs(2), async {
+        while alice_events.recv().await.is_some() {}
+    })
+    .await
+    .context("alice's events did not end after close")?;
+
+    // An attempt under way: a silent listener takes the server's port, and bob's next
+    // attempt connects to it and waits for a stream header that never comes.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .context("taking over the stopped server's port")?;
+    let (_held, _) = tokio::time::timeout(WAIT, listener.accept())
+        .await
+        .context("bob made no reconnect attempt")??;
+    let started = Instant::now();
+    bob.close().await;
+    let bob_closed = started.elapsed();
+    tokio::time::timeout(Duration::from_secs(2), async {
+        while bob_events.recv().await.is_some() {}
+    })
+    .await
+    .context("bob's events did not end after close")?;
+
+    eprintln!("close while waiting: {alice_closed:?}; while an attempt hangs: {bob_closed:?}");
+    assert!(alice_closed < Duration::from_secs(2), "{alice_closed:?}");
+    assert!(bob_closed < Duration::from_secs(2), "{bob_closed:?}");
+    Ok(())
+}
+
 /// A TCP proxy in front of Prosody whose connections can be cut, to lose the connection
 /// without losing the server's session state.
 async fn cuttable_proxy(

@@ -31,7 +31,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_xmpp::jid::{BareJid, FullJid, Jid};
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::carbons;
@@ -56,6 +56,9 @@ pub use self::transport::{BoxedStream, XmppConnector};
 const QUEUE_DEPTH: usize = 64;
 /// How long [`Connection::connect`] waits for resource binding after login.
 const BIND_TIMEOUT: Duration = Duration::new(30, 0);
+/// How long [`Connection::close`] waits for the server to acknowledge the end of the stream
+/// (and for the background task to get to the close at all).
+const CLOSE_TIMEOUT: Duration = Duration::new(3, 0);
 
 /// A password or other secret: never printed, wiped from memory when dropped.
 #[derive(Clone)]
@@ -402,6 +405,8 @@ pub struct Connection {
     first_jid: FullJid,
     bound_jid: Arc<Mutex<Option<FullJid>>>,
     iq_timeout: Duration,
+    /// Set once [`Connection::close`] was called: reconnect attempts stop at once.
+    closing: Arc<watch::Sender<bool>>,
 }
 
 impl Connection {
@@ -427,7 +432,9 @@ impl Connection {
         let first =
             transport::open_session(&connector, &identity, config.password.expose(), timeouts)
                 .await?;
+        let closing = Arc::new(watch::channel(false).0);
         let reconnector = reconnector(
+            closing.subscribe(),
             first,
             connector,
             identity,
@@ -450,6 +457,8 @@ impl Connection {
             bound: None,
             shared_jid: shared_jid.clone(),
             ready: Some(ready_tx),
+            online: false,
+            closing: Arc::clone(&closing),
             pending: HashMap::new(),
             next_id: rand::random::<u32>().into(),
         };
@@ -466,6 +475,7 @@ impl Connection {
             first_jid: bound_jid,
             bound_jid: shared_jid,
             iq_timeout: config.iq_timeout,
+            closing,
         };
         Ok((connection, Events(event_rx)))
     }
@@ -525,12 +535,27 @@ impl Connection {
         }
     }
 
-    /// Closes the stream cleanly and stops reconnecting; [`Events`] then ends.
+    /// Stops reconnecting and closes the stream; [`Events`] then ends. Returns within a few
+    /// seconds in every state: while connected the server gets a clean end of stream (if it
+    /// answers within [`CLOSE_TIMEOUT`]); while the connection is down, a reconnect attempt
+    /// under way or waiting is abandoned and nothing waits for the server. Stanzas still
+    /// queued for sending are dropped.
     pub async fn close(&self) {
-        let (ack, done) = oneshot::channel();
-        if self.commands.send(Command::Close(ack)).await.is_ok() {
-            // An error means the driver is already gone, which is what we want.
-            let _ = done.await;
+        self.closing.send_replace(true);
+        let closed = async {
+            let (ack, done) = oneshot::channel();
+            if self.commands.send(Command::Close(ack)).await.is_ok() {
+                // An error means the driver is already gone, which is what we want.
+                let _ = done.await;
+            }
+        };
+        // The driver answers at once unless it is stuck handing a stanza to a full send
+        // queue while the connection is down.
+        if tokio::time::timeout(CLOSE_TIMEOUT * 2, closed)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the connection task did not confirm the close; leaving it");
         }
     }
 }
@@ -546,6 +571,7 @@ const STABLE_SESSION: Duration = Duration::new(60, 0);
 /// gone. It never drops the slot while the stream wants a connection (the `StanzaStream`
 /// treats that as fatal).
 fn reconnector(
+    closing: watch::Receiver<bool>,
     first: stanzastream::Connection,
     connector: XmppConnector,
     identity: Jid,
@@ -579,18 +605,26 @@ fn reconnector(
         let identity = identity.clone();
         let password = password.clone();
         let connected_at = connected_at.clone();
+        let mut closing = closing.clone();
         tokio::spawn(async move {
             let started = tokio::time::Instant::now();
             for attempt in first_attempt.. {
                 let delay = policy.delay(attempt, &mut rand::thread_rng());
+                if *closing.borrow() {
+                    break;
+                }
                 tracing::info!(attempt, ?delay, "reconnecting");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = slot.closed() => return,
+                    _ = closing.wait_for(|closing| *closing) => break,
                 }
-                match transport::open_session(&connector, &identity, password.expose(), timeouts)
-                    .await
-                {
+                let attempt_result = tokio::select! {
+                    result = transport::open_session(&connector, &identity, password.expose(), timeouts) => result,
+                    _ = slot.closed() => return,
+                    _ = closing.wait_for(|closing| *closing) => break,
+                };
+                match attempt_result {
                     Ok(connection) => {
                         tracing::info!(attempt, elapsed = ?started.elapsed(), "reconnected");
                         match connected_at.lock() {
@@ -605,6 +639,11 @@ fn reconnector(
                     Err(error) => tracing::warn!(attempt, %error, "reconnect failed"),
                 }
             }
+            // Closing: no more attempts. Dropping the slot would make the stream's worker
+            // treat the connection as impossible (it panics), so the slot is held until the
+            // worker is gone.
+            tracing::debug!("closing: reconnecting stopped");
+            slot.closed().await;
         });
     })
 }
@@ -633,6 +672,10 @@ struct Driver {
     ready: Option<oneshot::Sender<FullJid>>,
     pending: HashMap<String, PendingIq>,
     next_id: u64,
+    /// Whether a session is up (between a reset or resumption and the next suspension).
+    online: bool,
+    /// Tells the reconnector to stop.
+    closing: Arc<watch::Sender<bool>>,
 }
 
 impl Driver {
@@ -662,8 +705,21 @@ impl Driver {
             }
         };
         self.fail_pending();
-        tracing::info!("closing the connection");
-        self.stream.close().await;
+        self.closing.send_replace(true);
+        if self.online {
+            tracing::info!("closing the connection");
+            if tokio::time::timeout(CLOSE_TIMEOUT, self.stream.close())
+                .await
+                .is_err()
+            {
+                tracing::info!("the server did not confirm the end of the stream in time");
+            }
+        } else {
+            // Nothing to say goodbye to: the stream waits for a connection that will not
+            // come. Dropping it abandons the wait.
+            tracing::info!("closing while disconnected");
+            drop(self.stream);
+        }
         if let Some(ack) = close_ack {
             // The caller may have stopped waiting; nothing to do then.
             let _ = ack.send(());
@@ -724,6 +780,7 @@ impl Driver {
                     }
                 };
                 tracing::info!(%bound_jid, "new session");
+                self.online = true;
                 self.fail_pending();
                 self.bound = Some(bound_jid.clone());
                 match self.shared_jid.lock() {
@@ -741,6 +798,7 @@ impl Driver {
             }
             StreamEvent::Resumed => {
                 tracing::info!("session resumed");
+                self.online = true;
                 if let Some(bound_jid) = self.bound.clone() {
                     self.emit(Event::Online {
                         bound_jid,
@@ -750,6 +808,7 @@ impl Driver {
             }
             StreamEvent::Suspended => {
                 tracing::info!("connection lost");
+                self.online = false;
                 self.emit(Event::Offline);
             }
         }
