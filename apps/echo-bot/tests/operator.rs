@@ -249,3 +249,49 @@ async fn sigterm_while_waiting_to_reconnect_stops_at_once_with_state_committed()
     stop_bot(bot).await;
     alice.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_connecting_stops_at_once() {
+    // A "server" that accepts the connection and never says anything: the bot's first
+    // attempt waits for the stream header.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("bot.log");
+    let mut child = tokio::process::Command::new(common::bot_exe())
+        .args([
+            "--jid",
+            "bot@localhost",
+            "--server",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .arg("--db")
+        .arg(dir.path().join("bot.sqlite3"))
+        .env("XMPP_PASSWORD", "bot-password")
+        .env("RUST_LOG", BOT_LOG)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (_held, _) = tokio::time::timeout(TIMEOUT, listener.accept())
+        .await
+        .expect("the bot did not connect")
+        .unwrap();
+
+    let signalled = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("no exit within 10 s of SIGTERM")
+        .unwrap();
+    let took = signalled.elapsed();
+    eprintln!("SIGTERM while connecting: exited in {took:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "exit {status}: {text}");
+    assert!(text.contains("stop requested while connecting"), "{text}");
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+}
