@@ -295,3 +295,126 @@ async fn sigterm_while_connecting_stops_at_once() {
     assert!(text.contains("stop requested while connecting"), "{text}");
     assert!(took < Duration::from_secs(3), "took {took:?}");
 }
+
+/// Runs the bot until it gives up at start and returns its error line (the last line of
+/// standard error).
+async fn start_error(args: &[&str], password: &str) -> String {
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(common::bot_exe())
+            .args(args)
+            .env("XMPP_PASSWORD", password)
+            .env_remove("RUST_LOG")
+            .output(),
+    )
+    .await
+    .expect("the bot did not give up within 60 s")
+    .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    stderr.lines().last().unwrap_or_default().to_owned()
+}
+
+/// What an operator sees when the bot cannot start: one line naming the cause, no
+/// library structures (the default log level, as a service would run it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_failures_are_one_clear_line() {
+    let server = TestServer::start().unwrap();
+    server.create_account("bot", "bot-password").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bot.sqlite3");
+    let db = db.to_str().unwrap();
+    let at_server = format!("127.0.0.1:{}", server.port());
+    let ca = server.ca_file().to_str().unwrap().to_owned();
+
+    // Positive control: these settings start the bot.
+    let bot = start_bot_logging(&server, "bot", Path::new(db), &[], BOT_LOG).await;
+    stop_bot(bot).await;
+
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let free_port = silent.local_addr().unwrap().port();
+    drop(silent);
+    let ssh = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ssh_port = ssh.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in ssh.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let _ = std::io::Write::write_all(&mut stream, b"SSH-2.0-OpenSSH_9.6\r\n");
+        }
+    });
+
+    let cases: [(Vec<String>, &str, String); 5] = [
+        (
+            vec!["--jid".into(), "bot@nowhere.invalid".into()],
+            "bot-password",
+            "echo-bot: cannot start as bot@nowhere.invalid: cannot find the XMPP server for \
+             nowhere.invalid: DNS has no SRV record"
+                .to_owned(),
+        ),
+        (
+            vec![
+                "--jid".into(),
+                "bot@localhost".into(),
+                "--server".into(),
+                format!("127.0.0.1:{free_port}"),
+            ],
+            "bot-password",
+            format!("echo-bot: cannot start as bot@localhost: connection refused at 127.0.0.1:{free_port}"),
+        ),
+        (
+            vec![
+                "--jid".into(),
+                "bot@localhost".into(),
+                "--server".into(),
+                format!("127.0.0.1:{ssh_port}"),
+            ],
+            "bot-password",
+            format!(
+                "echo-bot: cannot start as bot@localhost: 127.0.0.1:{ssh_port} did not answer \
+                 as an XMPP server"
+            ),
+        ),
+        (
+            vec![
+                "--jid".into(),
+                "bot@localhost".into(),
+                "--server".into(),
+                at_server.clone(),
+            ],
+            "bot-password",
+            "echo-bot: cannot start as bot@localhost: the TLS certificate of localhost is not \
+             trusted: it is not signed by a CA this machine trusts; if the server uses a \
+             private CA, give its certificate (PEM) with --ca-file FILE"
+                .to_owned(),
+        ),
+        (
+            vec![
+                "--jid".into(),
+                "bot@localhost".into(),
+                "--server".into(),
+                at_server.clone(),
+                "--ca-file".into(),
+                ca.clone(),
+            ],
+            "wrong-password",
+            "echo-bot: cannot start as bot@localhost: the server refused the password for \
+             bot@localhost (wrong password, or no such account)"
+                .to_owned(),
+        ),
+    ];
+    for (i, (args, password, expected)) in cases.into_iter().enumerate() {
+        // Each case its own database (the first is another account).
+        let db = dir.path().join(format!("case-{i}.sqlite3"));
+        let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+        args.extend(["--db", db.to_str().unwrap()]);
+        let line = start_error(&args, password).await;
+        eprintln!("{line}");
+        assert!(
+            line.starts_with(&expected),
+            "expected {expected:?}\n     got {line:?}"
+        );
+        for dump in ["{ ", "Query", "NoRecords", "Custom", "kind:"] {
+            assert!(!line.contains(dump), "debug output ({dump:?}) in {line:?}");
+        }
+    }
+}
