@@ -297,10 +297,61 @@ async fn handle(client: &Client, event: &ClientEvent, plaintext: PlaintextReply)
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory as _;
+    use clap::{CommandFactory as _, Parser as _};
+
+    use super::*;
 
     #[test]
     fn the_command_line_is_consistent() {
-        super::Cli::command().debug_assert();
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn account_flags_before_and_after_a_command_combine() {
+        let mut cli = Cli::try_parse_from([
+            "echo-bot",
+            "--config",
+            "bot.toml",
+            "--db",
+            "outer.db",
+            "-v",
+            "devices",
+            "--db",
+            "inner.db",
+            "alice@example.org",
+        ])
+        .unwrap();
+        let command = cli.command.as_mut().unwrap();
+        merge_account_args(&cli.account, command.account_mut());
+        let account = command.account();
+        assert_eq!(account.config.as_deref(), Some(Path::new("bot.toml")));
+        assert_eq!(account.db.as_deref(), Some(Path::new("inner.db")));
+        assert_eq!(account.verbose, 1);
+    }
+
+    #[test]
+    fn an_included_file_replaces_account_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let include = dir.path().join("include.toml");
+        let config = dir.path().join("bot.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "include = {:?}\n[account]\njid = \"bot@example.org\"\nserver = \"127.0.0.1:5222\"\n",
+                include.display().to_string()
+            ),
+        )
+        .unwrap();
+        let missing = read_config(Some(&config)).unwrap_err().to_string();
+        assert!(missing.contains("does not exist"), "{missing}");
+        std::fs::write(&include, "[account]\nserver = \"127.0.0.1:15222\"\n").unwrap();
+        let file = read_config(Some(&config)).unwrap();
+        assert_eq!(file.account.server.as_deref(), Some("127.0.0.1:15222"));
+        assert_eq!(file.account.jid.as_deref(), Some("bot@example.org"));
+        std::fs::write(&include, "[echo]\nplaintext_reply = \"notice\"\n").unwrap();
+        assert!(
+            read_config(Some(&config)).is_err(),
+            "only [account] may be included"
+        );
     }
 }

@@ -326,7 +326,7 @@ async fn devices(
 
 /// The devices of `jid` the database knows, OMEMO 2 first, then legacy OMEMO devices with
 /// other ids (one device serves both namespaces under one id).
-pub fn known_devices(
+fn known_devices(
     store: &Store,
     own: &OwnIdentity,
     jid: &BareJid,
@@ -362,7 +362,7 @@ pub fn known_devices(
 }
 
 /// Prints a device list, as text or as a JSON array.
-pub fn print_devices(jid: &BareJid, devices: &[DeviceInfo], json: bool, reach: Reach) {
+fn print_devices(jid: &BareJid, devices: &[DeviceInfo], json: bool, reach: Reach) {
     if json {
         let list: Vec<_> = devices
             .iter()
@@ -448,7 +448,7 @@ async fn trust(
 }
 
 /// Prints what a trust decision changed.
-pub fn print_trust_outcome(jid: &BareJid, events: &[TrustEvent], announced: usize, reach: Reach) {
+fn print_trust_outcome(jid: &BareJid, events: &[TrustEvent], announced: usize, reach: Reach) {
     if events.is_empty() {
         println!("{jid}: the key already had that trust level");
     }
