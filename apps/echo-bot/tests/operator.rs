@@ -418,3 +418,126 @@ async fn start_failures_are_one_clear_line() {
         }
     }
 }
+
+/// A TCP proxy to `target` whose bot-to-server direction can be frozen: bytes the bot
+/// writes then stay in the socket buffers, as on a connection that stalls mid-send.
+async fn freezable_proxy(target: u16) -> (u16, tokio::sync::watch::Sender<bool>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (freeze, frozen) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
+                return;
+            };
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut server_read, mut server_write) = server.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+            });
+            let mut frozen = frozen.clone();
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 16 * 1024];
+                loop {
+                    if frozen.wait_for(|frozen| !*frozen).await.is_err() {
+                        return;
+                    }
+                    tokio::select! {
+                        read = client_read.read(&mut buffer) => match read {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                if server_write.write_all(&buffer[..n]).await.is_err() {
+                                    return;
+                                }
+                            }
+                        },
+                        _ = frozen.changed() => {}
+                    }
+                }
+            });
+        }
+    });
+    (port, freeze)
+}
+
+/// SIGTERM while an answer is written but not acknowledged (the connection stalls): the
+/// bot stops within seconds, and the committed answer goes out from the outbox at the next
+/// start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_send_stops_within_seconds_and_the_answer_comes_later() {
+    use tokio::io::{AsyncBufReadExt as _, BufReader};
+    let server = TestServer::start().unwrap();
+    for user in ["bot", "alice"] {
+        server
+            .create_account(user, &format!("{user}-password"))
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bot.sqlite3");
+    let log = dir.path().join("bot.log");
+    let (proxy_port, freeze) = freezable_proxy(server.port()).await;
+    let mut child = tokio::process::Command::new(common::bot_exe())
+        .args(["--jid", "bot@localhost"])
+        .args(["--server", &format!("127.0.0.1:{proxy_port}")])
+        .arg("--ca-file")
+        .arg(server.ca_file())
+        .arg("--db")
+        .arg(&db)
+        .env("XMPP_PASSWORD", "bot-password")
+        .env("RUST_LOG", BOT_LOG)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    tokio::time::timeout(TIMEOUT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.starts_with("echo-bot ready") {
+                return;
+            }
+        }
+        panic!("the bot exited before it was ready");
+    })
+    .await
+    .expect("the bot did not get ready");
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let bot_jid = server.jid("bot").unwrap();
+    let alice_db = dir.path().join("alice.sqlite3");
+    let (alice, mut events) = Client::start(&settings(&server, "alice", &alice_db))
+        .await
+        .unwrap();
+    echo_round(&alice, &mut events, &bot_jid, "before the stall").await;
+
+    // The bot's writes stop reaching the server; the next answer is committed and written,
+    // never acknowledged.
+    freeze.send_replace(true);
+    send(&alice, &bot_jid, "in flight").await;
+    let deadline = Instant::now() + TIMEOUT;
+    while log_text().matches("answered an encrypted message").count() < 2 {
+        assert!(Instant::now() < deadline, "not answered:\n{}", log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let signalled = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("no exit within 15 s of SIGTERM:\n{}", log_text()))
+        .unwrap();
+    let took = signalled.elapsed();
+    eprintln!("SIGTERM mid-send (stalled connection): exited in {took:?}");
+    assert!(status.success(), "exit {status}:\n{}", log_text());
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+
+    // Restarted without the stall, the bot sends the committed answer from its outbox.
+    let bot = start_bot_logging(&server, "bot", &db, &[], BOT_LOG).await;
+    assert_eq!(next_echo(&mut events).await, "in flight");
+    echo_round(&alice, &mut events, &bot_jid, "after the restart").await;
+    stop_bot(bot).await;
+    alice.close().await;
+}
