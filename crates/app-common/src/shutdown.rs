@@ -45,17 +45,19 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_signal_to_ourselves_is_reported_by_name() -> std::io::Result<()> {
+    async fn signals_to_ourselves_are_reported_by_name() -> std::io::Result<()> {
         let mut shutdown = Shutdown::install()?;
         let pid = std::process::id().to_string();
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()?;
-        assert!(status.success());
-        let name = tokio::time::timeout(Duration::from_secs(10), shutdown.requested())
-            .await
-            .map_err(|_| std::io::Error::other("no signal seen within 10 s"))?;
-        assert_eq!(name, "SIGTERM");
+        for (flag, name) in [("-TERM", "SIGTERM"), ("-INT", "SIGINT")] {
+            let status = std::process::Command::new("kill")
+                .args([flag, &pid])
+                .status()?;
+            assert!(status.success());
+            let seen = tokio::time::timeout(Duration::from_secs(10), shutdown.requested())
+                .await
+                .map_err(|_| std::io::Error::other(format!("no {name} seen within 10 s")))?;
+            assert_eq!(seen, name);
+        }
         Ok(())
     }
 }
