@@ -128,6 +128,7 @@ bench-e2e clients="4" messages="100": prosody
 
 state := root / ".run" / "up"
 
+# The bot reads echo-bot.toml, which takes the demo server's address from .run/up/echo-bot.include.toml.
 # Start Prosody (Docker where an engine runs, else the native package) with demo accounts, then the echo bot.
 up: up-server
     #!/usr/bin/env bash
@@ -136,14 +137,18 @@ up: up-server
     if [ -f "{{state}}/echo-bot.pid" ] && kill -0 "$(cat "{{state}}/echo-bot.pid")" 2>/dev/null; then
         echo "echo-bot already running (pid $(cat "{{state}}/echo-bot.pid"))"
     else
-        cargo build --locked -q -p echo-bot
-        source "{{state}}/demo.env"
-        nohup "{{root}}/target/debug/echo-bot" --config "{{root}}/echo-bot.toml" \
-            >"{{state}}/echo-bot.out" 2>"{{state}}/echo-bot.log" &
+        bot="${ECHO_BOT_BIN:-}"
+        if [ -z "$bot" ]; then
+            cargo build --locked -q -p echo-bot
+            bot="${CARGO_TARGET_DIR:-{{root}}/target}/debug/echo-bot"
+        fi
+        rm -f "{{state}}/echo-bot.out"
+        nohup "$bot" --config "{{root}}/echo-bot.toml" \
+            >"{{state}}/echo-bot.out" 2>>"{{state}}/echo-bot.log" &
         echo $! > "{{state}}/echo-bot.pid"
         for _ in $(seq 1 300); do
             grep -q "echo-bot ready" "{{state}}/echo-bot.out" 2>/dev/null && break
-            kill -0 "$(cat "{{state}}/echo-bot.pid")" 2>/dev/null || { cat "{{state}}/echo-bot.log"; exit 1; }
+            kill -0 "$(cat "{{state}}/echo-bot.pid")" 2>/dev/null || { tail -n 5 "{{state}}/echo-bot.log"; exit 1; }
             sleep 0.1
         done
         grep -q "echo-bot ready" "{{state}}/echo-bot.out" || { echo "echo-bot did not start"; exit 1; }
@@ -161,27 +166,35 @@ up: up-server
     Stop everything with: just down
     INFO
 
+# Port 5222, or 15222 when something else listens on 5222; echo-bot.toml follows either way.
 # Start only Prosody with the demo accounts (to run the bot yourself with echo-bot.toml).
 up-server:
     #!/usr/bin/env bash
     set -euo pipefail
     mkdir -p "{{state}}"
-    if docker info >/dev/null 2>&1; then
-        docker compose up -d --build
+    port=5222
+    if (exec 3<>/dev/tcp/127.0.0.1/5222) 2>/dev/null; then
+        port=15222
+        echo "port 5222 is taken; the demo server uses $port"
+    fi
+    if [ -z "${UP_NO_DOCKER:-}" ] && docker info >/dev/null 2>&1; then
+        DEMO_PORT="$port" docker compose up -d --build
         touch "{{state}}/docker"
         docker compose logs echo-bot | grep "echo-bot ready" || true
-        echo "Prosody and the echo bot run in Docker (docker compose logs -f); stop with: just down"
+        echo "Prosody (127.0.0.1:$port) and the echo bot run in Docker (docker compose logs -f); stop with: just down"
         exit 0
     fi
     if [ -f "{{state}}/demo-server.pid" ] && kill -0 "$(cat "{{state}}/demo-server.pid")" 2>/dev/null; then
         exit 0
     fi
     just prosody
-    cargo build --locked -q -p test-prosody --bin demo-server
-    rm -f "{{state}}/demo.env"
-    port=5222
-    if (exec 3<>/dev/tcp/127.0.0.1/5222) 2>/dev/null; then port=15222; fi
-    nohup "{{root}}/target/debug/demo-server" --state-dir "{{state}}" --port "$port" \
+    server="${DEMO_SERVER_BIN:-}"
+    if [ -z "$server" ]; then
+        cargo build --locked -q -p test-prosody --bin demo-server
+        server="${CARGO_TARGET_DIR:-{{root}}/target}/debug/demo-server"
+    fi
+    rm -f "{{state}}/demo.env" "{{state}}/echo-bot.include.toml"
+    nohup "$server" --state-dir "{{state}}" --port "$port" \
         >"{{state}}/demo-server.log" 2>&1 &
     echo $! > "{{state}}/demo-server.pid"
     for _ in $(seq 1 300); do
@@ -190,6 +203,10 @@ up-server:
         sleep 0.1
     done
     [ -f "{{state}}/demo.env" ] || { echo "Prosody did not start"; cat "{{state}}/demo-server.log"; exit 1; }
+    source "{{state}}/demo.env"
+    # echo-bot.toml includes this file: the bot connects to the port chosen above.
+    printf '# Written by `just up-server` for echo-bot.toml; removed by `just down`.\n[account]\nserver = "127.0.0.1:%s"\n' \
+        "$DEMO_PORT" > "{{state}}/echo-bot.include.toml"
     cat "{{state}}/demo-server.log"
 
 # Stop what `just up` started.
@@ -204,11 +221,15 @@ down:
         if kill -0 "$pid" 2>/dev/null; then
             kill -TERM "$pid"
             for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-            kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+            if kill -0 "$pid" 2>/dev/null; then
+                echo "$name (pid $pid) did not stop within 5 s of SIGTERM; killing it"
+                kill -KILL "$pid"
+            fi
             echo "stopped $name (pid $pid)"
         fi
         rm -f "$pidfile"
     done
+    rm -f "{{state}}/echo-bot.include.toml"
 
 # Fuzz one target with libFuzzer for SECONDS (targets: protobuf, decrypt, pep_xml, bookmarks, sync).
 # Stable toolchain: RUSTC_BOOTSTRAP=1 lets cargo-fuzz pass its nightly-only flags. Findings

@@ -1,9 +1,13 @@
 //! `echo-bot`: logs into an XMPP account, publishes its OMEMO 2 device and answers every
-//! OMEMO-encrypted message with an encrypted `Your message: <body>`.
+//! OMEMO-encrypted message with an encrypted `Your message: <body>`. Its subcommands show
+//! and change the trust in other devices, on the bot's database (also while it runs).
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
+use app_common::shutdown::{Shutdown, GRACE};
+use app_common::trust::{self, Reach, TrustCommand};
 use clap::Parser;
 use serde::Deserialize;
 use xmpp_core::client::{Client, ClientEvent};
@@ -15,7 +19,13 @@ use echo::{decide, Action, PlaintextReply, PLAINTEXT_NOTICE};
 
 /// OMEMO 2 echo bot: answers every encrypted message with an encrypted `Your message: <body>`.
 #[derive(Debug, Parser)]
-#[command(name = "echo-bot", version)]
+#[command(
+    name = "echo-bot",
+    version,
+    after_help = "Without a command the bot runs until SIGINT or SIGTERM. The commands work on \
+                  the bot's database only (no connection, no password needed), also while the \
+                  bot runs: it applies a trust decision from the next message on."
+)]
 struct Cli {
     #[command(flatten)]
     account: AccountArgs,
@@ -23,16 +33,31 @@ struct Cli {
     /// notice (they are never echoed).
     #[arg(long, env = "ECHO_PLAINTEXT_REPLY", value_enum)]
     plaintext_reply: Option<PlaintextReply>,
+    #[command(subcommand)]
+    command: Option<TrustCommand>,
 }
 
-/// The configuration file: `[account]` and `[echo]` tables.
+/// The configuration file: `[account]` and `[echo]` tables, and optionally a file to take
+/// `[account]` values from.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
+    /// A TOML file whose `[account]` values replace this file's (for settings a launcher
+    /// writes, such as the demo server's port). Relative paths are taken from the current
+    /// directory, as every path in the file.
+    include: Option<PathBuf>,
     #[serde(default)]
     account: AccountFile,
     #[serde(default)]
     echo: EchoSection,
+}
+
+/// An included file: only `[account]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IncludedFile {
+    #[serde(default)]
+    account: AccountFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -42,8 +67,22 @@ struct EchoSection {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    xmpp_core::logging::init(cli.account.verbose, "info");
+    let mut cli = Cli::parse();
+    if let Some(command) = &mut cli.command {
+        merge_account_args(&cli.account, command.account_mut());
+    }
+    let verbose = match &cli.command {
+        Some(command) => command.account().verbose,
+        None => cli.account.verbose,
+    };
+    xmpp_core::logging::init(
+        verbose,
+        if cli.command.is_some() {
+            "warn"
+        } else {
+            "info"
+        },
+    );
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -51,7 +90,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(async {
+        match cli.command {
+            Some(command) => run_command(&command).await,
+            None => run(&cli.account, cli.plaintext_reply).await,
+        }
+    });
+    // Blocking database work still under way gets a moment to commit; nothing else waits.
+    runtime.shutdown_timeout(GRACE);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("echo-bot: {}", xmpp_core::logging::one_line(e.as_ref()));
@@ -60,22 +107,102 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let file: ConfigFile = read_config_file(cli.account.config.as_deref())?;
+/// `echo-bot --config FILE trust ...` and `echo-bot trust --config FILE ...` mean the same:
+/// the command's own flags win, the ones before it fill in.
+fn merge_account_args(top: &AccountArgs, command: &mut AccountArgs) {
+    fn fill<T: Clone>(own: &mut Option<T>, top: &Option<T>) {
+        if own.is_none() {
+            own.clone_from(top);
+        }
+    }
+    fill(&mut command.config, &top.config);
+    fill(&mut command.jid, &top.jid);
+    fill(&mut command.password_file, &top.password_file);
+    fill(&mut command.server, &top.server);
+    fill(&mut command.ca_file, &top.ca_file);
+    fill(&mut command.db, &top.db);
+    fill(&mut command.label, &top.label);
+    if command.trust_policy.is_none() {
+        command.trust_policy = top.trust_policy;
+    }
+    command.insecure_plaintext |= top.insecure_plaintext;
+    command.verbose = command.verbose.max(top.verbose);
+}
+
+/// Reads the configuration file and the file it includes, if any.
+fn read_config(path: Option<&Path>) -> anyhow::Result<ConfigFile> {
+    let mut file: ConfigFile = read_config_file(path)?;
+    let (Some(path), Some(include)) = (path, file.include.clone()) else {
+        return Ok(file);
+    };
+    if !include.exists() {
+        bail!(
+            "{} takes its server settings from {}, which does not exist: for the demo \
+             configuration, start the demo server first (`just up-server`, or `just up`); for \
+             your own server, remove the `include` line",
+            path.display(),
+            include.display()
+        );
+    }
+    let included: IncludedFile = read_config_file(Some(&include))?;
+    let (account, extra) = (&mut file.account, included.account);
+    fn take<T>(own: &mut Option<T>, extra: Option<T>) {
+        if extra.is_some() {
+            *own = extra;
+        }
+    }
+    take(&mut account.jid, extra.jid);
+    take(&mut account.password, extra.password);
+    take(&mut account.password_file, extra.password_file);
+    take(&mut account.server, extra.server);
+    take(&mut account.ca_file, extra.ca_file);
+    take(&mut account.insecure_plaintext, extra.insecure_plaintext);
+    take(&mut account.db, extra.db);
+    take(&mut account.label, extra.label);
+    take(&mut account.trust_policy, extra.trust_policy);
+    Ok(file)
+}
+
+/// A trust command, on the database only: the bot may be running, and a second session of
+/// its device would take messages meant for it.
+async fn run_command(command: &TrustCommand) -> anyhow::Result<()> {
+    let mut account = command.account().clone();
+    let mut file = read_config(account.config.as_deref())?;
+    // No connection, so no password: leave the configured ones unread.
+    account.password_file = None;
+    file.account.password_file = None;
+    file.account.password = None;
     let settings = AccountSettings::resolve(
-        &cli.account,
+        &account,
+        &file.account,
+        Some("not used without a connection".to_owned()),
+        "echo-bot",
+    )?;
+    trust::run(command, &settings, Reach::DatabaseOnly).await?;
+    Ok(())
+}
+
+async fn run(account: &AccountArgs, plaintext: Option<PlaintextReply>) -> anyhow::Result<()> {
+    // Installed first: a stop request while connecting counts too.
+    let mut shutdown = Shutdown::install().context("cannot install the signal handlers")?;
+    let file = read_config(account.config.as_deref())?;
+    let settings = AccountSettings::resolve(
+        account,
         &file.account,
         std::env::var("XMPP_PASSWORD").ok(),
         "echo-bot",
     )?;
-    let plaintext = cli
-        .plaintext_reply
-        .or(file.echo.plaintext_reply)
-        .unwrap_or_default();
+    let plaintext = plaintext.or(file.echo.plaintext_reply).unwrap_or_default();
 
-    let (client, mut events) = Client::start(&settings)
-        .await
-        .with_context(|| format!("cannot start as {}", settings.jid))?;
+    let started = tokio::select! {
+        started = Client::start(&settings) => started,
+        signal = shutdown.requested() => {
+            tracing::info!(signal, "stop requested while connecting");
+            return Ok(());
+        }
+    };
+    let (client, mut events) =
+        started.with_context(|| format!("cannot start as {}", settings.jid))?;
     let own = client.manager().own();
     println!(
         "echo-bot ready: jid={} device={} fingerprint={}",
@@ -84,13 +211,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         own.identity.public_key().fingerprint()
     );
 
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot install the SIGTERM handler")?;
     loop {
         let event = tokio::select! {
             event = events.recv() => event,
-            _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: shutting down"); None }
-            _ = terminate.recv() => { tracing::info!("SIGTERM: shutting down"); None }
+            signal = shutdown.requested() => {
+                tracing::info!(signal, "shutting down");
+                None
+            }
         };
         let Some(event) = event else { break };
         if let ClientEvent::Online { resumed } = event {
@@ -101,59 +228,130 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::warn!("connection lost; reconnecting");
             continue;
         }
-        match decide(&event, client.jid(), plaintext) {
-            Action::EncryptedReply { to, body } => {
-                tracing::debug!(%to, %body, "echoing");
-                // The answer's commit also takes the message out of the inbox (at-least-once
-                // handling across crashes, never answered twice).
-                let answering = match &event {
-                    ClientEvent::Encrypted(message) => message.receipt.as_ref(),
-                    _ => None,
-                };
-                match client.send_body_answering(&to, &body, answering).await {
-                    Ok(report) => tracing::info!(
-                        %to,
-                        devices = report.encrypted_for.len(),
-                        skipped = report.skipped.len(),
-                        "answered an encrypted message"
-                    ),
-                    Err(e) => tracing::warn!(%to, error = %e, "cannot answer"),
-                }
-            }
-            Action::PlaintextNotice { to } => {
-                tracing::info!(%to, "plaintext message: sending the OMEMO-only notice");
-                if let Err(e) = client.send_plaintext(to, PLAINTEXT_NOTICE).await {
-                    tracing::warn!(error = %e, "cannot send the notice");
-                }
-            }
-            Action::Ignore(reason) => match &event {
-                ClientEvent::Encrypted(m) => tracing::info!(
-                    from = %m.from,
-                    device = %m.e2ee.device,
-                    trust = ?m.e2ee.trust,
-                    reason,
-                    "not answering"
-                ),
-                ClientEvent::Plaintext { from, .. } => {
-                    tracing::info!(%from, reason, "not answering")
-                }
-                ClientEvent::Undecryptable { from, reason, .. } => {
-                    tracing::warn!(%from, %reason, "undecryptable message")
-                }
-                _ => {}
-            },
+        let handling = handle(&client, &event, plaintext);
+        tokio::pin!(handling);
+        let signal = tokio::select! {
+            () = &mut handling => continue,
+            signal = shutdown.requested() => signal,
+        };
+        tracing::info!(signal, "shutting down after the message in hand");
+        if tokio::time::timeout(GRACE, &mut handling).await.is_err() {
+            // Not answered: it stays in the inbox (the close keeps what is dropped after it)
+            // and is handed over again at the next start.
+            tracing::warn!(
+                "the message in hand was not answered in time; it comes again at the next start"
+            );
         }
+        break;
     }
     client.close().await;
+    tracing::info!("stopped");
     Ok(())
+}
+
+/// Answers (or not) one message.
+async fn handle(client: &Client, event: &ClientEvent, plaintext: PlaintextReply) {
+    match decide(event, client.jid(), plaintext) {
+        Action::EncryptedReply { to, body } => {
+            tracing::debug!(%to, %body, "echoing");
+            // The answer's commit also takes the message out of the inbox (at-least-once
+            // handling across crashes, never answered twice).
+            let answering = match event {
+                ClientEvent::Encrypted(message) => message.receipt.as_ref(),
+                _ => None,
+            };
+            match client.send_body_answering(&to, &body, answering).await {
+                Ok(report) => tracing::info!(
+                    %to,
+                    devices = report.encrypted_for.len(),
+                    skipped = report.skipped.len(),
+                    "answered an encrypted message"
+                ),
+                Err(e) => tracing::warn!(%to, error = %e, "cannot answer"),
+            }
+        }
+        Action::PlaintextNotice { to } => {
+            tracing::info!(%to, "plaintext message: sending the OMEMO-only notice");
+            if let Err(e) = client.send_plaintext(to, PLAINTEXT_NOTICE).await {
+                tracing::warn!(error = %e, "cannot send the notice");
+            }
+        }
+        Action::Ignore(reason) => match event {
+            ClientEvent::Encrypted(m) => tracing::info!(
+                from = %m.from,
+                device = %m.e2ee.device,
+                trust = ?m.e2ee.trust,
+                reason,
+                "not answering"
+            ),
+            ClientEvent::Plaintext { from, .. } => {
+                tracing::info!(%from, reason, "not answering")
+            }
+            ClientEvent::Undecryptable { from, reason, .. } => {
+                tracing::warn!(%from, %reason, "undecryptable message")
+            }
+            _ => {}
+        },
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory as _;
+    use clap::{CommandFactory as _, Parser as _};
+
+    use super::*;
 
     #[test]
     fn the_command_line_is_consistent() {
-        super::Cli::command().debug_assert();
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn account_flags_before_and_after_a_command_combine() {
+        let mut cli = Cli::try_parse_from([
+            "echo-bot",
+            "--config",
+            "bot.toml",
+            "--db",
+            "outer.db",
+            "-v",
+            "devices",
+            "--db",
+            "inner.db",
+            "alice@example.org",
+        ])
+        .unwrap();
+        let command = cli.command.as_mut().unwrap();
+        merge_account_args(&cli.account, command.account_mut());
+        let account = command.account();
+        assert_eq!(account.config.as_deref(), Some(Path::new("bot.toml")));
+        assert_eq!(account.db.as_deref(), Some(Path::new("inner.db")));
+        assert_eq!(account.verbose, 1);
+    }
+
+    #[test]
+    fn an_included_file_replaces_account_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let include = dir.path().join("include.toml");
+        let config = dir.path().join("bot.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "include = {:?}\n[account]\njid = \"bot@example.org\"\nserver = \"127.0.0.1:5222\"\n",
+                include.display().to_string()
+            ),
+        )
+        .unwrap();
+        let missing = read_config(Some(&config)).unwrap_err().to_string();
+        assert!(missing.contains("does not exist"), "{missing}");
+        std::fs::write(&include, "[account]\nserver = \"127.0.0.1:15222\"\n").unwrap();
+        let file = read_config(Some(&config)).unwrap();
+        assert_eq!(file.account.server.as_deref(), Some("127.0.0.1:15222"));
+        assert_eq!(file.account.jid.as_deref(), Some("bot@example.org"));
+        std::fs::write(&include, "[echo]\nplaintext_reply = \"notice\"\n").unwrap();
+        assert!(
+            read_config(Some(&config)).is_err(),
+            "only [account] may be included"
+        );
     }
 }

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use app_common::shutdown::{Shutdown, GRACE};
+use app_common::trust::{self, Reach, TrustCommand};
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
 use sync_client::bookmarks::{self, Format};
@@ -13,9 +15,7 @@ use sync_client::send::{send_transfer, ChunkOutcome};
 use sync_client::transfer::Transfer;
 use xmpp_core::client::Client;
 use xmpp_core::jid::BareJid;
-use xmpp_core::omemo::OmemoManager;
 use xmpp_core::settings::{read_config_file, AccountArgs, AccountFile, AccountSettings};
-use xmpp_core::TrustLevel;
 
 /// End-to-end encrypted bookmark sync over XMPP (OMEMO 2).
 #[derive(Debug, Parser)]
@@ -29,43 +29,9 @@ struct Cli {
 enum Command {
     /// Send bookmarks to the bot, encrypted, and verify every encrypted answer.
     Send(SendArgs),
-    /// Show our device id, fingerprints, a verification URI and its QR code.
-    Fingerprint {
-        #[command(flatten)]
-        account: AccountArgs,
-    },
-    /// List every device of a JID with label, fingerprint and trust level.
-    Devices {
-        #[command(flatten)]
-        account: AccountArgs,
-        /// The JID whose devices to show.
-        #[arg(value_name = "JID")]
-        contact: String,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Authenticate a key of JID (after comparing its fingerprint out of band); our
-    /// authenticated devices learn it through an ATM trust message (XEP-0450).
-    Trust {
-        #[command(flatten)]
-        account: AccountArgs,
-        /// The key's owner.
-        #[arg(value_name = "JID")]
-        contact: String,
-        /// The fingerprint, in either form shown by `devices`.
-        fingerprint: String,
-    },
-    /// Distrust a key of JID: nothing is encrypted for it any more.
-    Distrust {
-        #[command(flatten)]
-        account: AccountArgs,
-        /// The key's owner.
-        #[arg(value_name = "JID")]
-        contact: String,
-        /// The fingerprint, in either form shown by `devices`.
-        fingerprint: String,
-    },
+    /// Fingerprint, devices, trust and distrust (shared with echo-bot).
+    #[command(flatten)]
+    Trust(TrustCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -116,10 +82,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let verbose = match &cli.command {
         Command::Send(a) => a.account.verbose,
-        Command::Fingerprint { account }
-        | Command::Devices { account, .. }
-        | Command::Trust { account, .. }
-        | Command::Distrust { account, .. } => account.verbose,
+        Command::Trust(command) => command.account().verbose,
     };
     xmpp_core::logging::init(verbose, "warn");
     let runtime = match tokio::runtime::Runtime::new() {
@@ -129,7 +92,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(async {
+        let mut shutdown = Shutdown::install().context("cannot install the signal handlers")?;
+        // A stop request drops the command where it is: every store update is one
+        // transaction, and a transfer that was cut short can be sent again.
+        tokio::select! {
+            result = run(cli) => result,
+            signal = shutdown.requested() => bail!("stopped by {signal}"),
+        }
+    });
+    // A database transaction in flight gets a moment to commit.
+    runtime.shutdown_timeout(GRACE);
+    match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
@@ -157,29 +131,10 @@ fn parse_jid(jid: &str) -> anyhow::Result<BareJid> {
 async fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
         Command::Send(args) => send(args).await,
-        Command::Fingerprint { account } => fingerprint(&account).await,
-        Command::Devices {
-            account,
-            contact,
-            json,
-        } => devices(&account, &contact, json).await,
-        Command::Trust {
-            account,
-            contact,
-            fingerprint,
-        } => trust(&account, &contact, &fingerprint, TrustLevel::Authenticated).await,
-        Command::Distrust {
-            account,
-            contact,
-            fingerprint,
-        } => {
-            trust(
-                &account,
-                &contact,
-                &fingerprint,
-                TrustLevel::ManuallyDistrusted,
-            )
-            .await
+        Command::Trust(command) => {
+            let (settings, _) = settings(command.account())?;
+            trust::run(&command, &settings, Reach::Connect).await?;
+            Ok(true)
         }
     }
 }
@@ -385,134 +340,6 @@ async fn send(args: SendArgs) -> anyhow::Result<bool> {
 fn rand_id() -> u32 {
     use rand_core::RngCore as _;
     rand_core::OsRng.next_u32()
-}
-
-async fn open_store(
-    account: &AccountArgs,
-) -> anyhow::Result<(atm_trust::Store, xmpp_core::omemo::OwnIdentity)> {
-    let (settings, _) = settings(account)?;
-    let (db, jid, label) = (
-        settings.db.clone(),
-        settings.jid.clone(),
-        settings.label.clone(),
-    );
-    Ok(tokio::task::spawn_blocking(move || OmemoManager::open_store(&db, &jid, &label)).await??)
-}
-
-async fn fingerprint(account: &AccountArgs) -> anyhow::Result<bool> {
-    let (_, own) = open_store(account).await?;
-    let key = own.identity.public_key();
-    let uri = format!(
-        "xmpp:{}?trust-message;encryption=urn:xmpp:omemo:2;trust={}",
-        own.jid,
-        key.key_id_hex()
-    );
-    println!("JID:          {}", own.jid);
-    println!("Device id:    {}", own.device_id);
-    println!(
-        "Fingerprint:  {}   (XEP-0384, Curve25519 form)",
-        key.fingerprint()
-    );
-    println!(
-        "Key id:       {}   (QXmpp/Kaidan, Ed25519 form)",
-        key.key_id_hex()
-    );
-    println!("URI:          {uri}");
-    let code = qrcode::QrCode::new(uri.as_bytes()).context("cannot build the QR code")?;
-    println!(
-        "{}",
-        code.render::<qrcode::render::unicode::Dense1x2>()
-            .quiet_zone(true)
-            .build()
-    );
-    Ok(true)
-}
-
-async fn devices(account: &AccountArgs, jid: &str, json: bool) -> anyhow::Result<bool> {
-    let jid = parse_jid(jid)?;
-    let (settings, _) = settings(account)?;
-    let (client, _events) = Client::start(&settings).await?;
-    let devices = client.manager().devices(&jid).await?;
-    client.close().await;
-    if json {
-        let list: Vec<_> = devices
-            .iter()
-            .map(|d| {
-                serde_json::json!({
-                    "device": d.device.get(),
-                    "label": d.label,
-                    "label_verified": d.label_verified,
-                    "active": d.active,
-                    "fingerprint": d.identity_key.map(|k| k.fingerprint()),
-                    "key_id": d.identity_key.map(|k| k.key_id_hex()),
-                    "trust": d.trust.map(|t| format!("{t:?}")),
-                    "own": d.own,
-                })
-            })
-            .collect();
-        println!("{}", serde_json::Value::Array(list));
-        return Ok(true);
-    }
-    if devices.is_empty() {
-        println!("{jid} has no OMEMO 2 devices");
-    }
-    for d in devices {
-        let label = match (&d.label, d.label_verified) {
-            (Some(l), true) => format!("\"{l}\""),
-            (Some(l), false) => format!("\"{l}\" (unverified label)"),
-            (None, _) => "(no label)".to_owned(),
-        };
-        let trust = if d.own {
-            "this device".to_owned()
-        } else {
-            d.trust.map_or("unknown".to_owned(), |t| format!("{t:?}"))
-        };
-        println!(
-            "device {:>10}  {}  {}{}",
-            d.device,
-            trust,
-            label,
-            if d.active { "" } else { "  [removed]" }
-        );
-        if let Some(key) = d.identity_key {
-            println!("    fingerprint {}", key.fingerprint());
-            println!("    key id      {}", key.key_id_hex());
-        }
-    }
-    Ok(true)
-}
-
-async fn trust(
-    account: &AccountArgs,
-    jid: &str,
-    fingerprint: &str,
-    level: TrustLevel,
-) -> anyhow::Result<bool> {
-    let jid = parse_jid(jid)?;
-    let (settings, _) = settings(account)?;
-    let (client, _events) = Client::start(&settings).await?;
-    let result = client
-        .manager()
-        .decide_trust(&jid, fingerprint, level)
-        .await;
-    client.close().await;
-    let (events, announced) = result?;
-    if events.is_empty() {
-        println!("{jid}: the key already had that trust level");
-    }
-    for event in events {
-        println!(
-            "{}: key {} {:?} -> {:?}",
-            event.jid,
-            event.identity_key.fingerprint(),
-            event.old_level,
-            event.new_level
-        );
-    }
-    if announced > 0 {
-        println!("sent {announced} ATM trust message(s) to authenticated devices");
-    }
-    Ok(true)
 }
 
 #[cfg(test)]

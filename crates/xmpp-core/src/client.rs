@@ -471,12 +471,16 @@ impl Client {
     }
 
     /// Closes the connection and stops the event task.
+    ///
+    /// Messages decrypted but not yet handed over, or handed over but not yet handled when
+    /// this is called, stay in the store's inbox and come again at the next start.
     pub async fn close(self) {
         self.manager.connection().close().await;
+        // Before the tasks go: the events they drop were never handled.
+        self.manager.flush_removals();
         for task in &self.tasks {
             task.abort();
         }
-        self.manager.flush_removals();
         // Nothing left unhandled: the next start need not replay what came before now
         // (minus a little for a message that was being handled when the worker stopped).
         if self.inbound.lock().messages.len() == 0 {

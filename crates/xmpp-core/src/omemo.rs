@@ -1042,10 +1042,11 @@ impl OmemoManager {
         Ok(())
     }
 
-    /// Deletes what the outbox and inbox removals have queued, before a clean stop.
+    /// Deletes what the outbox and inbox removals have queued, before a clean stop. Inbox
+    /// messages whose receipts are dropped after this were not handled: they stay.
     pub(crate) fn flush_removals(&self) {
         self.acknowledged.flush();
-        self.handled.flush();
+        self.handled.stop();
     }
 
     /// XEP-0384 §rules: a message (not a key exchange) from a device we have no session with

@@ -2,6 +2,7 @@
 //! commit per row would cost a disk sync each): outbox messages the server acknowledged and
 //! inbox messages the program has handled.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -20,6 +21,8 @@ pub(crate) struct Removals {
     pending: Arc<Mutex<Vec<i64>>>,
     /// Wakes the task; started on the first id.
     wake: OnceLock<Option<mpsc::UnboundedSender<()>>>,
+    /// Set by [`Removals::stop`]: ids pushed later are not deleted.
+    stopped: AtomicBool,
 }
 
 /// How long the task gathers ids before one commit.
@@ -53,11 +56,16 @@ impl Removals {
             what,
             pending: Arc::default(),
             wake: OnceLock::new(),
+            stopped: AtomicBool::new(false),
         }
     }
 
     /// Queues `id` for deletion. Outside a Tokio runtime it waits for [`Removals::flush`].
     pub(crate) fn push(&self, id: i64) {
+        if self.stopped.load(Ordering::SeqCst) {
+            tracing::debug!(id, "stopped: keeping one of the {}", self.what);
+            return;
+        }
         self.pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -90,5 +98,12 @@ impl Removals {
     /// Deletes what is queued now, before a clean stop.
     pub(crate) fn flush(&self) {
         remove_now(&self.store, self.remove, self.what, &take(&self.pending));
+    }
+
+    /// Deletes what is queued now and nothing after: at a stop, what is dropped from then on
+    /// (events the program never got to) was not done with, and stays for the next start.
+    pub(crate) fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.flush();
     }
 }

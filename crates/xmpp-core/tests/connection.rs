@@ -105,30 +105,34 @@ async fn login_without_the_ca_fails_with_a_tls_error() -> anyhow::Result<()> {
     let mut config = config(&server, "alice", "bot")?;
     config.ca_file = None;
     match Connection::connect(config).await {
-        Err(ConnectError::Tls(e)) => {
-            let text = e.to_string();
+        Err(error @ ConnectError::CertificateNotTrusted { .. }) => {
+            let text = error.to_string();
             assert!(
-                text.contains("UnknownIssuer") || text.contains("certificate"),
+                text.starts_with("the TLS certificate of localhost is not trusted"),
                 "{text}"
             );
+            assert!(text.contains("--ca-file"), "no hint at --ca-file: {text}");
         }
-        Err(other) => bail!("expected a TLS error, got {other}"),
+        Err(other) => bail!("expected a certificate error, got {other}"),
         Ok(_) => bail!("login must fail without the CA"),
     }
     Ok(())
 }
 
 #[tokio::test]
-async fn wrong_password_is_an_auth_error() -> anyhow::Result<()> {
+async fn wrong_password_is_named_as_such() -> anyhow::Result<()> {
     init_tracing();
     let server = TestServer::start()?;
     server.create_account("alice", "something-else")?;
-    let result = Connection::connect(config(&server, "alice", "bot")?).await;
-    assert!(
-        matches!(result, Err(ConnectError::Auth(_))),
-        "{:?}",
-        result.err()
-    );
+    match Connection::connect(config(&server, "alice", "bot")?).await {
+        Err(error @ ConnectError::WrongPassword { .. }) => assert_eq!(
+            error.to_string(),
+            "the server refused the password for alice@localhost (wrong password, or no such \
+             account)"
+        ),
+        Err(other) => bail!("expected a wrong-password error, got {other}"),
+        Ok(_) => bail!("login must fail with the wrong password"),
+    }
     Ok(())
 }
 
@@ -341,6 +345,56 @@ async fn keeps_retrying_while_the_server_is_down() -> anyhow::Result<()> {
         .await;
     assert!(pong.is_ok(), "{pong:?}");
     alice.close().await;
+    Ok(())
+}
+
+/// `close` while the connection is down returns at once and ends the events, both while
+/// the reconnector waits for its next attempt and while an attempt hangs on a peer that
+/// accepts the TCP connection but never answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_is_prompt_while_the_server_is_down() -> anyhow::Result<()> {
+    init_tracing();
+    let mut server = TestServer::start()?;
+    server.create_account("alice", "alice-pw")?;
+    server.create_account("bob", "bob-pw")?;
+    let (alice, mut alice_events) = connect(&server, "alice", "waiting").await?;
+    let (bob, mut bob_events) = connect(&server, "bob", "connecting").await?;
+    let port = server.port();
+
+    tokio::task::block_in_place(|| server.stop())?;
+    next_event(&mut alice_events, |e| matches!(e, Event::Offline)).await?;
+    next_event(&mut bob_events, |e| matches!(e, Event::Offline)).await?;
+
+    // Waiting to reconnect (the first attempt comes after about a second).
+    let started = Instant::now();
+    alice.close().await;
+    let alice_closed = started.elapsed();
+    tokio::time::timeout(Duration::from_secs(2), async {
+        while alice_events.recv().await.is_some() {}
+    })
+    .await
+    .context("alice's events did not end after close")?;
+
+    // An attempt under way: a silent listener takes the server's port, and bob's next
+    // attempt connects to it and waits for a stream header that never comes.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .context("taking over the stopped server's port")?;
+    let (_held, _) = tokio::time::timeout(WAIT, listener.accept())
+        .await
+        .context("bob made no reconnect attempt")??;
+    let started = Instant::now();
+    bob.close().await;
+    let bob_closed = started.elapsed();
+    tokio::time::timeout(Duration::from_secs(2), async {
+        while bob_events.recv().await.is_some() {}
+    })
+    .await
+    .context("bob's events did not end after close")?;
+
+    eprintln!("close while waiting: {alice_closed:?}; while an attempt hangs: {bob_closed:?}");
+    assert!(alice_closed < Duration::from_secs(2), "{alice_closed:?}");
+    assert!(bob_closed < Duration::from_secs(2), "{bob_closed:?}");
     Ok(())
 }
 

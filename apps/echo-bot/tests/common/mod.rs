@@ -36,15 +36,35 @@ impl Bot {
     }
 }
 
+/// The echo-bot binary under test: Cargo's build of it, or the one `ECHO_BOT_BIN` names
+/// (for a target directory that other builds share, where the binary may be replaced while
+/// the tests run).
+pub(crate) fn bot_exe() -> PathBuf {
+    std::env::var_os("ECHO_BOT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_echo-bot")))
+}
+
 /// Starts the echo-bot binary and waits for its "ready" line. Its log goes to `<db>.log`.
 pub(crate) async fn start_bot(server: &TestServer, user: &str, db: &Path, extra: &[&str]) -> Bot {
+    start_bot_logging(server, user, db, extra, "warn,xmpp_core::client=info").await
+}
+
+/// [`start_bot`] with the log filter `rust_log`.
+pub(crate) async fn start_bot_logging(
+    server: &TestServer,
+    user: &str,
+    db: &Path,
+    extra: &[&str],
+    rust_log: &str,
+) -> Bot {
     let log = db.with_extension("log");
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&log)
         .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_echo-bot"))
+    let mut child = Command::new(bot_exe())
         .args([
             "--jid",
             server.jid(user).unwrap().as_str(),
@@ -59,7 +79,7 @@ pub(crate) async fn start_bot(server: &TestServer, user: &str, db: &Path, extra:
         ])
         .args(extra)
         .env("XMPP_PASSWORD", "bot-password")
-        .env("RUST_LOG", "warn,xmpp_core::client=info")
+        .env("RUST_LOG", rust_log)
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log_file))
         .kill_on_drop(true)

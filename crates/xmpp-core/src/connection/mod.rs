@@ -31,7 +31,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_xmpp::jid::{BareJid, FullJid, Jid};
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::carbons;
@@ -56,6 +56,9 @@ pub use self::transport::{BoxedStream, XmppConnector};
 const QUEUE_DEPTH: usize = 64;
 /// How long [`Connection::connect`] waits for resource binding after login.
 const BIND_TIMEOUT: Duration = Duration::new(30, 0);
+/// How long [`Connection::close`] waits for the server to acknowledge the end of the stream
+/// (and for the background task to get to the close at all).
+const CLOSE_TIMEOUT: Duration = Duration::new(3, 0);
 
 /// A password or other secret: never printed, wiped from memory when dropped.
 #[derive(Clone)]
@@ -142,7 +145,8 @@ impl ConnectionConfig {
     }
 }
 
-/// Why connecting or logging in failed.
+/// Why connecting or logging in failed. The messages name what failed and, where there is
+/// one, what the operator can do about it; none prints a library's internal structures.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
@@ -166,7 +170,57 @@ pub enum ConnectError {
         /// What is wrong.
         reason: String,
     },
-    /// A socket or stream I/O error (connection refused, reset, ...).
+    /// DNS gave no address to connect to: the JID's domain has neither an SRV record
+    /// (`_xmpp-client._tcp`) nor an address record, or the configured host name does not
+    /// resolve.
+    #[error("cannot find the XMPP server for {name}: {reason}")]
+    Dns {
+        /// The domain or host name that was looked up.
+        name: String,
+        /// What the lookup gave, with a hint.
+        reason: String,
+    },
+    /// Nothing listens at the address (TCP connection refused).
+    #[error(
+        "connection refused at {address}: no server listens there (is the XMPP server running, \
+         and is the port right?)"
+    )]
+    Refused {
+        /// `HOST:PORT`.
+        address: String,
+    },
+    /// The TCP connection could not be opened for another reason (no route, timeout, ...).
+    #[error("cannot connect to {address}: {reason}")]
+    Unreachable {
+        /// `HOST:PORT`, or a description of the addresses tried.
+        address: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Something accepted the TCP connection but did not speak XMPP (another service on
+    /// the port, or a server that closed the connection at once).
+    #[error("{address} did not answer as an XMPP server ({reason}); check the host and port")]
+    NotXmpp {
+        /// `HOST:PORT` (the peer's address when it came from an SRV lookup).
+        address: String,
+        /// What came back instead.
+        reason: String,
+    },
+    /// The server's TLS certificate was rejected.
+    #[error("the TLS certificate of {domain} is not trusted: {reason}")]
+    CertificateNotTrusted {
+        /// The domain the certificate had to be valid for.
+        domain: String,
+        /// Why it was rejected, and what to do.
+        reason: String,
+    },
+    /// The server rejected the credentials (SASL `not-authorized`).
+    #[error("the server refused the password for {jid} (wrong password, or no such account)")]
+    WrongPassword {
+        /// The account.
+        jid: String,
+    },
+    /// A socket or stream I/O error after the connection was established (reset, ...).
     #[error("connection failed: {0}")]
     Io(#[source] std::io::Error),
     /// The server did not offer StartTLS, and plain TCP was not requested.
@@ -175,18 +229,53 @@ pub enum ConnectError {
     /// The domain is not a valid TLS server name.
     #[error("invalid TLS server name {0}")]
     InvalidServerName(String),
-    /// The TLS handshake failed, e.g. because the server certificate is not trusted.
+    /// The TLS handshake failed for another reason than the certificate.
     #[error("TLS handshake failed: {0}")]
     Tls(#[source] std::io::Error),
-    /// SASL authentication failed (wrong password, no common mechanism).
-    #[error("authentication failed: {0}")]
+    /// SASL authentication failed for another reason than the password (no common
+    /// mechanism, account disabled, ...).
+    #[error("authentication failed: {}", auth_text(.0))]
     Auth(#[source] tokio_xmpp::error::AuthError),
-    /// Any other XMPP-level failure (DNS, stream error, protocol violation).
-    #[error("XMPP error: {0}")]
+    /// Any other XMPP-level failure (stream error, protocol violation).
+    #[error("XMPP error: {}", xmpp_text(.0))]
     Xmpp(#[source] tokio_xmpp::Error),
     /// The connection attempt or resource binding took too long.
-    #[error("timed out after {0:?}")]
+    #[error("no session within {} s (the server accepted the connection but did not finish the login)", .0.as_secs())]
     Timeout(Duration),
+}
+
+/// SASL failures in words; the server's condition as its XML name.
+fn auth_text(error: &tokio_xmpp::error::AuthError) -> String {
+    use tokio_xmpp::error::AuthError;
+    match error {
+        AuthError::Fail(condition) => {
+            let name = format!("{condition:?}");
+            // `AccountDisabled` -> `account-disabled`, as RFC 6120 §6.5 spells it.
+            let mut xml = String::new();
+            for (i, c) in name.chars().enumerate() {
+                if c.is_ascii_uppercase() && i > 0 {
+                    xml.push('-');
+                }
+                xml.push(c.to_ascii_lowercase());
+            }
+            format!("the server answered {xml}")
+        }
+        AuthError::NoMechanism => {
+            "the server offers no SASL mechanism we support (SCRAM-SHA-1/256, PLAIN)".to_owned()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// tokio-xmpp errors in words (its DNS variants print the resolver's structures).
+fn xmpp_text(error: &tokio_xmpp::Error) -> String {
+    match error {
+        tokio_xmpp::Error::DnsNet(_) | tokio_xmpp::Error::DnsProto(_) => {
+            "DNS lookup failed".to_owned()
+        }
+        tokio_xmpp::Error::Disconnected => "the server closed the connection".to_owned(),
+        other => other.to_string(),
+    }
 }
 
 /// Why an IQ request got no result.
@@ -316,6 +405,8 @@ pub struct Connection {
     first_jid: FullJid,
     bound_jid: Arc<Mutex<Option<FullJid>>>,
     iq_timeout: Duration,
+    /// Set once [`Connection::close`] was called: reconnect attempts stop at once.
+    closing: Arc<watch::Sender<bool>>,
 }
 
 impl Connection {
@@ -341,7 +432,9 @@ impl Connection {
         let first =
             transport::open_session(&connector, &identity, config.password.expose(), timeouts)
                 .await?;
+        let closing = Arc::new(watch::channel(false).0);
         let reconnector = reconnector(
+            closing.subscribe(),
             first,
             connector,
             identity,
@@ -364,6 +457,8 @@ impl Connection {
             bound: None,
             shared_jid: shared_jid.clone(),
             ready: Some(ready_tx),
+            online: false,
+            closing: Arc::clone(&closing),
             pending: HashMap::new(),
             next_id: rand::random::<u32>().into(),
         };
@@ -380,6 +475,7 @@ impl Connection {
             first_jid: bound_jid,
             bound_jid: shared_jid,
             iq_timeout: config.iq_timeout,
+            closing,
         };
         Ok((connection, Events(event_rx)))
     }
@@ -439,12 +535,27 @@ impl Connection {
         }
     }
 
-    /// Closes the stream cleanly and stops reconnecting; [`Events`] then ends.
+    /// Stops reconnecting and closes the stream; [`Events`] then ends. Returns within a few
+    /// seconds in every state: while connected the server gets a clean end of stream (if it
+    /// answers within 3 s); while the connection is down, a reconnect attempt
+    /// under way or waiting is abandoned and nothing waits for the server. Stanzas still
+    /// queued for sending are dropped.
     pub async fn close(&self) {
-        let (ack, done) = oneshot::channel();
-        if self.commands.send(Command::Close(ack)).await.is_ok() {
-            // An error means the driver is already gone, which is what we want.
-            let _ = done.await;
+        self.closing.send_replace(true);
+        let closed = async {
+            let (ack, done) = oneshot::channel();
+            if self.commands.send(Command::Close(ack)).await.is_ok() {
+                // An error means the driver is already gone, which is what we want.
+                let _ = done.await;
+            }
+        };
+        // The driver answers at once unless it is stuck handing a stanza to a full send
+        // queue while the connection is down.
+        if tokio::time::timeout(CLOSE_TIMEOUT * 2, closed)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the connection task did not confirm the close; leaving it");
         }
     }
 }
@@ -460,6 +571,7 @@ const STABLE_SESSION: Duration = Duration::new(60, 0);
 /// gone. It never drops the slot while the stream wants a connection (the `StanzaStream`
 /// treats that as fatal).
 fn reconnector(
+    closing: watch::Receiver<bool>,
     first: stanzastream::Connection,
     connector: XmppConnector,
     identity: Jid,
@@ -493,18 +605,26 @@ fn reconnector(
         let identity = identity.clone();
         let password = password.clone();
         let connected_at = connected_at.clone();
+        let mut closing = closing.clone();
         tokio::spawn(async move {
             let started = tokio::time::Instant::now();
             for attempt in first_attempt.. {
                 let delay = policy.delay(attempt, &mut rand::rng());
+                if *closing.borrow() {
+                    break;
+                }
                 tracing::info!(attempt, ?delay, "reconnecting");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = slot.closed() => return,
+                    _ = closing.wait_for(|closing| *closing) => break,
                 }
-                match transport::open_session(&connector, &identity, password.expose(), timeouts)
-                    .await
-                {
+                let attempt_result = tokio::select! {
+                    result = transport::open_session(&connector, &identity, password.expose(), timeouts) => result,
+                    _ = slot.closed() => return,
+                    _ = closing.wait_for(|closing| *closing) => break,
+                };
+                match attempt_result {
                     Ok(connection) => {
                         tracing::info!(attempt, elapsed = ?started.elapsed(), "reconnected");
                         match connected_at.lock() {
@@ -519,6 +639,11 @@ fn reconnector(
                     Err(error) => tracing::warn!(attempt, %error, "reconnect failed"),
                 }
             }
+            // Closing: no more attempts. Dropping the slot would make the stream's worker
+            // treat the connection as impossible (it panics), so the slot is held until the
+            // worker is gone.
+            tracing::debug!("closing: reconnecting stopped");
+            slot.closed().await;
         });
     })
 }
@@ -547,6 +672,10 @@ struct Driver {
     ready: Option<oneshot::Sender<FullJid>>,
     pending: HashMap<String, PendingIq>,
     next_id: u64,
+    /// Whether a session is up (between a reset or resumption and the next suspension).
+    online: bool,
+    /// Tells the reconnector to stop.
+    closing: Arc<watch::Sender<bool>>,
 }
 
 impl Driver {
@@ -576,8 +705,21 @@ impl Driver {
             }
         };
         self.fail_pending();
-        tracing::info!("closing the connection");
-        self.stream.close().await;
+        self.closing.send_replace(true);
+        if self.online {
+            tracing::info!("closing the connection");
+            if tokio::time::timeout(CLOSE_TIMEOUT, self.stream.close())
+                .await
+                .is_err()
+            {
+                tracing::info!("the server did not confirm the end of the stream in time");
+            }
+        } else {
+            // Nothing to say goodbye to: the stream waits for a connection that will not
+            // come. Dropping it abandons the wait.
+            tracing::info!("closing while disconnected");
+            drop(self.stream);
+        }
         if let Some(ack) = close_ack {
             // The caller may have stopped waiting; nothing to do then.
             let _ = ack.send(());
@@ -638,6 +780,7 @@ impl Driver {
                     }
                 };
                 tracing::info!(%bound_jid, "new session");
+                self.online = true;
                 self.fail_pending();
                 self.bound = Some(bound_jid.clone());
                 match self.shared_jid.lock() {
@@ -655,6 +798,7 @@ impl Driver {
             }
             StreamEvent::Resumed => {
                 tracing::info!("session resumed");
+                self.online = true;
                 if let Some(bound_jid) = self.bound.clone() {
                     self.emit(Event::Online {
                         bound_jid,
@@ -664,6 +808,7 @@ impl Driver {
             }
             StreamEvent::Suspended => {
                 tracing::info!("connection lost");
+                self.online = false;
                 self.emit(Event::Offline);
             }
         }

@@ -38,6 +38,10 @@ const ATTEMPT_TIMEOUT: Duration = Duration::new(30, 0);
 /// Default client port (RFC 6120 §14.7) when there is no SRV record and no `server`.
 const DEFAULT_PORT: u16 = 5222;
 
+/// How long the peer may take to open its XML stream after the TCP connection is up. An
+/// XMPP server answers at once; silence means another kind of service is listening.
+const STREAM_HEADER_TIMEOUT: Duration = Duration::new(10, 0);
+
 #[derive(Clone, Debug)]
 enum Target {
     /// SRV lookup of `_xmpp-client._tcp.<domain>`.
@@ -59,6 +63,8 @@ enum Security {
 pub struct XmppConnector {
     target: Target,
     security: Security,
+    /// Whether a private CA was configured (for the hint when a certificate is rejected).
+    has_ca_file: bool,
 }
 
 impl std::fmt::Debug for XmppConnector {
@@ -91,7 +97,11 @@ impl XmppConnector {
         } else {
             Security::StartTls(Arc::new(tls_config(config.ca_file.as_deref())?))
         };
-        Ok(Self { target, security })
+        Ok(Self {
+            target,
+            security,
+            has_ca_file: config.ca_file.is_some(),
+        })
     }
 
     /// Whether this connector encrypts.
@@ -106,18 +116,7 @@ impl XmppConnector {
         domain: &str,
         timeouts: Timeouts,
     ) -> Result<(PendingFeaturesRecv<BoxedStream>, ChannelBinding), ConnectError> {
-        let tcp = match (&self.target, &self.security) {
-            (_, Security::Plaintext(addrs)) => TcpStream::connect(&addrs[..])
-                .await
-                .map_err(ConnectError::Io)?,
-            (Target::Host(host, port), _) => TcpStream::connect((host.as_str(), *port))
-                .await
-                .map_err(ConnectError::Io)?,
-            (Target::Srv, _) => DnsConfig::srv_default_client(domain)
-                .resolve()
-                .await
-                .map_err(ConnectError::Xmpp)?,
-        };
+        let (tcp, address) = self.connect_tcp(domain).await?;
         // XMPP is a chatty request/response protocol: without TCP_NODELAY, Nagle's algorithm
         // and delayed ACKs add ~40 ms to many round trips.
         tcp.set_nodelay(true).map_err(ConnectError::Io)?;
@@ -130,36 +129,43 @@ impl XmppConnector {
             Security::Plaintext(_) => {
                 tracing::warn!("using an unencrypted connection (loopback only)");
                 let stream: BoxedStream = Box::new(BufStream::new(DepthLimit::new(tcp)));
-                let pending = initiate_stream(stream, ns::JABBER_CLIENT, header(), timeouts)
-                    .await
-                    .map_err(ConnectError::Io)?;
+                let pending = expect_xmpp(
+                    &address,
+                    initiate_stream(stream, ns::JABBER_CLIENT, header(), timeouts),
+                )
+                .await?;
                 Ok((pending, ChannelBinding::None))
             }
             Security::StartTls(tls) => {
                 // The plaintext part before TLS is limited too: whoever is on the path could
                 // send the deep XML there.
-                let pending = initiate_stream(
-                    BufStream::new(DepthLimit::new(tcp)),
-                    ns::JABBER_CLIENT,
-                    header(),
-                    timeouts,
+                let pending = expect_xmpp(
+                    &address,
+                    initiate_stream(
+                        BufStream::new(DepthLimit::new(tcp)),
+                        ns::JABBER_CLIENT,
+                        header(),
+                        timeouts,
+                    ),
                 )
-                .await
-                .map_err(ConnectError::Io)?;
-                let (features, stream) = pending
-                    .recv_features()
-                    .await
-                    .map_err(|e| ConnectError::Xmpp(e.into()))?;
+                .await?;
+                let (features, stream) = pending.recv_features().await.map_err(|e| {
+                    let error: tokio_xmpp::Error = e.into();
+                    match error {
+                        tokio_xmpp::Error::Io(io) => not_xmpp(&address, &io),
+                        other => ConnectError::Xmpp(other),
+                    }
+                })?;
                 if !features.can_starttls() {
                     return Err(ConnectError::StartTlsUnavailable);
                 }
-                let tcp = negotiate_starttls(stream).await?;
+                let tcp = negotiate_starttls(stream, &address).await?;
                 let name = ServerName::try_from(domain.to_owned())
                     .map_err(|_| ConnectError::InvalidServerName(domain.to_owned()))?;
                 let tls_stream = tokio_rustls::TlsConnector::from(tls.clone())
                     .connect(name, tcp)
                     .await
-                    .map_err(ConnectError::Tls)?;
+                    .map_err(|e| self.tls_error(domain, e))?;
                 let channel_binding = channel_binding(tls_stream.get_ref().1);
                 let stream: BoxedStream = Box::new(BufStream::new(DepthLimit::new(tls_stream)));
                 let pending = initiate_stream(stream, ns::JABBER_CLIENT, header(), timeouts)
@@ -168,6 +174,210 @@ impl XmppConnector {
                 Ok((pending, channel_binding))
             }
         }
+    }
+}
+
+impl XmppConnector {
+    /// Opens the TCP connection; returns it with the `HOST:PORT` to name in errors.
+    async fn connect_tcp(&self, domain: &str) -> Result<(TcpStream, String), ConnectError> {
+        match (&self.target, &self.security) {
+            (target, Security::Plaintext(addrs)) => {
+                let address = match target {
+                    Target::Host(host, port) => host_port(host, *port),
+                    Target::Srv => host_port(domain, DEFAULT_PORT),
+                };
+                let tcp = TcpStream::connect(&addrs[..])
+                    .await
+                    .map_err(|e| tcp_error(&address, e))?;
+                Ok((tcp, address))
+            }
+            (Target::Host(host, port), _) => {
+                let address = host_port(host, *port);
+                let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), *port))
+                    .await
+                    .map_err(|e| ConnectError::Dns {
+                        name: host.clone(),
+                        reason: format!("the host name does not resolve ({e}); check the server setting (--server, or `server` in the config file)"),
+                    })?
+                    .collect();
+                if addrs.is_empty() {
+                    return Err(ConnectError::Dns {
+                        name: host.clone(),
+                        reason: "the host name has no address; check the server setting (--server, or `server` in the config file)".to_owned(),
+                    });
+                }
+                let tcp = TcpStream::connect(&addrs[..])
+                    .await
+                    .map_err(|e| tcp_error(&address, e))?;
+                Ok((tcp, address))
+            }
+            (Target::Srv, _) => {
+                let tcp = DnsConfig::srv_default_client(domain)
+                    .resolve()
+                    .await
+                    .map_err(|e| srv_error(domain, e))?;
+                let address = match tcp.peer_addr() {
+                    Ok(peer) => format!("{peer} (from DNS for {domain})"),
+                    Err(_) => format!("the server of {domain}"),
+                };
+                Ok((tcp, address))
+            }
+        }
+    }
+
+    /// A failed TLS handshake in words: a rejected certificate says why and what to do.
+    fn tls_error(&self, domain: &str, error: io::Error) -> ConnectError {
+        let certificate = error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .and_then(|e| match e {
+                rustls::Error::InvalidCertificate(problem) => Some(problem),
+                _ => None,
+            });
+        let Some(problem) = certificate else {
+            return ConnectError::Tls(error);
+        };
+        use rustls::CertificateError as C;
+        let reason = match problem {
+            C::UnknownIssuer | C::BadSignature if self.has_ca_file => {
+                "it is not signed by a CA this machine trusts, nor by the CA in the --ca-file \
+                 given; check that the file holds the CA that issued the server's certificate"
+                    .to_owned()
+            }
+            C::UnknownIssuer | C::BadSignature => {
+                "it is not signed by a CA this machine trusts; if the server uses a private \
+                 CA, give its certificate (PEM) with --ca-file FILE (or ca_file in the \
+                 [account] table of the config file)"
+                    .to_owned()
+            }
+            C::Expired | C::ExpiredContext { .. } => {
+                "it has expired; the server's operator must renew it".to_owned()
+            }
+            C::NotValidYet | C::NotValidYetContext { .. } => {
+                "it is not valid yet (check this machine's clock)".to_owned()
+            }
+            C::NotValidForName | C::NotValidForNameContext { .. } => format!(
+                "it is not issued for {domain}; the domain of the JID must be one the \
+                 certificate names"
+            ),
+            C::Revoked => "it has been revoked".to_owned(),
+            other => format!("{other}"),
+        };
+        ConnectError::CertificateNotTrusted {
+            domain: domain.to_owned(),
+            reason,
+        }
+    }
+}
+
+/// `HOST:PORT`, with brackets around an IPv6 address.
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// A failed TCP connect: refused (nothing listens) or something else.
+fn tcp_error(address: &str, error: io::Error) -> ConnectError {
+    if error.kind() == io::ErrorKind::ConnectionRefused {
+        ConnectError::Refused {
+            address: address.to_owned(),
+        }
+    } else {
+        ConnectError::Unreachable {
+            address: address.to_owned(),
+            reason: error.to_string(),
+        }
+    }
+}
+
+/// A failed SRV-based connect (tokio-xmpp's resolver: SRV records, else the domain's
+/// addresses on port 5222) in words.
+fn srv_error(domain: &str, error: tokio_xmpp::Error) -> ConnectError {
+    let fallback = host_port(domain, DEFAULT_PORT);
+    match error {
+        tokio_xmpp::Error::DnsNet(e) if e.is_no_records_found() => ConnectError::Dns {
+            name: domain.to_owned(),
+            reason: format!(
+                "DNS has no SRV record _xmpp-client._tcp.{domain} and no address for \
+                 {domain}; check the domain of the JID, or give the server's address with \
+                 --server HOST:PORT"
+            ),
+        },
+        tokio_xmpp::Error::DnsNet(e) => ConnectError::Dns {
+            name: domain.to_owned(),
+            reason: format!(
+                "the DNS lookup failed ({}); check the network, or give the server's \
+                 address with --server HOST:PORT",
+                dns_failure_text(&e.to_string())
+            ),
+        },
+        tokio_xmpp::Error::DnsProto(_) | tokio_xmpp::Error::Idna => ConnectError::Dns {
+            name: domain.to_owned(),
+            reason: "it is not a valid DNS name".to_owned(),
+        },
+        tokio_xmpp::Error::Io(e) => tcp_error(&fallback, e),
+        tokio_xmpp::Error::Disconnected => ConnectError::Unreachable {
+            address: format!("the servers DNS lists for {domain}"),
+            reason: "none of them accepted a connection".to_owned(),
+        },
+        other => ConnectError::Xmpp(other),
+    }
+}
+
+/// The resolver's message up to the first structure dump (`Query { ... }`), if any.
+fn dns_failure_text(text: &str) -> String {
+    let cut = text.find(['{', '(']).unwrap_or(text.len());
+    let short = text[..cut].trim_end_matches([' ', ':']);
+    if short.is_empty() {
+        "no answer".to_owned()
+    } else {
+        short.to_owned()
+    }
+}
+
+/// The first part of the stream (the peer's stream header and, for StartTLS, its
+/// features): a failure there means the peer is not an XMPP server.
+async fn expect_xmpp<T>(
+    address: &str,
+    opening: impl std::future::Future<Output = io::Result<T>>,
+) -> Result<T, ConnectError> {
+    match tokio::time::timeout(STREAM_HEADER_TIMEOUT, opening).await {
+        Err(_) => Err(ConnectError::NotXmpp {
+            address: address.to_owned(),
+            reason: format!(
+                "no XMPP stream header within {} s",
+                STREAM_HEADER_TIMEOUT.as_secs()
+            ),
+        }),
+        Ok(Err(e)) => Err(not_xmpp(address, &e)),
+        Ok(Ok(value)) => Ok(value),
+    }
+}
+
+/// What came back instead of an XMPP stream, in words.
+fn not_xmpp(address: &str, error: &io::Error) -> ConnectError {
+    let reason = match error.kind() {
+        io::ErrorKind::UnexpectedEof
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::BrokenPipe => {
+            "it closed the connection without opening an XMPP stream".to_owned()
+        }
+        // The XML parser reports a connection closed before any element as an invalid end
+        // of file.
+        io::ErrorKind::InvalidData if error.to_string().starts_with("invalid eof") => {
+            "it closed the connection without opening an XMPP stream".to_owned()
+        }
+        io::ErrorKind::InvalidData => "it sent something that is not XMPP's XML".to_owned(),
+        io::ErrorKind::TimedOut => "it sent no XMPP stream header".to_owned(),
+        _ => format!("opening the XMPP stream failed: {error}"),
+    };
+    ConnectError::NotXmpp {
+        address: address.to_owned(),
+        reason,
     }
 }
 
@@ -189,6 +399,7 @@ impl ServerConnector for XmppConnector {
 /// Sends `<starttls/>`, waits for `<proceed/>` and returns the bare TCP stream.
 async fn negotiate_starttls(
     mut stream: XmppStream<BufStream<DepthLimit<TcpStream>>>,
+    address: &str,
 ) -> Result<TcpStream, ConnectError> {
     stream
         .send(&XmppStreamElement::Starttls(starttls::Nonza::Request(
@@ -209,10 +420,10 @@ async fn negotiate_starttls(
             Some(Ok(_)) | Some(Err(ReadError::SoftTimeout)) => {}
             Some(Err(ReadError::HardError(e))) => return Err(ConnectError::Io(e)),
             Some(Err(ReadError::ParseError(e))) => {
-                return Err(ConnectError::Io(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    e.to_string(),
-                )))
+                return Err(not_xmpp(
+                    address,
+                    &io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+                ))
             }
             None | Some(Err(ReadError::StreamFooterReceived)) => {
                 return Err(ConnectError::Xmpp(tokio_xmpp::Error::Disconnected))
@@ -326,6 +537,11 @@ async fn open_session_inner(
     let stream = tokio_xmpp::client_login(stream, features.sasl_mechanisms, credentials)
         .await
         .map_err(|e| match e {
+            tokio_xmpp::Error::Auth(tokio_xmpp::error::AuthError::Fail(
+                tokio_xmpp::parsers::sasl::DefinedCondition::NotAuthorized,
+            )) => ConnectError::WrongPassword {
+                jid: identity.to_bare().to_string(),
+            },
             tokio_xmpp::Error::Auth(auth) => ConnectError::Auth(auth),
             other => ConnectError::Xmpp(other),
         })?;
