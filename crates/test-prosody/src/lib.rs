@@ -108,7 +108,8 @@ impl TestServerBuilder {
     }
 
     /// Also serves XMPP over WebSocket (RFC 7395, `mod_websocket`) for browser clients, on a
-    /// second free port of the same interface: see [`TestServer::websocket_url`]. The
+    /// second free port of the same interface: see [`TestServer::websocket_url`]; blocking
+    /// (XEP-0191, `mod_blocklist`), which browser clients expect, comes with it. The
     /// endpoint is plain HTTP on loopback and Prosody is told to count it as secure
     /// (`consider_websocket_secure`), so logins over it work while TLS stays required on the
     /// c2s port.
@@ -481,8 +482,10 @@ VirtualHost {domain}
         log = path("prosody.log"),
         port = v.port,
         http_ports = v.http_port.map(|p| p.to_string()).unwrap_or_default(),
+        // Browser clients also expect blocking (XEP-0191): Converse.js waits for it before
+        // it opens a chat. Prosody's default configuration enables it.
         websocket_module = if v.http_port.is_some() {
-            " \"websocket\";"
+            " \"websocket\"; \"blocklist\";"
         } else {
             ""
         },
@@ -635,7 +638,7 @@ mod tests {
         for needle in [
             "http_ports = { 23456 }",
             "http_interfaces = { \"127.0.0.1\" }",
-            "\"stanza_debug\"; \"websocket\";",
+            "\"stanza_debug\"; \"websocket\"; \"blocklist\";",
             "\nconsider_websocket_secure = true\n",
             "c2s_require_encryption = true",
         ] {
