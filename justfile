@@ -64,8 +64,26 @@ prosody:
     # Some images start it anyway; the tests run their own instances.
     $sudo systemctl stop prosody 2>/dev/null || $sudo service prosody stop 2>/dev/null || true
 
+# Debian's Chromium and the Converse.js and puppeteer-core versions pinned in
+# interop/converse/package-lock.json, for the browser test (apps/echo-bot/tests/converse.rs).
+converse:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    if ! [ -x /usr/bin/chromium ] || ! command -v npm >/dev/null; then
+        $sudo apt-get update -qq
+        packages="chromium"
+        command -v npm >/dev/null || packages="$packages nodejs npm"
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $packages >/dev/null
+    fi
+    cd interop/converse
+    stamp=node_modules/.installed-lock.json
+    if [ -f "$stamp" ] && cmp -s "$stamp" package-lock.json; then exit 0; fi
+    npm ci --no-audit --no-fund --loglevel=error
+    cp package-lock.json "$stamp"
+
 # Everything CI checks: lint, dependency rules, all tests including the interop runs.
-test: lint sans-io venv prosody
+test: lint sans-io venv prosody converse
     cargo test --workspace --locked
     # The fuzz corpora and regression inputs, replayed on stable (fuzz/ is its own workspace;
     # sharing the target directory reuses most of the build).
