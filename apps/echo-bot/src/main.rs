@@ -73,16 +73,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .or(file.echo.plaintext_reply)
         .unwrap_or_default();
 
+    xmpp_core::identity::reset_if_asked(&cli.account, &settings)
+        .with_context(|| format!("cannot reset the identity in {}", settings.db.display()))?;
     let (client, mut events) = Client::start(&settings)
         .await
         .with_context(|| format!("cannot start as {}", settings.jid))?;
     let own = client.manager().own();
-    println!(
-        "echo-bot ready: jid={} device={} fingerprint={}",
-        own.jid,
-        own.device_id,
-        own.identity.public_key().fingerprint()
-    );
+    // One write: whoever waits for the ready line gets the fingerprints with it.
+    let mut ready = format!("echo-bot ready: jid={} device={}\n", own.jid, own.device_id);
+    for line in xmpp_core::identity::describe(&own.identity.public_key()) {
+        ready.push_str(&format!("  {line}\n"));
+    }
+    {
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        stdout
+            .write_all(ready.as_bytes())
+            .and_then(|()| stdout.flush())
+            .context("cannot write to stdout")?;
+    }
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot install the SIGTERM handler")?;

@@ -147,6 +147,7 @@ fn settings(account: &AccountArgs) -> anyhow::Result<(AccountSettings, ConfigFil
         std::env::var("XMPP_PASSWORD").ok(),
         "sync-client",
     )?;
+    xmpp_core::identity::reset_if_asked(account, &settings)?;
     Ok((settings, file))
 }
 
@@ -409,14 +410,9 @@ async fn fingerprint(account: &AccountArgs) -> anyhow::Result<bool> {
     );
     println!("JID:          {}", own.jid);
     println!("Device id:    {}", own.device_id);
-    println!(
-        "Fingerprint:  {}   (XEP-0384, Curve25519 form)",
-        key.fingerprint()
-    );
-    println!(
-        "Key id:       {}   (QXmpp/Kaidan, Ed25519 form)",
-        key.key_id_hex()
-    );
+    for line in xmpp_core::identity::describe(&key) {
+        println!("{line}");
+    }
     println!("URI:          {uri}");
     let code = qrcode::QrCode::new(uri.as_bytes()).context("cannot build the QR code")?;
     println!(
@@ -475,8 +471,9 @@ async fn devices(account: &AccountArgs, jid: &str, json: bool) -> anyhow::Result
             if d.active { "" } else { "  [removed]" }
         );
         if let Some(key) = d.identity_key {
-            println!("    fingerprint {}", key.fingerprint());
-            println!("    key id      {}", key.key_id_hex());
+            for line in key.fingerprint_lines() {
+                println!("    {line}");
+            }
         }
     }
     Ok(true)

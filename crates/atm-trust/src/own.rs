@@ -218,9 +218,9 @@ impl Store {
     /// What belonged to the old identity goes: its signed and one-time pre-keys and every
     /// Double Ratchet session (each was agreed with the old key; contacts build new ones with
     /// the new device). Contacts' devices, trust decisions, the label and the inbox and outbox
-    /// stay. The old device id is recorded as retired (see [`Store::retired_own_devices`])
-    /// until it has been removed from the published device list. Contacts see a new device
-    /// that they have to trust again.
+    /// stay. The old device id is recorded as retired (see [`Store::retired_own_devices`]),
+    /// to be kept out of the published device list. Contacts see a new device that they have
+    /// to trust again.
     ///
     /// A database created for another JID gives [`StoreError::AccountMismatch`] and is left
     /// as it was.
@@ -272,8 +272,8 @@ impl Store {
         Ok(Some(old.device_id))
     }
 
-    /// Device ids given up by [`Store::reset_own_device`] that may still be in the published
-    /// device list.
+    /// Device ids given up by [`Store::reset_own_device`]: they are kept out of the published
+    /// device list (a late copy of an old list may still name them).
     pub fn retired_own_devices(&self) -> Result<Vec<DeviceId>> {
         let mut stmt = self
             .conn
@@ -284,20 +284,6 @@ impl Store {
             ids.push(device_id_from_sql("retired_own_devices", row.get(0)?)?);
         }
         Ok(ids)
-    }
-
-    /// Forgets retired device ids once the device list without them has been published.
-    pub fn forget_retired_own_devices(&mut self, ids: &[DeviceId]) -> Result<()> {
-        let tx = self.write()?;
-        {
-            let mut stmt =
-                tx.prepare_cached("DELETE FROM retired_own_devices WHERE device_id = ?1")?;
-            for id in ids {
-                stmt.execute([id.get()])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
     }
 
     /// Our device, if it has been created.

@@ -160,13 +160,14 @@ fn a_reset_gives_a_new_identity_and_device_and_drops_what_belonged_to_the_old_on
             .unwrap()
             .active
     );
-    // Reopening keeps the new identity; forgetting the retired id empties the list.
+    // Reopening keeps the new identity; a second reset retires the second id too.
     let again = store
         .load_or_create_own_device(ALICE, None, &mut rng, NOW + 20)
         .unwrap();
     assert_eq!(again.identity().public_key(), new.identity().public_key());
-    store
-        .forget_retired_own_devices(&[old.device_id()])
-        .unwrap();
-    assert!(store.retired_own_devices().unwrap().is_empty());
+    let second = store.reset_own_device(ALICE, &mut rng, NOW + 30).unwrap();
+    assert_eq!(second, Some(new.device_id()));
+    let mut retired = vec![old.device_id(), new.device_id()];
+    retired.sort();
+    assert_eq!(store.retired_own_devices().unwrap(), retired);
 }

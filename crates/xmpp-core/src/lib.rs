@@ -8,6 +8,7 @@
 //! - [`omemo`]: the OMEMO 2 manager (device list, bundle, sessions, trust, send and receive)
 //!   over the sans-IO crates and the `atm-trust` store.
 //! - [`client`]: [`client::Client`], which ties them together for the programs.
+//! - [`identity`]: starting over with a new identity, and showing one to a person.
 //!
 //! ```no_run
 //! use xmpp_core::connection::{Connection, ConnectionConfig, Event, Secret};
@@ -32,6 +33,7 @@ mod archive;
 pub mod client;
 pub mod connection;
 mod fair;
+pub mod identity;
 pub mod logging;
 pub mod omemo;
 mod removal;
