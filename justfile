@@ -137,7 +137,8 @@ up: up-server
       {{"$"}}DEMO_ALICE_JID  password in {{"$"}}DEMO_ALICE_PASSWORD_FILE
       {{"$"}}DEMO_BOB_JID    password in {{"$"}}DEMO_BOB_PASSWORD_FILE
     Server: 127.0.0.1 port {{"$"}}DEMO_PORT, StartTLS with the CA in {{"$"}}DEMO_CA_FILE.
-    Compare the fingerprint above with the one your client shows for the bot.
+    Compare the bot's fingerprint above with the one your client shows: Converse.js, Kaidan
+    and QXmpp-based clients show the Ed25519 form, XEP-0384 and python-omemo the Curve25519 form.
     Stop everything with: just down
     INFO
 
@@ -149,7 +150,7 @@ up-server:
     if docker info >/dev/null 2>&1; then
         docker compose up -d --build
         touch "{{state}}/docker"
-        docker compose logs echo-bot | grep "echo-bot ready" || true
+        docker compose logs echo-bot | grep -A3 "echo-bot ready" || true
         echo "Prosody and the echo bot run in Docker (docker compose logs -f); stop with: just down"
         exit 0
     fi
