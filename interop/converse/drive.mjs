@@ -10,7 +10,8 @@
 //                                       device (no session can be built with it)
 //   timeout_ms                          deadline for the whole run
 //   screenshot                          PNG written when the run fails
-// Output: one JSON object on the last line of stdout with what the page showed; the Rust
+// Output: one JSON object on the last line of stdout with what the page showed (the chat,
+// alerts, the bot's fingerprints from its contact details, the console); the Rust
 // test (apps/echo-bot/tests/converse.rs) makes the assertions. Exit code 0 when the awaited
 // event happened, 1 otherwise (with the screenshot written).
 
@@ -90,7 +91,7 @@ function serve(req, res) {
     res.end();
 }
 
-const result = { messages: [], console: [], alerts: [], answers: [], refused: false, error: null };
+const result = { messages: [], console: [], alerts: [], answers: [], fingerprints: [], refused: false, error: null };
 
 function remaining() {
     return Math.max(1, deadline - Date.now());
@@ -211,6 +212,14 @@ async function main() {
                 },
                 { timeout: remaining(), polling: 100 },
                 wanted,
+            );
+            // The bot's fingerprint as Converse shows it: the sender's details, OMEMO tab.
+            await page.click(`converse-chats .chat-msg[data-from^="${config.bot}/"] a.show-msg-author-modal`);
+            await page.waitForSelector('#omemo-tab', { visible: true, timeout: remaining() });
+            await page.click('#omemo-tab');
+            await page.waitForSelector('converse-omemo-fingerprints code.fingerprint', { timeout: remaining() });
+            result.fingerprints = await page.$$eval('converse-omemo-fingerprints code.fingerprint', (els) =>
+                els.map((el) => el.textContent.trim()),
             );
         } else {
             // Converse tells the user with an alert that it has no device to encrypt for.

@@ -137,7 +137,14 @@ async fn drive(server: &TestServer, case: &str, messages: &[&str], expect: &str)
 
 /// Prosody with WebSocket, accounts for the bot and alice, and the bot running on a database
 /// whose identity has the given sign bit.
-async fn scene(sign_bit_1: bool) -> (TestServer, tempfile::TempDir, Bot) {
+async fn scene(
+    sign_bit_1: bool,
+) -> (
+    TestServer,
+    tempfile::TempDir,
+    Bot,
+    omemo_crypto::IdentityPublicKey,
+) {
     let server = TestServer::builder().websocket(true).start().unwrap();
     server.create_account("bot", "bot-password").unwrap();
     server.create_account("alice", "alice-password").unwrap();
@@ -149,12 +156,12 @@ async fn scene(sign_bit_1: bool) -> (TestServer, tempfile::TempDir, Bot) {
     // The bot kept the identity it found.
     let reopened = Store::open(&db).unwrap().own_device().unwrap().unwrap();
     assert_eq!(reopened.identity().public_key(), key);
-    (server, dir, bot)
+    (server, dir, bot, key)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn converse_gets_encrypted_answers_from_a_bot_whose_identity_has_sign_bit_0() {
-    let (server, _dir, bot) = scene(false).await;
+    let (server, _dir, bot, key) = scene(false).await;
     let messages = [
         "Hello from Converse",
         "Zweite Nachricht: äöü €",
@@ -191,6 +198,14 @@ async fn converse_gets_encrypted_answers_from_a_bot_whose_identity_has_sign_bit_
             answers[0]
         );
     }
+    // Converse shows the bot's fingerprint in the Ed25519 form, which the bot prints next to
+    // the Curve25519 one (`IdentityPublicKey::fingerprint_lines`).
+    assert_eq!(
+        report["fingerprints"],
+        json!([key.ed25519_fingerprint()]),
+        "Curve25519 form: {}",
+        key.fingerprint()
+    );
     assert!(
         !bot.log_text().contains("cannot decrypt"),
         "{}",
@@ -201,7 +216,7 @@ async fn converse_gets_encrypted_answers_from_a_bot_whose_identity_has_sign_bit_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn converse_refuses_the_bundle_of_a_bot_whose_identity_has_sign_bit_1() {
-    let (server, _dir, bot) = scene(true).await;
+    let (server, _dir, bot, _) = scene(true).await;
     let (report, ok) = drive(&server, "sign-bit-1", &["Hello, old bot"], "refusal").await;
     assert!(
         ok,
