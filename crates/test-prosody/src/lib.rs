@@ -4,8 +4,7 @@
 //! debug log and generated `prosody.cfg.lua`, generates a CA and a leaf certificate for the
 //! virtual host (rustls rejects a certificate that is its own CA), picks a free loopback port
 //! for client-to-server connections (no s2s; HTTP only for WebSocket, when asked for) and runs
-//! `prosody -F` as a child process
-//! until the [`TestServer`] is dropped.
+//! `prosody -F` as a child process until the [`TestServer`] is dropped.
 //!
 //! `mod_stanza_debug` writes every stanza to the debug log, so a test can check what went
 //! over the wire with [`TestServer::stanza_log`].
