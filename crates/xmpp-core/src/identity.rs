@@ -70,3 +70,28 @@ pub fn reset_if_asked(
     }
     Ok(retired)
 }
+
+#[cfg(test)]
+mod tests {
+    use omemo_crypto::IdentityKeyPair;
+
+    use super::*;
+
+    /// The public key of the first seed `0, 1, 2, …` (all 32 bytes equal) with that sign bit.
+    fn key_with_sign_bit(bit: bool) -> IdentityPublicKey {
+        (0u8..=255)
+            .map(|b| IdentityKeyPair::from_seed(&[b; 32]).public_key())
+            .find(|k| k.ed25519_sign_bit() == bit)
+            .unwrap_or_else(|| unreachable!("about half of all keys have each sign bit"))
+    }
+
+    #[test]
+    fn a_sign_bit_1_identity_gets_a_note_about_converse() {
+        let ok = describe(&key_with_sign_bit(false));
+        assert_eq!(ok.len(), 2);
+        assert!(ok[0].contains("Ed25519") && ok[1].contains("Curve25519"));
+        let noted = describe(&key_with_sign_bit(true));
+        assert_eq!(noted.len(), 3);
+        assert!(noted[2].contains("Converse.js") && noted[2].contains("--reset-identity"));
+    }
+}
