@@ -100,8 +100,26 @@ prosody:
     # Some images start it anyway; the tests run their own instances.
     $sudo systemctl stop prosody 2>/dev/null || $sudo service prosody stop 2>/dev/null || true
 
+# Debian's Chromium and the Converse.js and puppeteer-core versions pinned in
+# interop/converse/package-lock.json, for the browser test (apps/echo-bot/tests/converse.rs).
+converse:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    if ! [ -x /usr/bin/chromium ] || ! command -v npm >/dev/null; then
+        $sudo apt-get update -qq
+        packages="chromium"
+        command -v npm >/dev/null || packages="$packages nodejs npm"
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $packages >/dev/null
+    fi
+    cd interop/converse
+    stamp=node_modules/.installed-lock.json
+    if [ -f "$stamp" ] && cmp -s "$stamp" package-lock.json; then exit 0; fi
+    npm ci --no-audit --no-fund --loglevel=error
+    cp package-lock.json "$stamp"
+
 # Everything CI checks: lint, dependency rules, all tests including the interop runs.
-test: lint sans-io package venv prosody
+test: lint sans-io package venv prosody converse
     # Builds the examples too (xmpp-core's tests run the dice_bot example).
     cargo test --workspace --locked
     # The fuzz corpora and regression inputs, replayed on stable (fuzz/ is its own workspace;
@@ -162,7 +180,8 @@ up: up-server
       {{"$"}}DEMO_ALICE_JID  password in {{"$"}}DEMO_ALICE_PASSWORD_FILE
       {{"$"}}DEMO_BOB_JID    password in {{"$"}}DEMO_BOB_PASSWORD_FILE
     Server: 127.0.0.1 port {{"$"}}DEMO_PORT, StartTLS with the CA in {{"$"}}DEMO_CA_FILE.
-    Compare the fingerprint above with the one your client shows for the bot.
+    Compare the bot's fingerprint above with the one your client shows: Converse.js, Kaidan
+    and QXmpp-based clients show the Ed25519 form, XEP-0384 and python-omemo the Curve25519 form.
     Stop everything with: just down
     INFO
 
@@ -180,7 +199,7 @@ up-server:
     if [ -z "${UP_NO_DOCKER:-}" ] && docker info >/dev/null 2>&1; then
         DEMO_PORT="$port" docker compose up -d --build
         touch "{{state}}/docker"
-        docker compose logs echo-bot | grep "echo-bot ready" || true
+        docker compose logs echo-bot | grep -A3 "echo-bot ready" || true
         echo "Prosody (127.0.0.1:$port) and the echo bot run in Docker (docker compose logs -f); stop with: just down"
         exit 0
     fi

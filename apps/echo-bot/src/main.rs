@@ -194,6 +194,8 @@ async fn run(account: &AccountArgs, plaintext: Option<PlaintextReply>) -> anyhow
     )?;
     let plaintext = plaintext.or(file.echo.plaintext_reply).unwrap_or_default();
 
+    xmpp_core::identity::reset_if_asked(account, &settings)
+        .with_context(|| format!("cannot reset the identity in {}", settings.db.display()))?;
     let started = tokio::select! {
         started = Client::start(&settings) => started,
         signal = shutdown.requested() => {
@@ -204,12 +206,19 @@ async fn run(account: &AccountArgs, plaintext: Option<PlaintextReply>) -> anyhow
     let (client, mut events) =
         started.with_context(|| format!("cannot start as {}", settings.jid))?;
     let own = client.manager().own();
-    println!(
-        "echo-bot ready: jid={} device={} fingerprint={}",
-        own.jid,
-        own.device_id,
-        own.identity.public_key().fingerprint()
-    );
+    // One write: whoever waits for the ready line gets the fingerprints with it.
+    let mut ready = format!("echo-bot ready: jid={} device={}\n", own.jid, own.device_id);
+    for line in xmpp_core::identity::describe(&own.identity.public_key()) {
+        ready.push_str(&format!("  {line}\n"));
+    }
+    {
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        stdout
+            .write_all(ready.as_bytes())
+            .and_then(|()| stdout.flush())
+            .context("cannot write to stdout")?;
+    }
 
     loop {
         let event = tokio::select! {

@@ -121,6 +121,7 @@ fn settings(account: &AccountArgs) -> anyhow::Result<(AccountSettings, ConfigFil
         std::env::var("XMPP_PASSWORD").ok(),
         "sync-client",
     )?;
+    xmpp_core::identity::reset_if_asked(account, &settings)?;
     Ok((settings, file))
 }
 

@@ -245,6 +245,11 @@ async fn devices_trust_and_fingerprint_commands() {
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.contains("xmpp:alice@localhost?trust-message;encryption=urn:xmpp:omemo:2;trust="));
     assert!(text.contains('█') || text.contains('▀'), "no QR code drawn");
+    // Both fingerprint forms, labelled: clients show one or the other.
+    assert!(
+        text.contains("Fingerprint, Ed25519 form") && text.contains("Fingerprint, Curve25519 form"),
+        "{text}"
+    );
 
     let output =
         sync_client_command(&server, dir.path(), &["devices", "bot@localhost", "--json"]).await;

@@ -276,14 +276,9 @@ pub fn print_fingerprint(own: &OwnIdentity) -> Result<(), CommandError> {
     );
     println!("JID:          {}", own.jid);
     println!("Device id:    {}", own.device_id);
-    println!(
-        "Fingerprint:  {}   (XEP-0384, Curve25519 form)",
-        key.fingerprint()
-    );
-    println!(
-        "Key id:       {}   (QXmpp/Kaidan, Ed25519 form)",
-        key.key_id_hex()
-    );
+    for line in xmpp_core::identity::describe(&key) {
+        println!("{line}");
+    }
     println!("URI:          {uri}");
     let code =
         qrcode::QrCode::new(uri.as_bytes()).map_err(|e| CommandError::QrCode(e.to_string()))?;
@@ -407,8 +402,9 @@ fn print_devices(jid: &BareJid, devices: &[DeviceInfo], json: bool, reach: Reach
             if d.active { "" } else { "  [removed]" }
         );
         if let Some(key) = d.identity_key {
-            println!("    fingerprint {}", key.fingerprint());
-            println!("    key id      {}", key.key_id_hex());
+            for line in key.fingerprint_lines() {
+                println!("    {line}");
+            }
         }
     }
 }

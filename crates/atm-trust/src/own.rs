@@ -210,6 +210,82 @@ impl Store {
         })
     }
 
+    /// Starts over with a new identity: a fresh identity key (see
+    /// [`IdentityKeyPair::generate`]), a new device id and a new signed pre-key, in one
+    /// transaction. Returns the device id given up, or `None` when there was no device yet
+    /// (the next [`Store::load_or_create_own_device`] creates one as usual).
+    ///
+    /// What belonged to the old identity goes: its signed and one-time pre-keys and every
+    /// Double Ratchet session (each was agreed with the old key; contacts build new ones with
+    /// the new device). Contacts' devices, trust decisions, the label and the inbox and outbox
+    /// stay. The old device id is recorded as retired (see [`Store::retired_own_devices`]),
+    /// to be kept out of the published device list. Contacts see a new device that they have
+    /// to trust again.
+    ///
+    /// A database created for another JID gives [`StoreError::AccountMismatch`] and is left
+    /// as it was.
+    pub fn reset_own_device(
+        &mut self,
+        jid: &str,
+        rng: &mut impl CryptoRngCore,
+        now: u64,
+    ) -> Result<Option<DeviceId>> {
+        let tx = self.write()?;
+        let Some(old) = load_own_device(&tx)? else {
+            return Ok(None);
+        };
+        if old.jid != jid {
+            return Err(StoreError::AccountMismatch);
+        }
+        let retired = {
+            let mut stmt = tx.prepare_cached("SELECT device_id FROM retired_own_devices")?;
+            let ids = stmt.query_map([], |row| row.get::<_, i64>(0))?;
+            ids.collect::<std::result::Result<Vec<_>, _>>()?
+        };
+        let identity = IdentityKeyPair::generate(rng);
+        let device_id = loop {
+            let id = DeviceId::random(rng);
+            if id != old.device_id && !retired.contains(&i64::from(id.get())) {
+                break id;
+            }
+        };
+        tx.execute(
+            "INSERT OR REPLACE INTO retired_own_devices (device_id, retired_at) VALUES (?1, ?2)",
+            params![old.device_id.get(), time_to_sql(now)],
+        )?;
+        tx.execute("DELETE FROM sessions", [])?;
+        tx.execute("DELETE FROM pre_keys", [])?;
+        tx.execute("DELETE FROM signed_pre_keys", [])?;
+        tx.execute(
+            "UPDATE devices SET active = 0, removed_at = ?3
+             WHERE jid = ?1 AND device_id = ?2 AND active = 1",
+            params![jid, old.device_id.get(), time_to_sql(now)],
+        )?;
+        tx.execute(
+            "UPDATE own_device SET device_id = ?1, identity_seed = ?2, created_at = ?3 WHERE id = 1",
+            params![device_id.get(), &identity.seed()[..], time_to_sql(now)],
+        )?;
+        let spk_id = allocate_signed_pre_key_id(&tx)?;
+        let spk = SignedPreKey::generate(spk_id, &identity, now, rng);
+        insert_signed_pre_key(&tx, &spk)?;
+        tx.commit()?;
+        Ok(Some(old.device_id))
+    }
+
+    /// Device ids given up by [`Store::reset_own_device`]: they are kept out of the published
+    /// device list (a late copy of an old list may still name them).
+    pub fn retired_own_devices(&self) -> Result<Vec<DeviceId>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT device_id FROM retired_own_devices ORDER BY device_id")?;
+        let mut rows = stmt.query([])?;
+        let mut ids = Vec::new();
+        while let Some(row) = rows.next()? {
+            ids.push(device_id_from_sql("retired_own_devices", row.get(0)?)?);
+        }
+        Ok(ids)
+    }
+
     /// Our device, if it has been created.
     pub fn own_device(&self) -> Result<Option<OwnDevice>> {
         load_own_device(&self.conn)

@@ -299,14 +299,48 @@ impl IdentityPublicKey {
     pub fn key_id_hex(&self) -> String {
         hex_lower(&self.ed25519)
     }
+
+    /// The fingerprint as Converse.js, Kaidan and QXmpp show it: lowercase hex of the Ed25519
+    /// form, in 8 groups of 8 digits separated by spaces.
+    pub fn ed25519_fingerprint(&self) -> String {
+        grouped(&hex_lower(&self.ed25519))
+    }
+
+    /// Both fingerprint forms, labelled, one line each, for showing to a person: clients
+    /// differ in which form they display, so a user must be able to find the one theirs
+    /// shows.
+    pub fn fingerprint_lines(&self) -> [String; 2] {
+        [
+            format!(
+                "Fingerprint, Ed25519 form    (Converse.js, Kaidan, QXmpp): {}",
+                self.ed25519_fingerprint()
+            ),
+            format!(
+                "Fingerprint, Curve25519 form (XEP-0384, python-omemo):     {}",
+                self.fingerprint()
+            ),
+        ]
+    }
+
+    /// The sign bit of the Ed25519 encoding (the top bit of its last byte: the parity of the
+    /// point's x coordinate). A Curve25519 key loses it, so libraries that keep identities in
+    /// that form (libomemo.js in Converse.js) can only verify signatures of keys where it is
+    /// 0; [`IdentityKeyPair::generate`] creates only those.
+    pub fn ed25519_sign_bit(&self) -> bool {
+        self.ed25519[31] & 0x80 != 0
+    }
+}
+
+/// 64 hex digits in 8 groups of 8, separated by spaces.
+fn grouped(hex: &str) -> String {
+    let groups: Vec<&str> = (0..8).filter_map(|i| hex.get(i * 8..i * 8 + 8)).collect();
+    groups.join(" ")
 }
 
 /// Lowercase hex of a Curve25519 key in 8 groups of 8 digits (python-omemo's
 /// `format_identity_key`; the same string in both OMEMO versions).
 pub(crate) fn fingerprint_of(u: &[u8; 32]) -> String {
-    let hex = hex_lower(u);
-    let groups: Vec<&str> = (0..8).filter_map(|i| hex.get(i * 8..i * 8 + 8)).collect();
-    groups.join(" ")
+    grouped(&hex_lower(u))
 }
 
 /// Whether `bytes` is a canonical u-coordinate that is not of small order.
@@ -355,11 +389,22 @@ impl IdentityKeyPair {
         }
     }
 
-    /// Creates a fresh identity from 32 random bytes.
+    /// Creates a fresh identity whose Ed25519 public key has sign bit 0 (see
+    /// [`IdentityPublicKey::ed25519_sign_bit`]): seeds of 32 random bytes are drawn until
+    /// one gives such a key, two draws on average.
+    ///
+    /// Both kinds of key are valid OMEMO 2 identities, but libraries that keep the identity
+    /// in Curve25519 form and check signatures XEdDSA-style (libomemo.js in Converse.js,
+    /// libsignal) assume sign bit 0 and refuse the bundle of the others.
     pub fn generate(rng: &mut impl CryptoRngCore) -> Self {
         let mut seed = Zeroizing::new([0u8; 32]);
-        rng.fill_bytes(seed.as_mut());
-        Self::from_seed(&seed)
+        loop {
+            rng.fill_bytes(seed.as_mut());
+            let pair = Self::from_seed(&seed);
+            if !pair.public.ed25519_sign_bit() {
+                return pair;
+            }
+        }
     }
 
     /// The seed, for storage.
@@ -767,6 +812,51 @@ mod tests {
         let mut signed_identity = identity;
         signed_identity[31] |= 0x80;
         assert!(IdentityPublicKey::from_bytes(&signed_identity).is_err());
+    }
+
+    #[test]
+    fn generated_identities_have_sign_bit_0() {
+        use rand_chacha::rand_core::SeedableRng;
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(11);
+        for _ in 0..500 {
+            let key = IdentityKeyPair::generate(&mut rng).public_key();
+            assert!(!key.ed25519_sign_bit(), "{key:?}");
+            assert_eq!(key.as_bytes()[31] & 0x80, 0);
+        }
+        // Positive control: the same stream of plain seeds gives keys of both kinds, so the
+        // loop above is what kept the sign bit clear.
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(11);
+        let mut set = 0;
+        for _ in 0..500 {
+            let mut seed = [0u8; 32];
+            rand_core::RngCore::fill_bytes(&mut rng, &mut seed);
+            if IdentityKeyPair::from_seed(&seed)
+                .public_key()
+                .ed25519_sign_bit()
+            {
+                set += 1;
+            }
+        }
+        assert!(
+            (150..350).contains(&set),
+            "{set} of 500 plain seeds had sign bit 1"
+        );
+    }
+
+    #[test]
+    fn both_fingerprint_forms_are_grouped_and_labelled() {
+        let key = IdentityKeyPair::from_seed(&[7u8; 32]).public_key();
+        let ed = key.ed25519_fingerprint();
+        assert_eq!(ed.replace(' ', ""), key.key_id_hex());
+        assert_eq!(ed.split(' ').count(), 8);
+        assert_eq!(
+            key.fingerprint().replace(' ', ""),
+            hex_lower(&key.to_x25519_bytes())
+        );
+        assert_ne!(ed, key.fingerprint());
+        let [first, second] = key.fingerprint_lines();
+        assert!(first.contains("Ed25519") && first.ends_with(&ed), "{first}");
+        assert!(second.contains("Curve25519") && second.ends_with(&key.fingerprint()));
     }
 
     #[test]

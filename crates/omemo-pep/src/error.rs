@@ -105,9 +105,6 @@ pub enum Error {
         /// The limit in Unicode code points.
         limit: usize,
     },
-    /// The SCE envelope lacks an affix OMEMO needs for verification (`from` or `to`).
-    #[error("the SCE envelope has no <{0}> affix")]
-    MissingAffix(&'static str),
     /// The SCE `<from>` affix does not name the stanza's sender (XEP-0420 §affix_elements).
     #[error("the SCE <from> affix does not match the stanza sender")]
     SenderMismatch {

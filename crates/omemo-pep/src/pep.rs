@@ -329,12 +329,24 @@ pub fn add_own_device(
     fetched: Option<&DeviceList>,
     own: DeviceEntry,
 ) -> Result<Option<DeviceList>, Error> {
+    own_device_list(fetched, own, &[])
+}
+
+/// Like [`add_own_device`], and also takes the `retired` device ids out of the list: ids
+/// this account gave up when it started over with a new identity, whose keys are gone.
+/// Returns the list to publish, or `None` if nothing changed.
+pub fn own_device_list(
+    fetched: Option<&DeviceList>,
+    own: DeviceEntry,
+    retired: &[DeviceId],
+) -> Result<Option<DeviceList>, Error> {
     let mut list = fetched.cloned().unwrap_or_default();
-    if list.upsert(own)? {
-        Ok(Some(list))
-    } else {
-        Ok(None)
+    let mut changed = false;
+    for id in retired.iter().filter(|id| **id != own.id()) {
+        changed |= list.remove(*id).is_some();
     }
+    changed |= list.upsert(own)?;
+    Ok(changed.then_some(list))
 }
 
 /// A device-list update pushed as a PEP notification (XEP-0163 §4, XEP-0060 §7.1.2).

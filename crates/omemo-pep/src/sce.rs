@@ -3,8 +3,8 @@
 //!
 //! Outgoing: [`Envelope::new`] fills `<rpad>` with random padding from the caller's RNG;
 //! [`Envelope::to_bytes`] gives the bytes to encrypt. Incoming: [`Envelope::from_bytes`]
-//! parses the decrypted bytes, [`Envelope::verify_affixes`] checks `<from>` and `<to>`
-//! (XEP-0420 §affix_elements) and [`Envelope::sensitive_content`] yields the content minus
+//! parses the decrypted bytes, [`Envelope::verify_affixes`] checks `<from>` and `<to>` as
+//! XEP-0384 §sce asks for one-to-one chats (XEP-0420 §affix_elements) and [`Envelope::sensitive_content`] yields the content minus
 //! elements only a server may set.
 
 use rand_core::CryptoRngCore;
@@ -101,24 +101,37 @@ impl Envelope {
             .filter(|e| !SERVER_PROCESSED.iter().any(|n| e.has_ns(*n)))
     }
 
-    /// Checks the affixes: `<from>` must be the bare JID the stanza came from, `<to>` must be
-    /// `recipient` (our bare JID, or the room's for a group chat). Both are required; a
-    /// missing or mismatching affix is an error the caller may choose to only log (QXmpp
-    /// logs a `from` mismatch) or to reject on (XEP-0420).
+    /// Checks the affixes of an envelope received in a one-to-one chat from `sender`,
+    /// addressed to `recipient` (our bare JID), as XEP-0384 §sce sets them:
+    ///
+    /// - `<from>` (the sender SHOULD add it): when present, its bare JID must be `sender`
+    ///   ([`Error::SenderMismatch`]); a missing one is accepted. Who sent the message is
+    ///   established by the Double Ratchet session, which belongs to the sender's JID and
+    ///   device and decrypts nothing from anyone else; `<from>` is a second statement of it.
+    /// - `<to>` (required only in group chats, to stop a server from turning a group message
+    ///   into a private one): when present, its bare JID must be `recipient`
+    ///   ([`Error::RecipientMismatch`]); a missing one is accepted (Converse.js writes it
+    ///   only in group chats, and the spec's own example has none).
+    /// - `<time>` (MAY) and `<rpad>` (protects the sender's message length) are not checked.
+    ///
+    /// Group chats need their own rules (`<to>` naming the room is then required); they are
+    /// not implemented, and this check must not be used for them.
     pub fn verify_affixes(&self, sender: &BareJid, recipient: &BareJid) -> Result<(), Error> {
-        let from = self.from.as_ref().ok_or(Error::MissingAffix("from"))?;
-        if &from.to_bare() != sender {
-            return Err(Error::SenderMismatch {
-                expected: sender.clone(),
-                found: from.to_bare(),
-            });
+        if let Some(from) = &self.from {
+            if &from.to_bare() != sender {
+                return Err(Error::SenderMismatch {
+                    expected: sender.clone(),
+                    found: from.to_bare(),
+                });
+            }
         }
-        let to = self.to.as_ref().ok_or(Error::MissingAffix("to"))?;
-        if &to.to_bare() != recipient {
-            return Err(Error::RecipientMismatch {
-                expected: recipient.clone(),
-                found: to.to_bare(),
-            });
+        if let Some(to) = &self.to {
+            if &to.to_bare() != recipient {
+                return Err(Error::RecipientMismatch {
+                    expected: recipient.clone(),
+                    found: to.to_bare(),
+                });
+            }
         }
         Ok(())
     }

@@ -183,6 +183,38 @@ fn own_device_is_added_and_others_kept() {
     ));
 }
 
+#[test]
+fn retired_own_devices_leave_the_list() {
+    let v = vectors("xml.json");
+    let fetched = DeviceList::try_from(xml(field(&v, &["devices_bob"]))).unwrap();
+    let ids: Vec<DeviceId> = fetched.ids().collect();
+    let identity = IdentityKeyPair::from_seed(&[7; 32]);
+    let me = DeviceId::new(99).unwrap();
+    let own = DeviceEntry::with_signed_label(me, "echo-bot", &identity).unwrap();
+    let with_me = add_own_device(Some(&fetched), own.clone())
+        .unwrap()
+        .unwrap();
+
+    // Our old device id goes; the other devices and ours stay.
+    let list = pep::own_device_list(Some(&with_me), own.clone(), &[ids[0]])
+        .unwrap()
+        .unwrap();
+    assert!(!list.contains(ids[0]));
+    assert!(list.contains(ids[1]) && list.contains(me));
+    assert_eq!(list.len(), 2);
+    // Nothing to publish once it is gone, or for an id that was never listed; our own
+    // current id is never taken out.
+    assert!(pep::own_device_list(Some(&list), own.clone(), &[ids[0]])
+        .unwrap()
+        .is_none());
+    let unlisted = DeviceId::new(12345).unwrap();
+    assert!(
+        pep::own_device_list(Some(&list), own.clone(), &[unlisted, me])
+            .unwrap()
+            .is_none()
+    );
+}
+
 fn form_value(request: &Element, var: &str) -> Option<String> {
     fn walk(e: &Element, var: &str) -> Option<String> {
         if e.name() == "field" && e.attr("var") == Some(var) {

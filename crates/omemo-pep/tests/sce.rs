@@ -65,11 +65,62 @@ fn affix_mismatches_are_errors() {
         .unwrap()
         .verify_affixes(&alice(), &bob())
         .unwrap();
-    let bare = xml("<envelope xmlns='urn:xmpp:sce:1'><content/></envelope>");
-    let env = Envelope::try_from(bare).unwrap();
+}
+
+/// An envelope as a one-to-one chat client sends it: `<rpad>`, `<from>` and `<to>` only
+/// where `affixes` says so, no `<time>`.
+fn one_to_one(affixes: &str) -> Envelope {
+    Envelope::try_from(xml(&format!(
+        "<envelope xmlns='urn:xmpp:sce:1'><content>\
+           <body xmlns='jabber:client'>hello</body></content>{affixes}</envelope>"
+    )))
+    .unwrap()
+}
+
+#[test]
+fn one_to_one_envelope_without_to_is_accepted_and_a_wrong_to_refused() {
+    // Converse.js writes <to> only in group chats (XEP-0384 §sce requires it only there).
+    let without_to = one_to_one("<rpad>xyz</rpad><from jid='alice@example.org'/>");
+    assert_eq!(without_to.to, None);
+    without_to.verify_affixes(&alice(), &bob()).unwrap();
+    // The same envelope with a <to> naming someone else is refused...
+    let misdirected =
+        one_to_one("<rpad>xyz</rpad><from jid='alice@example.org'/><to jid='carol@example.com'/>");
     assert!(matches!(
-        env.verify_affixes(&alice(), &bob()),
-        Err(Error::MissingAffix("from"))
+        misdirected.verify_affixes(&alice(), &bob()),
+        Err(Error::RecipientMismatch { found, .. }) if found.as_str() == "carol@example.com"
+    ));
+    // ...and with one naming us (any resource) accepted.
+    let to_us = one_to_one(
+        "<rpad>xyz</rpad><from jid='alice@example.org'/><to jid='bob@example.net/phone'/>",
+    );
+    to_us.verify_affixes(&alice(), &bob()).unwrap();
+}
+
+#[test]
+fn missing_from_is_accepted_and_a_wrong_from_refused() {
+    // <from> is a SHOULD in XEP-0384 §sce: the session already binds the sender.
+    let without_from = one_to_one("<rpad>xyz</rpad><to jid='bob@example.net'/>");
+    assert_eq!(without_from.from, None);
+    without_from.verify_affixes(&alice(), &bob()).unwrap();
+    let spoofed = one_to_one("<rpad>xyz</rpad><from jid='mallory@evil.example'/>");
+    assert!(matches!(
+        spoofed.verify_affixes(&alice(), &bob()),
+        Err(Error::SenderMismatch { found, .. }) if found.as_str() == "mallory@evil.example"
+    ));
+}
+
+#[test]
+fn missing_time_and_rpad_are_accepted() {
+    // <time> is a MAY; <rpad> protects only the sender's message length. Neither is checked,
+    // while the affixes that are present still are (the wrong <from> below is refused).
+    let bare = one_to_one("");
+    assert!(bare.time.is_none() && bare.rpad.is_none());
+    bare.verify_affixes(&alice(), &bob()).unwrap();
+    let wrong_from_only = one_to_one("<from jid='mallory@evil.example'/>");
+    assert!(matches!(
+        wrong_from_only.verify_affixes(&alice(), &bob()),
+        Err(Error::SenderMismatch { .. })
     ));
 }
 

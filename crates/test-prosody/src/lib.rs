@@ -3,8 +3,8 @@
 //! [`TestServer::start`] creates a temporary directory with its own data directory, pid file,
 //! debug log and generated `prosody.cfg.lua`, generates a CA and a leaf certificate for the
 //! virtual host (rustls rejects a certificate that is its own CA), picks a free loopback port
-//! for client-to-server connections (no s2s, no HTTP) and runs `prosody -F` as a child process
-//! until the [`TestServer`] is dropped.
+//! for client-to-server connections (no s2s; HTTP only for WebSocket, when asked for) and runs
+//! `prosody -F` as a child process until the [`TestServer`] is dropped.
 //!
 //! `mod_stanza_debug` writes every stanza to the debug log, so a test can check what went
 //! over the wire with [`TestServer::stanza_log`].
@@ -55,6 +55,7 @@ pub struct TestServerBuilder {
     port: Option<u16>,
     interface: String,
     extra: Vec<String>,
+    websocket: bool,
 }
 
 impl Default for TestServerBuilder {
@@ -65,6 +66,7 @@ impl Default for TestServerBuilder {
             port: None,
             interface: "127.0.0.1".to_owned(),
             extra: Vec::new(),
+            websocket: false,
         }
     }
 }
@@ -104,6 +106,17 @@ impl TestServerBuilder {
         self
     }
 
+    /// Also serves XMPP over WebSocket (RFC 7395, `mod_websocket`) for browser clients, on a
+    /// second free port of the same interface: see [`TestServer::websocket_url`]; blocking
+    /// (XEP-0191, `mod_blocklist`), which browser clients expect, comes with it. The
+    /// endpoint is plain HTTP on loopback and Prosody is told to count it as secure
+    /// (`consider_websocket_secure`), so logins over it work while TLS stays required on the
+    /// c2s port.
+    pub fn websocket(mut self, enable: bool) -> Self {
+        self.websocket = enable;
+        self
+    }
+
     /// Generates everything and starts Prosody; returns once the port accepts connections.
     pub fn start(self) -> anyhow::Result<TestServer> {
         let prosody = find_program("prosody").ok_or_else(|| {
@@ -129,6 +142,7 @@ impl TestServerBuilder {
             interface: self.interface,
             extra: self.extra,
             port: 0,
+            http_port: None,
             child: None,
             ca_file: root.join("ca.pem"),
             dir,
@@ -144,6 +158,9 @@ impl TestServerBuilder {
                 Some(port) => port,
                 None => free_port()?,
             };
+            if self.websocket {
+                server.http_port = Some(free_port()?);
+            }
             server.write_config()?;
             match server.spawn_and_wait() {
                 Ok(()) => return Ok(server),
@@ -170,6 +187,8 @@ pub struct TestServer {
     interface: String,
     extra: Vec<String>,
     port: u16,
+    /// The HTTP port serving WebSocket, when enabled.
+    http_port: Option<u16>,
     child: Option<Child>,
     ca_file: PathBuf,
     // Last field: dropped after `Drop for TestServer` has stopped the process.
@@ -190,6 +209,13 @@ impl TestServer {
     /// The client-to-server port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// `ws://localhost:PORT/xmpp-websocket` when the server was built with
+    /// [`TestServerBuilder::websocket`].
+    pub fn websocket_url(&self) -> Option<String> {
+        self.http_port
+            .map(|port| format!("ws://localhost:{port}/xmpp-websocket"))
     }
 
     /// The virtual host.
@@ -342,6 +368,7 @@ impl TestServer {
             dir,
             domain: &self.domain,
             port: self.port,
+            http_port: self.http_port,
             allow_plaintext: self.allow_plaintext,
             interface: &self.interface,
             extra: &self.extra,
@@ -369,7 +396,10 @@ impl TestServer {
             .with_context(|| format!("starting {}", self.prosody.display()))?;
         self.child = Some(child);
 
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let addrs: Vec<SocketAddr> = std::iter::once(self.port)
+            .chain(self.http_port)
+            .map(|port| SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+            .collect();
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(child) = self.child.as_mut() {
@@ -382,7 +412,10 @@ impl TestServer {
                     );
                 }
             }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            if addrs
+                .iter()
+                .all(|addr| TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok())
+            {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -411,6 +444,7 @@ struct ConfigValues<'a> {
     dir: &'a Path,
     domain: &'a str,
     port: u16,
+    http_port: Option<u16>,
     allow_plaintext: bool,
     interface: &'a str,
     extra: &'a [String],
@@ -449,13 +483,15 @@ interfaces = {{ {interface} }}
 c2s_ports = {{ {port} }}
 c2s_direct_tls_ports = {{ }}
 s2s_ports = {{ }}
-http_ports = {{ }}
+http_ports = {{ {http_ports} }}
+http_interfaces = {{ {interface} }}
 https_ports = {{ }}
 
 modules_enabled = {{
     "roster"; "saslauth"; "tls"; "disco"; "carbons"; "pep"; "mam"; "offline";
-    "smacks"; "register"; "ping"; "time"; "version"; "posix"; "stanza_debug";
+    "smacks"; "register"; "ping"; "time"; "version"; "posix"; "stanza_debug";{websocket_module}
 }}
+{websocket_options}
 modules_disabled = {{ "s2s" }}
 
 allow_registration = true
@@ -472,6 +508,20 @@ VirtualHost {domain}
         certs = path("certs"),
         log = path("prosody.log"),
         port = v.port,
+        http_ports = v.http_port.map(|p| p.to_string()).unwrap_or_default(),
+        // Browser clients also expect blocking (XEP-0191): Converse.js waits for it before
+        // it opens a chat. Prosody's default configuration enables it.
+        websocket_module = if v.http_port.is_some() {
+            " \"websocket\"; \"blocklist\";"
+        } else {
+            ""
+        },
+        // Loopback only: browsers cannot add TLS to a test server without a trusted CA.
+        websocket_options = if v.http_port.is_some() {
+            "consider_websocket_secure = true\n"
+        } else {
+            ""
+        },
         require_encryption = !v.allow_plaintext,
         key = path("server.key"),
         cert = path("server.pem"),
@@ -581,6 +631,7 @@ mod tests {
             dir: Path::new("/tmp/x"),
             domain: "localhost",
             port: 12345,
+            http_port: None,
             allow_plaintext: false,
             interface: "127.0.0.1",
             extra: &["smacks_hibernation_time = 5".to_owned()],
@@ -594,6 +645,29 @@ mod tests {
             "c2s_require_encryption = true",
             "log = { debug = \"/tmp/x/prosody.log\" }",
             "VirtualHost \"localhost\"",
+        ] {
+            assert!(config.contains(needle), "missing {needle}");
+        }
+        assert!(!config.contains("websocket"));
+    }
+
+    #[test]
+    fn websocket_config_serves_http_on_the_interface() {
+        let config = render_config(&ConfigValues {
+            dir: Path::new("/tmp/x"),
+            domain: "localhost",
+            port: 12345,
+            http_port: Some(23456),
+            allow_plaintext: false,
+            interface: "127.0.0.1",
+            extra: &[],
+        });
+        for needle in [
+            "http_ports = { 23456 }",
+            "http_interfaces = { \"127.0.0.1\" }",
+            "\"stanza_debug\"; \"websocket\"; \"blocklist\";",
+            "\nconsider_websocket_secure = true\n",
+            "c2s_require_encryption = true",
         ] {
             assert!(config.contains(needle), "missing {needle}");
         }

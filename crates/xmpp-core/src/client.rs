@@ -373,6 +373,7 @@ impl Client {
             jid = %own.jid,
             device = %own.device_id,
             fingerprint = %own.identity.public_key().fingerprint(),
+            ed25519_fingerprint = %own.identity.public_key().ed25519_fingerprint(),
             "OMEMO device loaded"
         );
 

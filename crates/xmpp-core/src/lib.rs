@@ -25,6 +25,7 @@
 //! - [`omemo`]: the OMEMO 2 manager (device list, bundle, sessions, trust, send and receive)
 //!   over the sans-IO crates and the `atm-trust` store.
 //! - [`client`]: [`client::Client`], which ties them together for the programs.
+//! - [`identity`]: starting over with a new identity, and showing one to a person.
 //!
 //! The connection alone, without OMEMO:
 //!
@@ -51,6 +52,7 @@ mod archive;
 pub mod client;
 pub mod connection;
 mod fair;
+pub mod identity;
 pub mod logging;
 pub mod omemo;
 mod removal;

@@ -463,10 +463,27 @@ impl OmemoManager {
             &self.own.label,
             &self.own.identity,
         )?;
-        if let Some(list) = pep::add_own_device(current, entry)? {
+        // Device ids given up by an identity reset leave the list (also when a stale copy of
+        // the list brings them back), and their bundles go.
+        let retired = self
+            .with_store(|store| store.retired_own_devices())
+            .await??;
+        let listed_retired: Vec<DeviceId> = retired
+            .iter()
+            .copied()
+            .filter(|id| current.is_some_and(|list| list.contains(*id)))
+            .collect();
+        if let Some(list) = pep::own_device_list(current, entry, &retired)? {
             tracing::info!(device = %self.own.device_id, devices = list.len(), "publishing our device list");
             self.publish(Publication::device_list(&list), "device list")
                 .await?;
+            self.record_device_list(self.own.jid.clone(), &list).await?;
+        }
+        for device in listed_retired {
+            let answer = self
+                .request(pep::retract_bundle(device, &self.iq_id("retract")))
+                .await?;
+            tracing::info!(%device, ok = matches!(answer, Iq::Result { .. }), "retracted the bundle of our old device");
         }
         Ok(())
     }

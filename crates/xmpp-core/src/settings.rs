@@ -77,6 +77,12 @@ pub struct AccountArgs {
     /// Trust policy for new keys: toakafa (blind trust before verification) or manual.
     #[arg(long, env = "XMPP_TRUST_POLICY", value_name = "POLICY")]
     pub trust_policy: Option<TrustPolicySetting>,
+    /// Start over with a new OMEMO identity and device id (for an identity that a client
+    /// cannot use, see the README). Contacts see a new device and must trust it again;
+    /// messages encrypted for the old device can no longer be read. A flag only: never read
+    /// from the environment or the config file.
+    #[arg(long)]
+    pub reset_identity: bool,
     /// More logging (-v: debug, -vv: trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
