@@ -326,8 +326,16 @@ async fn keeps_retrying_while_the_server_is_down() -> anyhow::Result<()> {
     let started = Instant::now();
     tokio::task::block_in_place(|| server.stop())?;
     next_event(&mut alice_events, |e| matches!(e, Event::Offline)).await?;
-    // Down long enough for at least one failed attempt (the first comes after 1 s ± 25 %).
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Wait for a reconnect attempt while the server is down and make it fail: stand in for
+    // the server on its port, accept the client's connection and close it at once.
+    let stand_in = tokio::net::TcpListener::bind(("127.0.0.1", server.port()))
+        .await
+        .context("cannot listen on the stopped server's port")?;
+    let (attempt, _) = tokio::time::timeout(WAIT, stand_in.accept())
+        .await
+        .context("no reconnect attempt while the server was down")??;
+    drop(attempt);
+    drop(stand_in);
     tokio::task::block_in_place(|| server.restart())?;
     let server_up = started.elapsed();
     next_event(&mut alice_events, |e| {
