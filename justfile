@@ -64,8 +64,18 @@ prosody:
     # Some images start it anyway; the tests run their own instances.
     $sudo systemctl stop prosody 2>/dev/null || $sudo service prosody stop 2>/dev/null || true
 
+# Install Profanity (a real legacy OMEMO client, libsignal-protocol-c) and tmux to drive it.
+profanity:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if command -v profanity >/dev/null && command -v tmux >/dev/null; then exit 0; fi
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq profanity tmux >/dev/null
+    profanity --version | grep -q "OMEMO support: Enabled" || { echo "this Profanity has no OMEMO" >&2; exit 1; }
+
 # Everything CI checks: lint, dependency rules, all tests including the interop runs.
-test: lint sans-io venv prosody
+test: lint sans-io venv prosody profanity
     cargo test --workspace --locked
     # The fuzz corpora and regression inputs, replayed on stable (fuzz/ is its own workspace;
     # sharing the target directory reuses most of the build).

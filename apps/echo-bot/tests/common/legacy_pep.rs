@@ -75,3 +75,22 @@ pub(crate) async fn omemo2_bundle(raw: &mut RawClient, jid: &BareJid, device: De
         other => panic!("no OMEMO 2 bundle for {jid}/{device}: {other:?}"),
     }
 }
+
+/// Publishes `list` as our legacy device list (`eu.siacs.conversations.axolotl.devicelist`,
+/// access model `open`), the way our client does it.
+pub(crate) async fn publish_legacy_device_list(
+    raw: &mut RawClient,
+    list: &omemo_pep::legacy::DeviceList,
+) {
+    let mut publication = pep::Publication::legacy_device_list(list);
+    for attempt in 0..12 {
+        let id = format!("publish-{attempt}");
+        let answer = query(raw, publication.request(&id).into(), &id).await;
+        match publication.handle_response(&answer.try_into().unwrap()) {
+            pep::PublishProgress::Done => return,
+            pep::PublishProgress::Failed(error) => panic!("publishing failed: {error:?}"),
+            _ => {}
+        }
+    }
+    panic!("publishing did not finish");
+}
