@@ -446,6 +446,57 @@ async fn profanity_and_the_python_legacy_peer_exchange_messages_both_ways() {
         .await
         .unwrap()
         .unwrap();
+    let echo_device = events
+        .iter()
+        .find(|e| e["event"] == "ready")
+        .and_then(|e| e["device_id"].as_u64())
+        .and_then(|id| u32::try_from(id).ok())
+        .and_then(|id| DeviceId::new(id).ok())
+        .expect("the echo's ready event");
+
+    // Profanity's own <encrypted> elements, as the server received them, parse with our
+    // legacy parser: sent by its device, a key for the echo's device, a key exchange first.
+    let sent_by_profanity: Vec<(String, omemo_pep::legacy::EncryptedMessage)> = server
+        .stanza_log()
+        .lines()
+        .filter(|l| l.contains("RECV: <message") && l.contains("to='bob@localhost'"))
+        .filter_map(|l| {
+            let start = l.find("<encrypted xmlns='eu.siacs.conversations.axolotl'")?;
+            let end = l[start..].find("</encrypted>")? + start + "</encrypted>".len();
+            Some(l[start..end].to_owned())
+        })
+        .map(|xml| {
+            let element: xmpp_core::minidom::Element = xml.parse().unwrap();
+            let parsed = omemo_pep::legacy::EncryptedMessage::try_from(element)
+                .unwrap_or_else(|e| panic!("our parser refused Profanity's {xml}: {e}"));
+            (xml, parsed)
+        })
+        .collect();
+    assert!(
+        sent_by_profanity.len() >= ROUNDS,
+        "{} legacy messages from Profanity in the stanza log",
+        sent_by_profanity.len()
+    );
+    for (_, message) in &sent_by_profanity {
+        assert_eq!(message.sid, device);
+        assert_eq!(message.keys_for(echo_device).count(), 1);
+        assert!(matches!(message.iv.len(), 12 | 16));
+    }
+    let (first_xml, first) = &sent_by_profanity[0];
+    assert!(
+        first.keys_for(echo_device).all(|k| k.prekey),
+        "Profanity's first message is not a key exchange: {first_xml}"
+    );
+    let spelling = if first_xml.contains("prekey='true'") || first_xml.contains("prekey=\"true\"") {
+        "true"
+    } else {
+        "other than 'true'"
+    };
+    eprintln!(
+        "Profanity sent {} legacy messages: IV {} bytes, prekey attribute {spelling}",
+        sent_by_profanity.len(),
+        first.iv.len()
+    );
     let echoed: Vec<&Value> = events.iter().filter(|e| e["event"] == "echoed").collect();
     assert_eq!(echoed.len(), ROUNDS, "{events:?}");
     for event in &echoed {
