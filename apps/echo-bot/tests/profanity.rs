@@ -264,32 +264,36 @@ async fn profanity_publishes_a_legacy_device_list_and_bundle_our_parsers_accept(
     // The owner can always read its nodes (Profanity leaves their access model at the
     // server's default); poll until the publish has landed.
     let deadline = Instant::now() + DEADLINE;
-    let list = loop {
+    let list;
+    loop {
         match legacy_pep::legacy_device_list(&mut raw, &alice).await {
-            Fetched::Found(list) if list.contains(device) => break list,
-            other => {
-                assert!(
-                    Instant::now() < deadline,
-                    "Profanity's device {device} is not in its legacy list: {other:?}\n{}",
-                    axolotl_stanzas(&server)
-                );
-                tokio::time::sleep(POLL).await;
+            Fetched::Found(found) if found.contains(device) => {
+                list = found;
+                break;
             }
+            other => assert!(
+                Instant::now() < deadline,
+                "Profanity's device {device} is not in its legacy list: {other:?}\n{}",
+                axolotl_stanzas(&server)
+            ),
         }
-    };
+        tokio::time::sleep(POLL).await;
+    }
     assert_eq!(list.ids().collect::<Vec<_>>(), vec![device]);
-    let bundle = loop {
+    let bundle;
+    loop {
         match legacy_pep::legacy_bundle(&mut raw, &alice, device).await {
-            Fetched::Found(bundle) => break bundle,
-            other => {
-                assert!(
-                    Instant::now() < deadline,
-                    "no legacy bundle for Profanity's device {device}: {other:?}"
-                );
-                tokio::time::sleep(POLL).await;
+            Fetched::Found(found) => {
+                bundle = found;
+                break;
             }
+            other => assert!(
+                Instant::now() < deadline,
+                "no legacy bundle for Profanity's device {device}: {other:?}"
+            ),
         }
-    };
+        tokio::time::sleep(POLL).await;
+    }
     // A `legacy::Bundle` exists only with a verified signed pre-key signature (XEdDSA with
     // the sign bit in byte 63) and valid 0x05 keys; the identity is the one Profanity shows.
     assert_eq!(

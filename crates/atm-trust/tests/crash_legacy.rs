@@ -60,8 +60,9 @@ fn used_legacy_pre_keys(path: &Path) -> u64 {
     u64::try_from(count).unwrap()
 }
 
-/// The committed sequence number, after checking that every row agrees with it.
-fn committed_seq(path: &Path, omemo2_keys: &[u32]) -> u64 {
+/// The committed sequence number and whether the refill after it was still missing, after
+/// checking that every row agrees with it.
+fn committed_seq(path: &Path, omemo2_keys: &[u32]) -> (u64, bool) {
     let store = Store::open(path).unwrap();
     let seq = store
         .load_session(Namespace::Legacy, BOB, bob_device())
@@ -93,7 +94,7 @@ fn committed_seq(path: &Path, omemo2_keys: &[u32]) -> u64 {
         .load_session(Namespace::Omemo2, BOB, bob_device())
         .unwrap()
         .is_none());
-    seq
+    (seq, unused < POOL)
 }
 
 fn crash_child(path: &str) {
@@ -103,6 +104,11 @@ fn crash_child(path: &str) {
         .load_session(Namespace::Legacy, BOB, bob_device())
         .unwrap()
         .map_or(0, |state| seq_of(&state));
+    // As at every start-up: top the pool up first (the last run may have died before its
+    // refill).
+    store
+        .ensure_pre_keys_for(Namespace::Legacy, POOL, &mut rng, seq)
+        .unwrap();
     let mut out = std::io::stdout().lock();
     loop {
         seq += 1;
@@ -159,6 +165,7 @@ fn sigkill_during_legacy_key_exchanges_leaves_a_committed_state() {
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let started = Instant::now();
     let mut previous = 0u64;
+    let mut before_refill = 0;
     for round in 0..KILLS {
         let mut child = Command::new(&exe)
             .env(CHILD_ENV, &path)
@@ -179,14 +186,19 @@ fn sigkill_during_legacy_key_exchanges_leaves_a_committed_state() {
                 }
             }
         });
-        // Wait for the first commit, so the kill lands in the loop, then 0–20 ms more.
-        let first = rx.recv_timeout(Duration::from_secs(20));
-        assert!(first.is_ok(), "round {round}: the child committed nothing");
-        std::thread::sleep(Duration::from_micros(rng.next_u64() % 20_000));
+        // Wait for a random number (1–5) of commits, so the kill lands at a random point of
+        // the loop: in a commit, between a commit and its refill, or in a refill.
+        let wanted = 1 + rng.next_u64() % 5;
+        let mut first = None;
+        for _ in 0..wanted {
+            let seq = rx.recv_timeout(Duration::from_secs(20));
+            assert!(seq.is_ok(), "round {round}: the child stopped committing");
+            first = seq.ok();
+        }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         reader.join().unwrap();
-        let last_printed = rx.try_iter().last().or(first.ok()).unwrap();
+        let last_printed = rx.try_iter().last().or(first).unwrap();
 
         let conn = rusqlite::Connection::open(&path).unwrap();
         let integrity: String = conn
@@ -194,7 +206,8 @@ fn sigkill_during_legacy_key_exchanges_leaves_a_committed_state() {
             .unwrap();
         drop(conn);
         assert_eq!(integrity, "ok", "round {round}");
-        let seq = committed_seq(&path, &omemo2_keys);
+        let (seq, refill_missing) = committed_seq(&path, &omemo2_keys);
+        before_refill += usize::from(refill_missing);
         assert!(
             seq == last_printed || seq == last_printed + 1,
             "round {round}: stored {seq}, last printed {last_printed}"
@@ -206,7 +219,8 @@ fn sigkill_during_legacy_key_exchanges_leaves_a_committed_state() {
         previous = seq;
     }
     eprintln!(
-        "{KILLS} kills in {:?}, {previous} legacy key exchanges committed",
+        "{KILLS} kills in {:?}, {previous} legacy key exchanges committed, \
+         {before_refill} kills between a commit and its refill",
         started.elapsed()
     );
 }
