@@ -123,7 +123,13 @@ fn generate_signed_pre_key(
     }
 }
 
-fn insert_signed_pre_key(
+/// Stores `spk` as the current OMEMO 2 signed pre-key.
+fn insert_signed_pre_key(tx: &Transaction<'_>, spk: &SignedPreKey) -> Result<()> {
+    insert_signed_pre_key_for(tx, Namespace::Omemo2, spk)
+}
+
+/// Stores `spk` as the current signed pre-key of `namespace`.
+fn insert_signed_pre_key_for(
     tx: &Transaction<'_>,
     namespace: Namespace,
     spk: &SignedPreKey,
@@ -230,7 +236,7 @@ impl Store {
         )?;
         let spk_id = allocate_signed_pre_key_id(&tx)?;
         let spk = SignedPreKey::generate(spk_id, &identity, now, rng);
-        insert_signed_pre_key(&tx, Namespace::Omemo2, &spk)?;
+        insert_signed_pre_key(&tx, &spk)?;
         tx.commit()?;
         Ok(OwnDevice {
             jid: jid.to_owned(),
@@ -302,7 +308,7 @@ impl Store {
         let own = load_own_device(&tx)?.ok_or(StoreError::NoOwnDevice)?;
         let id = allocate_signed_pre_key_id(&tx)?;
         let spk = generate_signed_pre_key(namespace, id, own.identity(), now, rng);
-        insert_signed_pre_key(&tx, namespace, &spk)?;
+        insert_signed_pre_key_for(&tx, namespace, &spk)?;
         tx.commit()?;
         Ok(spk)
     }
@@ -363,7 +369,7 @@ impl Store {
         )?;
         let id = allocate_signed_pre_key_id(&tx)?;
         let spk = generate_signed_pre_key(namespace, id, own.identity(), now, rng);
-        insert_signed_pre_key(&tx, namespace, &spk)?;
+        insert_signed_pre_key_for(&tx, namespace, &spk)?;
         tx.commit()?;
         Ok(spk)
     }
