@@ -118,8 +118,18 @@ converse:
     npm ci --no-audit --no-fund --loglevel=error
     cp package-lock.json "$stamp"
 
+# Install Profanity (a real legacy OMEMO client, libsignal-protocol-c) and tmux to drive it.
+profanity:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if command -v profanity >/dev/null && command -v tmux >/dev/null; then exit 0; fi
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq profanity tmux >/dev/null
+    profanity --version | grep -q "OMEMO support: Enabled" || { echo "this Profanity has no OMEMO" >&2; exit 1; }
+
 # Everything CI checks: lint, dependency rules, all tests including the interop runs.
-test: lint sans-io package venv prosody converse
+test: lint sans-io package venv prosody converse profanity
     # Builds the examples too (xmpp-core's tests run the dice_bot example).
     cargo test --workspace --locked
     # The fuzz corpora and regression inputs, replayed on stable (fuzz/ is its own workspace;

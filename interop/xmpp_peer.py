@@ -1,13 +1,21 @@
 #!/usr/bin/env python3
-"""Independent OMEMO 2 XMPP peer backed by the Python reference implementation.
+"""Independent OMEMO 2 and legacy OMEMO XMPP peer backed by the Python reference implementation.
 
 Used by the Rust integration tests as the "other side" on a live server. It drives python-omemo's
-`SessionManager` with the `twomemo` backend (OMEMO 2, `urn:xmpp:omemo:2`) and uses slixmpp for XMPP.
+`SessionManager` with the `twomemo` backend (OMEMO 2, `urn:xmpp:omemo:2`) and/or the `oldmemo` backend
+(legacy OMEMO, `eu.siacs.conversations.axolotl`), chosen with --versions, and uses slixmpp for XMPP.
 The slixmpp-omemo plugin is deliberately not used: it cannot decrypt OMEMO 2 (it raises for SCE),
 so this peer implements the SessionManager's PEP hooks with XEP-0060 calls itself and writes and
 parses the XEP-0420 (SCE) envelope itself.
 
 Output: one JSON object per line on stdout (`{"event": ...}`); logs go to stderr.
+
+Versions: --versions omemo2 (default), legacy, or omemo2,legacy (one device, one identity, both
+namespaces, as python-omemo's dual stack: a bundle and a device-list entry per namespace). Legacy messages
+carry only the body (no SCE), with the plaintext fallback <body> real legacy clients add. The echo modes
+answer each message in the version it came in; the client sends in --send-version (default: the first of
+--versions) and requires the answer in that version. Two peers on one account with --versions omemo2 and
+--versions legacy are one OMEMO 2 device and one legacy device of that account.
 
 Modes (all need --jid, --password; usually --server HOST:PORT and --ca-file PEM):
 
@@ -22,6 +30,9 @@ Modes (all need --jid, --password; usually --server HOST:PORT and --ca-file PEM)
   client          Send --count encrypted messages to --to one after another, wait for each
                   encrypted answer "Your message: <body>" and check it; print
                   {"event":"summary",...}. Exit 0 only if every message was answered correctly.
+  send            Send --count encrypted messages (or each --body) to --to in --send-version, print
+                  {"event":"sent",...} per message, wait until the server has them, and exit (for a
+                  receiver that does not answer, e.g. a real client in a terminal).
   check-bot       Fetch --to's devices node and each device's bundle, validate them with the
                   reference code, print {"event":"check",...}. Exit 0 only if valid.
 
@@ -81,6 +92,8 @@ from slixmpp.xmlstream.matcher import MatchXPath
 from twomemo import Twomemo
 from twomemo import etree as twomemo_etree
 from twomemo.twomemo import NAMESPACE as NS_OMEMO
+from oldmemo import Oldmemo
+from oldmemo import etree as oldmemo_etree
 
 log = logging.getLogger("xmpp_peer")
 
@@ -91,6 +104,15 @@ NS_CLIENT = "jabber:client"
 NS_EME = "urn:xmpp:eme:0"
 NS_HINTS = "urn:xmpp:hints"
 NS_LEGACY_OMEMO = "eu.siacs.conversations.axolotl"
+NODE_LEGACY_DEVICES = f"{NS_LEGACY_OMEMO}.devicelist"
+VERSIONS = {"omemo2": NS_OMEMO, "legacy": NS_LEGACY_OMEMO}
+VERSION_OF = {ns: name for name, ns in VERSIONS.items()}
+LEGACY_FALLBACK_BODY = "I sent you an OMEMO encrypted message but your client doesn't seem to support that."
+
+
+def legacy_bundle_node(device_id: int) -> str:
+    """Legacy OMEMO keeps one bundle node per device (LEGACY-NOTES §1)."""
+    return f"{NS_LEGACY_OMEMO}.bundles:{device_id}"
 NS_PUBSUB_ERRORS = "http://jabber.org/protocol/pubsub#errors"
 NS_DATA = "jabber:x:data"
 
@@ -98,6 +120,8 @@ ECHO_PREFIX = "Your message: "
 TRUSTED = "BLINDLY_TRUSTED"
 # Publish-options as XEP-0384 asks for them (plus what slixmpp-omemo sends).
 DEVICES_OPTIONS = {"pubsub#access_model": "open", "pubsub#persist_items": "true", "pubsub#max_items": "1"}
+# A legacy bundle node holds one item, "current".
+LEGACY_BUNDLE_OPTIONS = DEVICES_OPTIONS
 BUNDLES_OPTIONS = {"pubsub#access_model": "open", "pubsub#persist_items": "true", "pubsub#max_items": "max"}
 # Servers that refuse max_items=max get these, in order (as QXmpp does).
 MAX_ITEMS_FALLBACKS = ["1000", "100", "10"]
@@ -398,13 +422,22 @@ class PeerSessionManager(omemo.SessionManager):
 
     peer: "Peer"
 
-    @staticmethod
-    def _check_namespace(namespace: str) -> None:
-        if namespace != NS_OMEMO:
-            raise omemo.UnknownNamespace(f"only {NS_OMEMO} is supported, not {namespace}")
+    def _check_namespace(self, namespace: str) -> None:
+        if namespace not in self.peer.namespaces:
+            raise omemo.UnknownNamespace(f"only {self.peer.namespaces} are loaded, not {namespace}")
 
     async def _upload_bundle(self, bundle: omemo.Bundle) -> None:  # type: ignore[override]
         self._check_namespace(bundle.namespace)
+        if bundle.namespace == NS_LEGACY_OMEMO:
+            try:
+                await self.peer.pep.publish(
+                    legacy_bundle_node(bundle.device_id), "current", oldmemo_etree.serialize_bundle(bundle),
+                    LEGACY_BUNDLE_OPTIONS,
+                )
+            except (IqError, IqTimeout) as e:
+                raise omemo.BundleUploadFailed(iq_error_text(e)) from e
+            log.info("legacy bundle published for device %d", bundle.device_id)
+            return
         try:
             await self.peer.pep.publish(
                 NODE_BUNDLES, str(bundle.device_id), twomemo_etree.serialize_bundle(bundle), BUNDLES_OPTIONS
@@ -415,6 +448,18 @@ class PeerSessionManager(omemo.SessionManager):
 
     async def _download_bundle(self, namespace: str, bare_jid: str, device_id: int) -> omemo.Bundle:  # type: ignore[override]
         self._check_namespace(namespace)
+        if namespace == NS_LEGACY_OMEMO:
+            try:
+                items = await self.peer.pep.items(bare_jid, legacy_bundle_node(device_id))
+            except (IqError, IqTimeout) as e:
+                raise omemo.BundleDownloadFailed(iq_error_text(e)) from e
+            if not items:
+                raise omemo.BundleNotFound(f"no legacy bundle for {bare_jid}/{device_id}")
+            payload = next((p for i, p in items if i == "current"), items[-1][1])
+            try:
+                return oldmemo_etree.parse_bundle(payload, bare_jid, device_id)
+            except Exception as e:  # schema violation, bad base64, bad signature
+                raise omemo.BundleDownloadFailed(f"malformed legacy bundle {bare_jid}/{device_id}: {e}") from e
         try:
             items = await self.peer.pep.items(bare_jid, NODE_BUNDLES, [str(device_id)])
         except (IqError, IqTimeout) as e:
@@ -429,25 +474,31 @@ class PeerSessionManager(omemo.SessionManager):
 
     async def _delete_bundle(self, namespace: str, device_id: int) -> None:  # type: ignore[override]
         self._check_namespace(namespace)
+        node, item = (
+            (legacy_bundle_node(device_id), "current") if namespace == NS_LEGACY_OMEMO else (NODE_BUNDLES, str(device_id))
+        )
         try:
-            await self.peer.pep.retract(NODE_BUNDLES, str(device_id))
+            await self.peer.pep.retract(node, item)
         except (IqError, IqTimeout) as e:
             raise omemo.BundleDeletionFailed(iq_error_text(e)) from e
 
     async def _upload_device_list(self, namespace: str, device_list: omemo.DeviceList) -> None:  # type: ignore[override]
         self._check_namespace(namespace)
+        legacy = namespace == NS_LEGACY_OMEMO
+        payload = (oldmemo_etree if legacy else twomemo_etree).serialize_device_list(device_list)
         try:
             await self.peer.pep.publish(
-                NODE_DEVICES, "current", twomemo_etree.serialize_device_list(device_list), DEVICES_OPTIONS
+                NODE_LEGACY_DEVICES if legacy else NODE_DEVICES, "current", payload, DEVICES_OPTIONS
             )
         except (IqError, IqTimeout) as e:
             raise omemo.DeviceListUploadFailed(iq_error_text(e)) from e
-        log.info("device list published: %s", sorted(device_list))
+        log.info("%s device list published: %s", VERSION_OF[namespace], sorted(device_list))
 
     async def _download_device_list(self, namespace: str, bare_jid: str) -> omemo.DeviceList:  # type: ignore[override]
         self._check_namespace(namespace)
+        legacy = namespace == NS_LEGACY_OMEMO
         try:
-            items = await self.peer.pep.items(bare_jid, NODE_DEVICES)
+            items = await self.peer.pep.items(bare_jid, NODE_LEGACY_DEVICES if legacy else NODE_DEVICES)
         except (IqError, IqTimeout) as e:
             raise omemo.DeviceListDownloadFailed(iq_error_text(e)) from e
         if not items:
@@ -455,7 +506,7 @@ class PeerSessionManager(omemo.SessionManager):
         # The item is "current"; take the last one if a client used another id.
         payload = next((p for i, p in items if i == "current"), items[-1][1])
         try:
-            return twomemo_etree.parse_device_list(payload)
+            return (oldmemo_etree if legacy else twomemo_etree).parse_device_list(payload)
         except Exception as e:
             raise omemo.DeviceListDownloadFailed(f"malformed device list of {bare_jid}: {e}") from e
 
@@ -475,7 +526,7 @@ class PeerSessionManager(omemo.SessionManager):
         # Empty OMEMO messages (key exchange completion, heartbeats): python-omemo decides when.
         self._check_namespace(message.namespace)
         self.peer.send_omemo(bare_jid, message)
-        log.info("sent empty OMEMO message to %s", bare_jid)
+        log.info("sent empty %s message to %s", VERSION_OF[message.namespace], bare_jid)
 
 
 @dataclasses.dataclass
@@ -483,8 +534,9 @@ class Incoming:
     """A received message after decryption."""
 
     sender: str  # bare JID
-    encrypted: bool  # OMEMO 2
-    legacy: bool = False  # legacy OMEMO <encrypted>, not decrypted
+    encrypted: bool  # decrypted OMEMO (in `version`)
+    legacy: bool = False  # an <encrypted> of a version this peer does not load, not decrypted
+    version: Optional[str] = None  # "omemo2" or "legacy" for OMEMO messages
     device_id: Optional[int] = None  # OMEMO sender device
     empty: bool = False  # empty OMEMO message (no payload)
     body: Optional[str] = None
@@ -501,6 +553,8 @@ class Peer(slixmpp.ClientXMPP):
         super().__init__(args.jid, args.password)
         self.args = args
         self.own_bare = str(self.boundjid.bare)
+        # Loaded OMEMO namespaces, in priority order.
+        self.namespaces: List[str] = [VERSIONS[v] for v in args.versions]
         self.enable_direct_tls = False  # StartTLS only
         self.enable_plaintext = False
         if args.ca_file:
@@ -580,9 +634,11 @@ class Peer(slixmpp.ClientXMPP):
         storage = JsonFileStorage(storage_path)
         cls = type("BoundSessionManager", (PeerSessionManager,), {"peer": self})
         try:
-            self.sm = await cls.create(
-                [Twomemo(storage)], storage, self.own_bare, self.args.label, TRUSTED
-            )
+            backends = [Twomemo(storage) if ns == NS_OMEMO else Oldmemo(storage) for ns in self.namespaces]
+            # python-omemo 2.1.0 signs the label with every backend, and oldmemo cannot (legacy device
+            # lists have no labels): with legacy loaded the device has no label.
+            label = None if NS_LEGACY_OMEMO in self.namespaces else self.args.label
+            self.sm = await cls.create(backends, storage, self.own_bare, label, TRUSTED)
             # Leave history-sync mode: delete used pre-keys and send empty messages right away.
             await self.sm.after_history_sync()
             # Make sure our device is (still) on the server's list, e.g. after a restart.
@@ -610,20 +666,34 @@ class Peer(slixmpp.ClientXMPP):
     def send_omemo(self, to_bare: str, message: omemo.Message) -> str:
         msg = self.make_message(mto=to_bare, mtype="chat")
         msg["id"] = self.new_id()
-        msg.append(twomemo_etree.serialize_message(message))
-        msg.append(ET.Element(f"{{{NS_EME}}}encryption", {"namespace": NS_OMEMO, "name": "OMEMO 2"}))
+        if message.namespace == NS_LEGACY_OMEMO:
+            encrypted = oldmemo_etree.serialize_message(message)
+            if encrypted.find(f"{{{NS_LEGACY_OMEMO}}}payload") is not None:
+                # What Conversations, Gajim and slixmpp-omemo put next to a legacy message.
+                msg["body"] = LEGACY_FALLBACK_BODY
+            msg.append(encrypted)
+            msg.append(ET.Element(f"{{{NS_EME}}}encryption", {"namespace": NS_LEGACY_OMEMO, "name": "OMEMO"}))
+        else:
+            msg.append(twomemo_etree.serialize_message(message))
+            msg.append(ET.Element(f"{{{NS_EME}}}encryption", {"namespace": NS_OMEMO, "name": "OMEMO 2"}))
         msg.append(ET.Element(f"{{{NS_HINTS}}}store"))
         msg.send()
         return str(msg["id"])
 
-    async def send_encrypted_body(self, to_bare: str, body: str) -> Tuple[str, List[str]]:
-        """Encrypt an SCE envelope with `body` for all of to_bare's devices (and our other devices).
+    async def send_encrypted_body(self, to_bare: str, body: str, namespace: str = NS_OMEMO) -> Tuple[str, List[str]]:
+        """Encrypt `body` in `namespace` (OMEMO 2: inside an SCE envelope; legacy: the body alone) for
+        all of to_bare's devices (and our other devices) listed in that namespace.
         Returns the stanza id and the non-critical encryption errors."""
         assert self.sm is not None
-        envelope = build_envelope(body, to_bare, self.own_bare)
+        if namespace == NS_OMEMO:
+            plaintext = build_envelope(body, to_bare, self.own_bare)
+        else:
+            plaintext = body.encode("utf-8")
         async with self.lock:
-            messages, errors = await self.sm.encrypt(frozenset([to_bare]), {NS_OMEMO: envelope})
-        message = next(m for m in messages if m.namespace == NS_OMEMO)
+            messages, errors = await self.sm.encrypt(
+                frozenset([to_bare]), {namespace: plaintext}, backend_priority_order=[namespace]
+            )
+        message = next(m for m in messages if m.namespace == namespace)
         return self.send_omemo(to_bare, message), [f"{e.bare_jid}/{e.device_id}: {e.exception!r}" for e in errors]
 
     def send_plain(self, to: str, body: str) -> None:
@@ -635,16 +705,49 @@ class Peer(slixmpp.ClientXMPP):
         if msg.xml.find(f"{{{NS_OMEMO}}}encrypted") is None and msg.xml.find(f"{{{NS_LEGACY_OMEMO}}}encrypted") is None:
             await self._on_message(msg)
 
-    async def _on_legacy_message(self, msg: slixmpp.Message) -> None:
-        """Legacy OMEMO (0.3) is not decrypted here; it is reported so a wrong answer is not just a timeout."""
-        if msg["type"] not in ("chat", "normal") or msg.xml.find(f"{{{NS_OMEMO}}}encrypted") is not None:
+    def _has_key_for_us(self, encrypted: ET.Element) -> bool:
+        """Whether an <encrypted> element (either version) carries a <key rid> for our device."""
+        return any(k.get("rid") == str(self.device_id) for k in encrypted.iter() if k.tag.endswith("}key"))
+
+    def _preferred(self, msg: slixmpp.Message) -> Optional[str]:
+        """The namespace to decrypt a stanza in: the first loaded namespace (in priority order) whose
+        <encrypted> has a key for our device, else the first loaded one present (LEGACY-NOTES §10)."""
+        present = [ns for ns in self.namespaces if msg.xml.find(f"{{{ns}}}encrypted") is not None]
+        for ns in present:
+            if self._has_key_for_us(msg.xml.find(f"{{{ns}}}encrypted")):
+                return ns
+        return present[0] if present else None
+
+    async def _report_unloaded(self, msg: slixmpp.Message, namespace: str) -> None:
+        """An <encrypted> of a version we do not load: reported (so a wrong answer is not just a timeout)
+        when it addresses our device, ignored otherwise (another device of our account speaks it)."""
+        if msg["type"] not in ("chat", "normal") or self._preferred(msg) is not None:
+            return
+        encrypted = msg.xml.find(f"{{{namespace}}}encrypted")
+        sender = str(msg["from"].bare)
+        if not self._has_key_for_us(encrypted):
+            emit("ignored", sender=sender, reason=f"{VERSION_OF[namespace]} message for another device")
             return
         await self.handle(Incoming(
-            sender=str(msg["from"].bare), encrypted=False, legacy=True, received=time.monotonic(),
-            errors=[f"legacy OMEMO ({NS_LEGACY_OMEMO}) message, not OMEMO 2"],
+            sender=sender, encrypted=False, legacy=True, received=time.monotonic(),
+            errors=[f"{VERSION_OF[namespace]} OMEMO ({namespace}) message, but this peer speaks {self.args.versions}"],
         ))
 
+    async def _on_legacy_message(self, msg: slixmpp.Message) -> None:
+        if NS_LEGACY_OMEMO not in self.namespaces:
+            await self._report_unloaded(msg, NS_LEGACY_OMEMO)
+        elif self._preferred(msg) == NS_LEGACY_OMEMO:
+            await self._decrypt(msg, NS_LEGACY_OMEMO)
+
     async def _on_message(self, msg: slixmpp.Message) -> None:
+        if msg.xml.find(f"{{{NS_OMEMO}}}encrypted") is None:
+            await self._decrypt(msg, NS_OMEMO)  # plaintext
+        elif NS_OMEMO not in self.namespaces:
+            await self._report_unloaded(msg, NS_OMEMO)
+        elif self._preferred(msg) == NS_OMEMO:
+            await self._decrypt(msg, NS_OMEMO)
+
+    async def _decrypt(self, msg: slixmpp.Message, namespace: str) -> None:
         if msg["type"] not in ("chat", "normal"):
             return
         if self.sm is None:
@@ -652,22 +755,31 @@ class Peer(slixmpp.ClientXMPP):
             return
         started = time.monotonic()
         sender = str(msg["from"].bare)
-        encrypted = msg.xml.find(f"{{{NS_OMEMO}}}encrypted")
+        encrypted = msg.xml.find(f"{{{namespace}}}encrypted")
         plain_body = msg.xml.find(f"{{{NS_CLIENT}}}body")
         plain_text = None if plain_body is None else (plain_body.text or "")
         if encrypted is None:
             if plain_text is not None:
                 await self.handle(Incoming(sender=sender, encrypted=False, body=plain_text, received=started))
             return
+        legacy = namespace == NS_LEGACY_OMEMO
         incoming = Incoming(
             sender=sender,
             encrypted=True,
+            version=VERSION_OF[namespace],
             fallback_body=plain_text,
-            has_eme=msg.xml.find(f"{{{NS_EME}}}encryption[@namespace='{NS_OMEMO}']") is not None,
+            has_eme=msg.xml.find(f"{{{NS_EME}}}encryption[@namespace='{namespace}']") is not None,
             received=started,
         )
         try:
-            message = twomemo_etree.parse_message(encrypted, sender)
+            if legacy:
+                header = encrypted.find(f"{{{NS_LEGACY_OMEMO}}}header")
+                sid = None if header is None else header.get("sid")
+                incoming.device_id = int(sid) if sid is not None and sid.isdigit() else None
+                # oldmemo looks the sender up (and may fetch its list and bundle) to restore the sign bit.
+                message = await oldmemo_etree.parse_message(encrypted, sender, self.own_bare, self.sm)
+            else:
+                message = twomemo_etree.parse_message(encrypted, sender)
             incoming.device_id = message.device_id
             async with self.lock:
                 t0 = time.monotonic()
@@ -687,7 +799,15 @@ class Peer(slixmpp.ClientXMPP):
         incoming.device_id = device.device_id
         if plaintext is None:
             incoming.empty = True
-            log.info("empty OMEMO message from %s/%d", sender, device.device_id)
+            log.info("empty %s message from %s/%d", incoming.version, sender, device.device_id)
+            await self.handle(incoming)
+            return
+        if legacy:
+            # No SCE in legacy OMEMO: the plaintext is the body, and nothing binds sender or recipient.
+            try:
+                incoming.body = plaintext.decode("utf-8")
+            except UnicodeDecodeError as e:
+                incoming.errors.append(f"legacy body is not UTF-8: {e}")
             await self.handle(incoming)
             return
         try:
@@ -724,7 +844,8 @@ class EchoPeer(Peer):
         if incoming.sender == self.own_bare:
             return  # our own other devices: answering them could loop
         if not incoming.encrypted:
-            emit("ignored", sender=incoming.sender, reason="legacy OMEMO message" if incoming.legacy else "plaintext message")
+            emit("ignored", sender=incoming.sender,
+                 reason="OMEMO version not loaded" if incoming.legacy else "plaintext message")
             return
         if incoming.empty or incoming.body is None:
             if not incoming.errors:
@@ -735,12 +856,14 @@ class EchoPeer(Peer):
             emit("rejected", sender=incoming.sender, device_id=incoming.device_id, errors=incoming.errors)
             return
         try:
-            stanza_id, errors = await self.send_encrypted_body(incoming.sender, ECHO_PREFIX + incoming.body)
+            stanza_id, errors = await self.send_encrypted_body(
+                incoming.sender, ECHO_PREFIX + incoming.body, VERSIONS[incoming.version or "omemo2"]
+            )
         except Exception as e:
             log.error("cannot answer %s: %s: %s", incoming.sender, type(e).__name__, e)
             emit("echo_failed", to=incoming.sender, error=f"{type(e).__name__}: {e}")
             return
-        emit("echoed", to=incoming.sender, sender_device_id=incoming.device_id, id=stanza_id,
+        emit("echoed", to=incoming.sender, sender_device_id=incoming.device_id, id=stanza_id, version=incoming.version,
              encryption_errors=errors, warnings=incoming.warnings,
              handling_ms=round((time.monotonic() - incoming.received) * 1000, 1))
 
@@ -751,7 +874,7 @@ class EchoPeer(Peer):
 async def run_echo(peer: Peer) -> int:
     await peer.set_up_omemo()
     emit("ready", mode=peer.args.mode, jid=peer.own_bare, device_id=peer.device_id,
-         identity_key=(await peer.own_identity_key()).hex())
+         identity_key=(await peer.own_identity_key()).hex(), versions=peer.args.versions)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -799,8 +922,15 @@ async def run_client(peer: Peer) -> int:
         await peer.sm.refresh_device_lists(to)
     except omemo.OMEMOException as e:
         raise SetupError(f"cannot fetch the device list of {to}: {e}") from e
-    published = sorted(d.device_id for d in await peer.sm.get_device_information(to) if dict(d.active).get(NS_OMEMO))
-    emit("ready", mode="client", jid=peer.own_bare, device_id=peer.device_id, to=to, to_device_ids=published)
+    send_ns = VERSIONS[args.send_version]
+
+    async def listed() -> List[int]:
+        assert peer.sm is not None
+        return sorted(d.device_id for d in await peer.sm.get_device_information(to) if dict(d.active).get(send_ns))
+
+    published = await listed()
+    emit("ready", mode="client", jid=peer.own_bare, device_id=peer.device_id, to=to, to_device_ids=published,
+         versions=args.versions, send_version=args.send_version)
 
     failures: List[Dict[str, Any]] = []
     warnings: List[str] = []
@@ -812,7 +942,7 @@ async def run_client(peer: Peer) -> int:
         expected = ECHO_PREFIX + body
         started = time.monotonic()
         try:
-            _, enc_errors = await peer.send_encrypted_body(to, body)
+            _, enc_errors = await peer.send_encrypted_body(to, body, send_ns)
         except Exception as e:
             failures.append({"n": n, "errors": [f"encryption failed: {type(e).__name__}: {e}"]})
             continue
@@ -845,18 +975,21 @@ async def run_client(peer: Peer) -> int:
             if not incoming.encrypted and not incoming.legacy:
                 problems.append("answer was not encrypted (plaintext <body>)")
             else:
+                if incoming.version != args.send_version:
+                    problems.append(f"answer in {incoming.version}, expected {args.send_version}")
                 if incoming.device_id not in published:
                     # The sender may have just published itself; look again once.
                     await peer.sm.refresh_device_lists(to)
-                    published = sorted(d.device_id for d in await peer.sm.get_device_information(to))
+                    published = await listed()
                 if incoming.device_id not in published:
                     problems.append(f"sender device {incoming.device_id} is not in {to}'s device list {published}")
                 if args.expect_device_id is not None and incoming.device_id != args.expect_device_id:
                     problems.append(f"sender device {incoming.device_id} != expected {args.expect_device_id}")
-                if incoming.fallback_body is not None and not args.allow_fallback_body:
+                # Legacy messages carry a fallback body by convention (LEGACY-NOTES §8).
+                if incoming.fallback_body is not None and not args.allow_fallback_body and incoming.version != "legacy":
                     problems.append("answer carries a plaintext <body> next to <encrypted>")
                 if not incoming.has_eme:
-                    warnings.append(f"message {n}: answer has no EME <encryption namespace='{NS_OMEMO}'/>")
+                    warnings.append(f"message {n}: answer has no EME <encryption namespace='{send_ns}'/>")
             warnings += [f"message {n}: {w}" for w in incoming.warnings]
             if incoming.body != expected:
                 problems.append(f"body {incoming.body!r} != expected {expected!r}")
@@ -879,6 +1012,7 @@ async def run_client(peer: Peer) -> int:
         "warnings": warnings,
         "bot_device_ids": sorted(bot_devices),
         "device_id": peer.device_id,
+        "send_version": args.send_version,
     }
     if rtts:
         summary["rtt_ms"] = {
@@ -889,6 +1023,33 @@ async def run_client(peer: Peer) -> int:
         }
     emit("summary", **summary)
     return EXIT_OK if answered == args.count and not failures else EXIT_FAILED
+
+
+async def run_send(peer: Peer) -> int:
+    """Send bodies without waiting for answers; exit once the server has received them all."""
+    args = peer.args
+    to = bare(args.to)
+    await peer.set_up_omemo()
+    assert peer.sm is not None
+    try:
+        await peer.sm.refresh_device_lists(to)
+    except omemo.OMEMOException as e:
+        raise SetupError(f"cannot fetch the device list of {to}: {e}") from e
+    emit("ready", mode="send", jid=peer.own_bare, device_id=peer.device_id, to=to, send_version=args.send_version)
+    bodies = args.body or make_bodies(args.count, args.bodies)
+    failures = 0
+    for n, body in enumerate(bodies, 1):
+        try:
+            stanza_id, errors = await peer.send_encrypted_body(to, body, VERSIONS[args.send_version])
+        except Exception as e:
+            failures += 1
+            emit("send_failed", n=n, error=f"{type(e).__name__}: {e}")
+            continue
+        emit("sent", n=n, id=stanza_id, body=body, encryption_errors=errors)
+    # The server answers in order: once it answered this query it has every message sent before.
+    await peer.plugin["xep_0030"].get_info(jid=peer.boundjid.domain, timeout=args.timeout)
+    emit("summary", sent=len(bodies) - failures, failures=failures)
+    return EXIT_OK if failures == 0 else EXIT_FAILED
 
 
 async def run_check_bot(peer: Peer) -> int:
@@ -1011,7 +1172,7 @@ async def run_check_bot(peer: Peer) -> int:
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="See the module docstring for details.")
-    p.add_argument("--mode", required=True, choices=["echo", "plaintext-echo", "client", "check-bot"])
+    p.add_argument("--mode", required=True, choices=["echo", "plaintext-echo", "client", "send", "check-bot"])
     p.add_argument("--jid", required=True, help="own account JID")
     p.add_argument("--password", default=os.environ.get("XMPP_PASSWORD"),
                    help="account password (default: $XMPP_PASSWORD)")
@@ -1022,8 +1183,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="seconds for log-in, each IQ and each awaited answer (default 30)")
     p.add_argument("--data-dir", help="persist the OMEMO state as JSON in this directory")
     p.add_argument("--label", default="python-omemo interop peer", help="own device label (signed)")
+    p.add_argument("--versions", default="omemo2",
+                   help="comma-separated OMEMO versions of this device, in priority order: omemo2, legacy")
+    p.add_argument("--send-version", help="version the client sends in (default: the first of --versions)")
     p.add_argument("--to", help="bot JID (client, check-bot)")
-    p.add_argument("--count", type=int, default=1, help="messages to send (client)")
+    p.add_argument("--count", type=int, default=1, help="messages to send (client, send)")
+    p.add_argument("--body", action="append", help="send: the bodies to send (default: --count generated ones)")
     p.add_argument("--bodies", choices=["mixed", "simple"], default="mixed",
                    help="mixed: some bodies carry XML special characters, non-ASCII and newlines (client)")
     p.add_argument("--expect-device-id", type=int, help="the bot's device id must be this (client, check-bot)")
@@ -1037,7 +1202,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         args.password = Path(args.password_file).read_text(encoding="utf-8").strip()
     if not args.password:
         p.error("a password is required (--password, --password-file or $XMPP_PASSWORD)")
-    if args.mode in ("client", "check-bot") and not args.to:
+    args.versions = [v.strip() for v in args.versions.split(",") if v.strip()]
+    if not args.versions or any(v not in VERSIONS for v in args.versions) or len(set(args.versions)) != len(args.versions):
+        p.error(f"--versions takes a comma-separated subset of {sorted(VERSIONS)}")
+    args.send_version = args.send_version or args.versions[0]
+    if args.send_version not in args.versions:
+        p.error("--send-version must be one of --versions")
+    if args.mode in ("client", "send", "check-bot") and not args.to:
         p.error(f"--mode {args.mode} needs --to")
     if args.mode == "client" and args.count < 1:
         p.error("--count must be at least 1")
@@ -1054,6 +1225,8 @@ async def amain(args: argparse.Namespace) -> int:
             return await run_echo(peer)
         if args.mode == "client":
             return await run_client(peer)
+        if args.mode == "send":
+            return await run_send(peer)
         return await run_check_bot(peer)
     except SetupError as e:
         emit("error", error=str(e))

@@ -73,6 +73,19 @@ pub enum StoreError {
         device_id: DeviceId,
     },
 
+    /// A device id presented an identity key in one OMEMO namespace that differs from the
+    /// one recorded for the same device id in the other namespace. One device has one
+    /// identity in both (LEGACY-NOTES §2), so this is a different device reusing the id, or
+    /// an attack. The stored key is kept; accepting the new one takes a
+    /// [`crate::Store::forget_device`] in the other namespace.
+    #[error("device {device_id} of {jid} has a different identity key in the other OMEMO version")]
+    IdentityKeyDiffersBetweenVersions {
+        /// The device's bare JID.
+        jid: String,
+        /// The device id.
+        device_id: DeviceId,
+    },
+
     /// A session state to store was empty (`omemo-crypto` snapshots are never empty).
     #[error("empty session state")]
     EmptySessionState,

@@ -17,6 +17,14 @@
 //! The API is synchronous; time (Unix seconds) and randomness are parameters. Session
 //! states are the opaque versioned bytes `omemo-crypto` produces.
 //!
+//! One device speaks OMEMO 2 and legacy OMEMO (`eu.siacs.conversations.axolotl`) with one
+//! device id and one identity key. Device lists, sessions and message counters are kept per
+//! [`Namespace`]; signed pre-keys and pre-keys too (each version has its own bundle: the
+//! `*_for` methods such as [`Store::ensure_pre_keys_for`] take the namespace, the methods
+//! without it are the OMEMO 2 case); trust is per identity key whichever namespace a message
+//! used. [`Store::device_versions`] and [`Store::recipients_by_version`] tell which versions a
+//! contact's devices speak.
+//!
 //! # Example
 //!
 //! ```
@@ -85,6 +93,7 @@ mod sessions;
 mod sql;
 mod store;
 mod trust;
+mod versions;
 
 pub use atm::{KeyOwnerDecisions, TrustMessageOutcome};
 pub use devices::{DeviceListChanges, ListedDevice, Namespace, RemoteDevice};
@@ -94,6 +103,7 @@ pub use own::OwnDevice;
 pub use sessions::{DecryptionCommit, DeviceCounters, SessionUpdate};
 pub use store::{Durability, Store};
 pub use trust::{RecordedKey, TrustEvent, TrustLevel, TrustPolicy, TrustSource};
+pub use versions::DeviceVersions;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

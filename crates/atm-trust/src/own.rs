@@ -1,5 +1,9 @@
 //! Our own device: identity, device id, label, signed pre-keys and one-time pre-keys
 //! (XEP-0384 §devices, §bundles, §rules).
+//!
+//! The device id and identity are shared by both OMEMO versions; signed pre-keys and
+//! one-time pre-keys belong to one namespace's bundle each. The `*_for` methods take the
+//! namespace; the methods without it are the OMEMO 2 case, as before legacy existed.
 
 use omemo_crypto::{
     DeviceId, IdentityKeyPair, PreKey, PreKeyId, Signature, SignedPreKey, SignedPreKeyId, MAX_ID,
@@ -7,6 +11,7 @@ use omemo_crypto::{
 use rand_core::CryptoRngCore;
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 
+use crate::devices::Namespace;
 use crate::error::{Result, StoreError};
 use crate::sql::{
     device_id_from_sql, pre_key_id_from_sql, secret_from_row, signed_pre_key_id_from_sql,
@@ -103,15 +108,41 @@ fn pre_key_from_row(row: &Row<'_>) -> Result<PreKey> {
     Ok(PreKey::from_secret(id, &secret))
 }
 
+/// A new signed pre-key signed the way `namespace`'s bundles are verified (OMEMO 2 signs the
+/// raw key, legacy the `0x05`-prefixed key with the identity's sign bit folded in).
+fn generate_signed_pre_key(
+    namespace: Namespace,
+    id: SignedPreKeyId,
+    identity: &IdentityKeyPair,
+    now: u64,
+    rng: &mut impl CryptoRngCore,
+) -> SignedPreKey {
+    match namespace {
+        Namespace::Omemo2 => SignedPreKey::generate(id, identity, now, rng),
+        Namespace::Legacy => SignedPreKey::generate_legacy(id, identity, now, rng),
+    }
+}
+
+/// Stores `spk` as the current OMEMO 2 signed pre-key.
 fn insert_signed_pre_key(tx: &Transaction<'_>, spk: &SignedPreKey) -> Result<()> {
+    insert_signed_pre_key_for(tx, Namespace::Omemo2, spk)
+}
+
+/// Stores `spk` as the current signed pre-key of `namespace`.
+fn insert_signed_pre_key_for(
+    tx: &Transaction<'_>,
+    namespace: Namespace,
+    spk: &SignedPreKey,
+) -> Result<()> {
     tx.execute(
-        "INSERT INTO signed_pre_keys (id, secret, signature, created_at, is_current)
-         VALUES (?1, ?2, ?3, ?4, 1)",
+        "INSERT INTO signed_pre_keys (id, namespace, secret, signature, created_at, is_current)
+         VALUES (?1, ?5, ?2, ?3, ?4, 1)",
         params![
             spk.id().get(),
             &spk.secret_bytes()[..],
             &spk.signature().as_bytes()[..],
             time_to_sql(spk.created_at()),
+            namespace.as_str(),
         ],
     )?;
     Ok(())
@@ -144,11 +175,17 @@ fn allocate_signed_pre_key_id(tx: &Transaction<'_>) -> Result<SignedPreKeyId> {
     SignedPreKeyId::new(candidate).map_err(|err| StoreError::corrupt("own_device", err.to_string()))
 }
 
-/// Marks a pre-key as consumed by a key exchange. Marking it again keeps the first time.
-pub(crate) fn mark_pre_key_used_in(tx: &Transaction<'_>, id: PreKeyId, now: u64) -> Result<()> {
+/// Marks a pre-key of `namespace` as consumed by a key exchange. Marking it again keeps the
+/// first time. A key of the other namespace is unknown here.
+pub(crate) fn mark_pre_key_used_in(
+    tx: &Transaction<'_>,
+    namespace: Namespace,
+    id: PreKeyId,
+    now: u64,
+) -> Result<()> {
     let exists: bool = tx
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM pre_keys WHERE id = ?1)")?
-        .query_row([id.get()], |row| row.get(0))?;
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM pre_keys WHERE id = ?1 AND namespace = ?2)")?
+        .query_row(params![id.get(), namespace.as_str()], |row| row.get(0))?;
     if !exists {
         return Err(StoreError::UnknownPreKey(id));
     }
@@ -316,26 +353,64 @@ impl Store {
         value.map(|v| time_from_sql("own_device", v)).transpose()
     }
 
-    /// The signed pre-key currently in our bundle.
+    /// The signed pre-key currently in our OMEMO 2 bundle.
     pub fn current_signed_pre_key(&self) -> Result<Option<SignedPreKey>> {
+        self.current_signed_pre_key_for(Namespace::Omemo2)
+    }
+
+    /// The signed pre-key currently in `namespace`'s bundle.
+    pub fn current_signed_pre_key_for(&self, namespace: Namespace) -> Result<Option<SignedPreKey>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, secret, signature, created_at FROM signed_pre_keys WHERE is_current = 1",
+            "SELECT id, secret, signature, created_at FROM signed_pre_keys
+             WHERE is_current = 1 AND namespace = ?1",
         )?;
-        let mut rows = stmt.query([])?;
+        let mut rows = stmt.query([namespace.as_str()])?;
         rows.next()?.map(signed_pre_key_from_row).transpose()
     }
 
-    /// A signed pre-key by id: the current one or a previous one still kept for late key
-    /// exchanges.
+    /// The current signed pre-key of `namespace`, created (and signed for that namespace) if
+    /// the namespace has none yet: how a device created before legacy existed gets its first
+    /// legacy signed pre-key. Needs the own device.
+    pub fn ensure_signed_pre_key(
+        &mut self,
+        namespace: Namespace,
+        rng: &mut impl CryptoRngCore,
+        now: u64,
+    ) -> Result<SignedPreKey> {
+        if let Some(spk) = self.current_signed_pre_key_for(namespace)? {
+            return Ok(spk);
+        }
+        let tx = self.write()?;
+        let own = load_own_device(&tx)?.ok_or(StoreError::NoOwnDevice)?;
+        let id = allocate_signed_pre_key_id(&tx)?;
+        let spk = generate_signed_pre_key(namespace, id, own.identity(), now, rng);
+        insert_signed_pre_key_for(&tx, namespace, &spk)?;
+        tx.commit()?;
+        Ok(spk)
+    }
+
+    /// An OMEMO 2 signed pre-key by id: the current one or a previous one still kept for
+    /// late key exchanges.
     pub fn signed_pre_key(&self, id: SignedPreKeyId) -> Result<Option<SignedPreKey>> {
+        self.signed_pre_key_for(Namespace::Omemo2, id)
+    }
+
+    /// A signed pre-key of `namespace` by id (current or previous). A key exchange naming
+    /// the other namespace's key finds nothing.
+    pub fn signed_pre_key_for(
+        &self,
+        namespace: Namespace,
+        id: SignedPreKeyId,
+    ) -> Result<Option<SignedPreKey>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, secret, signature, created_at FROM signed_pre_keys WHERE id = ?1",
+            "SELECT id, secret, signature, created_at FROM signed_pre_keys
+             WHERE id = ?1 AND namespace = ?2",
         )?;
-        let mut rows = stmt.query([id.get()])?;
+        let mut rows = stmt.query(params![id.get(), namespace.as_str()])?;
         rows.next()?.map(signed_pre_key_from_row).transpose()
     }
 
-    /// Replaces the current signed pre-key by a new one and returns it.
+    /// Replaces the current OMEMO 2 signed pre-key by a new one and returns it.
     ///
     /// The old current key becomes the previous key (kept until
     /// [`Store::prune_signed_pre_keys`] drops it); an even older one is deleted. When to
@@ -345,43 +420,84 @@ impl Store {
         rng: &mut impl CryptoRngCore,
         now: u64,
     ) -> Result<SignedPreKey> {
+        self.rotate_signed_pre_key_for(Namespace::Omemo2, rng, now)
+    }
+
+    /// [`Store::rotate_signed_pre_key`] for `namespace`; the other namespace's keys are left
+    /// alone.
+    pub fn rotate_signed_pre_key_for(
+        &mut self,
+        namespace: Namespace,
+        rng: &mut impl CryptoRngCore,
+        now: u64,
+    ) -> Result<SignedPreKey> {
+        let ns = namespace.as_str();
         let tx = self.write()?;
         let own = load_own_device(&tx)?.ok_or(StoreError::NoOwnDevice)?;
-        tx.execute("DELETE FROM signed_pre_keys WHERE is_current IS NULL", [])?;
         tx.execute(
-            "UPDATE signed_pre_keys SET is_current = NULL, retired_at = ?1 WHERE is_current = 1",
-            [time_to_sql(now)],
+            "DELETE FROM signed_pre_keys WHERE is_current IS NULL AND namespace = ?1",
+            [ns],
+        )?;
+        tx.execute(
+            "UPDATE signed_pre_keys SET is_current = NULL, retired_at = ?1
+             WHERE is_current = 1 AND namespace = ?2",
+            params![time_to_sql(now), ns],
         )?;
         let id = allocate_signed_pre_key_id(&tx)?;
-        let spk = SignedPreKey::generate(id, own.identity(), now, rng);
-        insert_signed_pre_key(&tx, &spk)?;
+        let spk = generate_signed_pre_key(namespace, id, own.identity(), now, rng);
+        insert_signed_pre_key_for(&tx, namespace, &spk)?;
         tx.commit()?;
         Ok(spk)
     }
 
-    /// Deletes previous signed pre-keys retired at least `grace` seconds before `now`.
-    /// Returns how many were deleted.
+    /// Deletes previous OMEMO 2 signed pre-keys retired at least `grace` seconds before
+    /// `now`. Returns how many were deleted.
     pub fn prune_signed_pre_keys(&mut self, grace: u64, now: u64) -> Result<usize> {
+        self.prune_signed_pre_keys_for(Namespace::Omemo2, grace, now)
+    }
+
+    /// [`Store::prune_signed_pre_keys`] for `namespace`.
+    pub fn prune_signed_pre_keys_for(
+        &mut self,
+        namespace: Namespace,
+        grace: u64,
+        now: u64,
+    ) -> Result<usize> {
         let cutoff = time_to_sql(now.saturating_sub(grace));
         let tx = self.write()?;
         let deleted = tx.execute(
-            "DELETE FROM signed_pre_keys WHERE is_current IS NULL AND retired_at <= ?1",
-            [cutoff],
+            "DELETE FROM signed_pre_keys
+             WHERE is_current IS NULL AND retired_at <= ?1 AND namespace = ?2",
+            params![cutoff, namespace.as_str()],
         )?;
         tx.commit()?;
         Ok(deleted)
     }
 
-    /// Tops the unused one-time pre-keys up to `target` (XEP-0384 asks for about 100) and
+    /// Tops the unused OMEMO 2 pre-keys up to `target` (XEP-0384 asks for about 100) and
     /// returns the ids of the new keys, which are not yet published.
     ///
-    /// New ids continue a counter, so an id is not reused until the 2³¹−1 id space wraps.
+    /// New ids continue a counter shared by both namespaces, so an id names one key and is
+    /// not reused until the 2³¹−1 id space wraps.
     pub fn ensure_pre_keys(
         &mut self,
         target: usize,
         rng: &mut impl CryptoRngCore,
         now: u64,
     ) -> Result<Vec<PreKeyId>> {
+        self.ensure_pre_keys_for(Namespace::Omemo2, target, rng, now)
+    }
+
+    /// [`Store::ensure_pre_keys`] for `namespace`: only that namespace's unused keys count
+    /// towards `target`.
+    pub fn ensure_pre_keys_for(
+        &mut self,
+        namespace: Namespace,
+        target: usize,
+        rng: &mut impl CryptoRngCore,
+        now: u64,
+    ) -> Result<Vec<PreKeyId>> {
+        let ns = namespace.as_str();
         let tx = self.write()?;
         let next: i64 = tx
             .query_row(
@@ -392,8 +508,8 @@ impl Store {
             .optional()?
             .ok_or(StoreError::NoOwnDevice)?;
         let unused: i64 = tx.query_row(
-            "SELECT count(*) FROM pre_keys WHERE used_at IS NULL",
-            [],
+            "SELECT count(*) FROM pre_keys WHERE used_at IS NULL AND namespace = ?1",
+            [ns],
             |row| row.get(0),
         )?;
         let missing = target.saturating_sub(usize::try_from(unused).unwrap_or(usize::MAX));
@@ -403,7 +519,8 @@ impl Store {
             let mut taken =
                 tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM pre_keys WHERE id = ?1)")?;
             let mut insert = tx.prepare_cached(
-                "INSERT INTO pre_keys (id, secret, created_at, published) VALUES (?1, ?2, ?3, 0)",
+                "INSERT INTO pre_keys (id, secret, created_at, published, namespace)
+                 VALUES (?1, ?2, ?3, 0, ?4)",
             )?;
             for _ in 0..missing {
                 let start = candidate;
@@ -416,7 +533,12 @@ impl Store {
                 let id = PreKeyId::new(candidate)
                     .map_err(|err| StoreError::corrupt("own_device", err.to_string()))?;
                 let key = PreKey::generate(id, rng);
-                insert.execute(params![id.get(), &key.secret_bytes()[..], time_to_sql(now)])?;
+                insert.execute(params![
+                    id.get(),
+                    &key.secret_bytes()[..],
+                    time_to_sql(now),
+                    ns
+                ])?;
                 created.push(id);
                 candidate = next_id(candidate);
             }
@@ -429,22 +551,32 @@ impl Store {
         Ok(created)
     }
 
-    /// A one-time pre-key by id, used or not (a used key stays available for its grace
-    /// period, for messages fetched late from the archive).
+    /// An OMEMO 2 one-time pre-key by id, used or not (a used key stays available for its
+    /// grace period, for messages fetched late from the archive).
     pub fn pre_key(&self, id: PreKeyId) -> Result<Option<PreKey>> {
+        self.pre_key_for(Namespace::Omemo2, id)
+    }
+
+    /// A one-time pre-key of `namespace` by id, used or not.
+    pub fn pre_key_for(&self, namespace: Namespace, id: PreKeyId) -> Result<Option<PreKey>> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT id, secret FROM pre_keys WHERE id = ?1")?;
-        let mut rows = stmt.query([id.get()])?;
+            .prepare_cached("SELECT id, secret FROM pre_keys WHERE id = ?1 AND namespace = ?2")?;
+        let mut rows = stmt.query(params![id.get(), namespace.as_str()])?;
         rows.next()?.map(pre_key_from_row).transpose()
     }
 
-    /// The unused pre-keys, by id: the ones that belong in our bundle.
+    /// The unused OMEMO 2 pre-keys, by id: the ones that belong in our bundle.
     pub fn unused_pre_keys(&self) -> Result<Vec<PreKey>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT id, secret FROM pre_keys WHERE used_at IS NULL ORDER BY id")?;
-        let mut rows = stmt.query([])?;
+        self.unused_pre_keys_for(Namespace::Omemo2)
+    }
+
+    /// The unused pre-keys of `namespace`, by id: the ones that belong in its bundle.
+    pub fn unused_pre_keys_for(&self, namespace: Namespace) -> Result<Vec<PreKey>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, secret FROM pre_keys WHERE used_at IS NULL AND namespace = ?1 ORDER BY id",
+        )?;
+        let mut rows = stmt.query([namespace.as_str()])?;
         let mut keys = Vec::new();
         while let Some(row) = rows.next()? {
             keys.push(pre_key_from_row(row)?);
@@ -452,49 +584,95 @@ impl Store {
         Ok(keys)
     }
 
-    /// Records which pre-keys the bundle now on the server holds (after a successful
-    /// publish): exactly `ids` are marked published, every other key unpublished.
+    /// Records which pre-keys the OMEMO 2 bundle now on the server holds (after a
+    /// successful publish): exactly `ids` are marked published, every other OMEMO 2 key
+    /// unpublished.
     pub fn mark_bundle_published(&mut self, ids: &[PreKeyId]) -> Result<()> {
+        self.mark_bundle_published_for(Namespace::Omemo2, ids)
+    }
+
+    /// [`Store::mark_bundle_published`] for `namespace`'s bundle; ids of the other
+    /// namespace's keys are ignored and its keys keep their marks.
+    pub fn mark_bundle_published_for(
+        &mut self,
+        namespace: Namespace,
+        ids: &[PreKeyId],
+    ) -> Result<()> {
+        let ns = namespace.as_str();
         let tx = self.write()?;
-        tx.execute("UPDATE pre_keys SET published = 0 WHERE published = 1", [])?;
+        tx.execute(
+            "UPDATE pre_keys SET published = 0 WHERE published = 1 AND namespace = ?1",
+            [ns],
+        )?;
         {
-            let mut stmt = tx.prepare_cached("UPDATE pre_keys SET published = 1 WHERE id = ?1")?;
+            let mut stmt = tx.prepare_cached(
+                "UPDATE pre_keys SET published = 1 WHERE id = ?1 AND namespace = ?2",
+            )?;
             for id in ids {
-                stmt.execute([id.get()])?;
+                stmt.execute(params![id.get(), ns])?;
             }
         }
         tx.commit()?;
         Ok(())
     }
 
-    /// True when the published bundle is out of date: an unused key is missing from it, or
-    /// a used key is still in it (XEP-0384 requires republishing after a key exchange).
+    /// True when the published OMEMO 2 bundle is out of date: an unused key is missing from
+    /// it, or a used key is still in it (XEP-0384 requires republishing after a key
+    /// exchange).
     pub fn bundle_needs_publishing(&self) -> Result<bool> {
+        self.bundle_needs_publishing_for(Namespace::Omemo2)
+    }
+
+    /// [`Store::bundle_needs_publishing`] for `namespace`'s bundle.
+    pub fn bundle_needs_publishing_for(&self, namespace: Namespace) -> Result<bool> {
         Ok(self.conn.query_row(
             "SELECT EXISTS (SELECT 1 FROM pre_keys
-                            WHERE (used_at IS NULL AND published = 0)
-                               OR (used_at IS NOT NULL AND published = 1))",
-            [],
+                            WHERE namespace = ?1
+                              AND ((used_at IS NULL AND published = 0)
+                                OR (used_at IS NOT NULL AND published = 1)))",
+            [namespace.as_str()],
             |row| row.get(0),
         )?)
     }
 
-    /// Marks a pre-key as used by a key exchange. Prefer [`Store::commit_decryption`], which
-    /// does this together with the new session state.
+    /// Marks an OMEMO 2 pre-key as used by a key exchange. Prefer
+    /// [`Store::commit_decryption`], which does this together with the new session state.
     pub fn mark_pre_key_used(&mut self, id: PreKeyId, now: u64) -> Result<()> {
+        self.mark_pre_key_used_for(Namespace::Omemo2, id, now)
+    }
+
+    /// [`Store::mark_pre_key_used`] for a key of `namespace`; a key of the other namespace
+    /// gives [`StoreError::UnknownPreKey`].
+    pub fn mark_pre_key_used_for(
+        &mut self,
+        namespace: Namespace,
+        id: PreKeyId,
+        now: u64,
+    ) -> Result<()> {
         let tx = self.write()?;
-        mark_pre_key_used_in(&tx, id, now)?;
+        mark_pre_key_used_in(&tx, namespace, id, now)?;
         tx.commit()?;
         Ok(())
     }
 
-    /// Deletes pre-keys used at least `grace` seconds before `now`. Returns how many.
+    /// Deletes OMEMO 2 pre-keys used at least `grace` seconds before `now`. Returns how
+    /// many.
     pub fn remove_used_pre_keys(&mut self, grace: u64, now: u64) -> Result<usize> {
+        self.remove_used_pre_keys_for(Namespace::Omemo2, grace, now)
+    }
+
+    /// [`Store::remove_used_pre_keys`] for `namespace`.
+    pub fn remove_used_pre_keys_for(
+        &mut self,
+        namespace: Namespace,
+        grace: u64,
+        now: u64,
+    ) -> Result<usize> {
         let cutoff = time_to_sql(now.saturating_sub(grace));
         let tx = self.write()?;
         let deleted = tx.execute(
-            "DELETE FROM pre_keys WHERE used_at IS NOT NULL AND used_at <= ?1",
-            [cutoff],
+            "DELETE FROM pre_keys WHERE used_at IS NOT NULL AND used_at <= ?1 AND namespace = ?2",
+            params![cutoff, namespace.as_str()],
         )?;
         tx.commit()?;
         Ok(deleted)

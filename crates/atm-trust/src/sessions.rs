@@ -276,7 +276,7 @@ pub(crate) fn decryption_in(
         now
     ])?;
     if let Some(pre_key) = commit.used_pre_key {
-        mark_pre_key_used_in(tx, pre_key, commit.now)?;
+        mark_pre_key_used_in(tx, commit.namespace, pre_key, commit.now)?;
     }
     counters(sent, received)
 }

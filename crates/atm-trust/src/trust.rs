@@ -357,6 +357,10 @@ impl Store {
     /// keeps its level. If the device already has a *different* key, nothing changes and
     /// [`StoreError::IdentityKeyChanged`] is returned: a device's identity key is never
     /// replaced silently.
+    ///
+    /// The same device id in the other namespace must have the same key (one device, one
+    /// identity in both OMEMO versions); a different one gives
+    /// [`StoreError::IdentityKeyDiffersBetweenVersions`] and changes nothing.
     pub fn record_identity_key(
         &mut self,
         namespace: Namespace,
@@ -369,6 +373,7 @@ impl Store {
         let ns = namespace.as_str();
         let now_sql = time_to_sql(now);
         let tx = self.write()?;
+        Store::check_key_across_versions(&tx, namespace, jid, device_id, key)?;
         let stored: Option<Option<Vec<u8>>> = tx
             .prepare_cached(
                 "SELECT identity_key FROM devices

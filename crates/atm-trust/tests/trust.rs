@@ -257,13 +257,25 @@ fn changed_identity_key_is_an_error_not_a_replacement() {
         store.trust_level(BOB, &key(1)).unwrap(),
         Some(AutomaticallyTrusted)
     );
-    // The namespace is part of the device's identity: a legacy device with the same id is
-    // another device.
+    // One device speaks both versions with one identity (issue 13): the same id in the legacy
+    // namespace must carry the same key; another key is flagged, the recorded one accepted.
     let legacy = store.record_identity_key(
         Namespace::Legacy,
         BOB,
         dev(7),
         &key(3),
+        TrustPolicy::Toakafa,
+        NOW,
+    );
+    assert!(matches!(
+        legacy,
+        Err(StoreError::IdentityKeyDiffersBetweenVersions { .. })
+    ));
+    let legacy = store.record_identity_key(
+        Namespace::Legacy,
+        BOB,
+        dev(7),
+        &key(2),
         TrustPolicy::Toakafa,
         NOW,
     );

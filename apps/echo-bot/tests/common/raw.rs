@@ -65,6 +65,25 @@ impl RawClient {
         self.expect(&format!("id='{id}'")).await;
     }
 
+    /// Reads until the server has sent `marker` and returns everything read up to and
+    /// including it (consumed).
+    pub(crate) async fn read_until(&mut self, marker: &str) -> String {
+        let read = async {
+            loop {
+                if let Some(at) = self.unread.find(marker) {
+                    return self.unread.drain(..at + marker.len()).collect::<String>();
+                }
+                let mut buf = [0u8; 4096];
+                let n = self.stream.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the server closed the stream: {}", self.unread);
+                self.unread.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        };
+        tokio::time::timeout(TIMEOUT, read)
+            .await
+            .unwrap_or_else(|_| panic!("no {marker:?} from the server: {}", self.unread))
+    }
+
     /// Reads until the server has sent `marker`; everything up to it is consumed.
     pub(crate) async fn expect(&mut self, marker: &str) {
         let read = async {

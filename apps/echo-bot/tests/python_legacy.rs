@@ -1,0 +1,311 @@
+//! The legacy OMEMO (`eu.siacs.conversations.axolotl`) harness on the Python reference
+//! (`oldmemo` 2.1.0 through `interop/xmpp_peer.py --versions ...`), proven against itself over
+//! a real Prosody before the bot speaks legacy:
+//!
+//! - a Python legacy sender and a Python legacy echo exchange 50 messages, every answer in
+//!   legacy;
+//! - one account with one OMEMO 2 device and one legacy device talks to a dual-stack Python
+//!   echo (one device, one identity, both namespaces) at the same time, each device answered
+//!   in its own version; our own PEP parsers read the echo's device in both namespaces and
+//!   find the same identity key.
+//!
+//! Needs the venv that `just venv` creates; `just test` runs these with `--ignored`.
+
+// Test helpers outside #[test] functions fail loudly on purpose.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use omemo_crypto::DeviceId;
+use omemo_pep::pep::Fetched;
+use serde_json::Value;
+use test_prosody::TestServer;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+mod common;
+
+use common::legacy_pep;
+use common::raw::RawClient;
+
+const MESSAGES: usize = 50;
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn python() -> PathBuf {
+    let python = std::env::var_os("OMEMO_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
+    assert!(
+        python.exists(),
+        "the Python reference venv is missing ({}): run `just venv`",
+        python.display()
+    );
+    python
+}
+
+fn password(user: &str) -> String {
+    format!("{user}-password")
+}
+
+/// A server the peers reach over StartTLS and the raw PEP reader over plain TCP.
+fn server(users: &[&str]) -> TestServer {
+    let server = TestServer::builder()
+        .allow_plaintext(true)
+        .option("allow_unencrypted_plain_auth = true")
+        .start()
+        .unwrap();
+    for user in users {
+        server.create_account(user, &password(user)).unwrap();
+    }
+    server
+}
+
+fn peer(server: &TestServer, user: &str, mode: &str, extra: &[&str]) -> Command {
+    let mut command = Command::new(python());
+    command
+        .arg(workspace_root().join("interop/xmpp_peer.py"))
+        .args(["--mode", mode, "--jid", server.jid(user).unwrap().as_str()])
+        .args(["--server", &format!("127.0.0.1:{}", server.port())])
+        .arg("--ca-file")
+        .arg(server.ca_file())
+        .args(["--timeout", "30"])
+        .args(extra)
+        .env("XMPP_PASSWORD", password(user))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// Runs a peer to completion; returns its exit status, JSON lines and stderr.
+async fn run_peer(mut command: Command) -> (std::process::ExitStatus, Vec<Value>, String) {
+    let output = tokio::time::timeout(Duration::from_secs(240), command.output())
+        .await
+        .expect("the Python peer did not finish in time")
+        .unwrap();
+    let lines = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status, lines, stderr)
+}
+
+/// Starts a long-running peer and waits for its `ready` event. Its later events are
+/// collected and returned by the join handle once the peer's stdout closes.
+async fn start_peer(mut command: Command) -> (Child, Value, tokio::task::JoinHandle<Vec<Value>>) {
+    let mut child = command.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let stderr = child.stderr.take().unwrap();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("[python peer] {line}");
+        }
+    });
+    let ready = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Ok(value) = serde_json::from_str::<Value>(&line) {
+                if value["event"] == "ready" {
+                    return value;
+                }
+            }
+        }
+        panic!("the Python peer exited before it was ready");
+    })
+    .await
+    .expect("the Python peer did not get ready");
+    let rest = tokio::spawn(async move {
+        let mut events = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Ok(value) = serde_json::from_str::<Value>(&line) {
+                events.push(value);
+            }
+        }
+        events
+    });
+    (child, ready, rest)
+}
+
+fn summary_of(lines: &[Value]) -> Value {
+    lines
+        .iter()
+        .find(|l| l["event"] == "summary")
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Stops a long-running peer (SIGTERM via closing nothing: kill) and returns its events.
+async fn stop_peer(mut child: Child, events: tokio::task::JoinHandle<Vec<Value>>) -> Vec<Value> {
+    child.kill().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), events)
+        .await
+        .expect("the peer's output did not close")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Python reference venv; `just test` runs it"]
+async fn python_legacy_sender_talks_to_python_legacy_echo() {
+    let server = server(&["pybot", "alice"]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("pybot");
+    let (echo, ready, echo_events) = start_peer(peer(
+        &server,
+        "pybot",
+        "echo",
+        &["--versions", "legacy", "--data-dir", data.to_str().unwrap()],
+    ))
+    .await;
+    assert_eq!(ready["versions"], serde_json::json!(["legacy"]));
+    let echo_device = ready["device_id"].as_u64().unwrap();
+
+    let started = Instant::now();
+    let count = MESSAGES.to_string();
+    let (status, lines, stderr) = run_peer(peer(
+        &server,
+        "alice",
+        "client",
+        &[
+            "--versions",
+            "legacy",
+            "--to",
+            "pybot@localhost",
+            "--count",
+            &count,
+            "--expect-device-id",
+            &echo_device.to_string(),
+        ],
+    ))
+    .await;
+    let summary = summary_of(&lines);
+    eprintln!("legacy → legacy: {summary} in {:?}", started.elapsed());
+    assert!(
+        status.success(),
+        "the legacy client failed: {summary}\n{stderr}"
+    );
+    assert_eq!(summary["answered"], MESSAGES);
+    assert_eq!(summary["send_version"], "legacy");
+
+    let events = stop_peer(echo, echo_events).await;
+    let echoed: Vec<&Value> = events.iter().filter(|e| e["event"] == "echoed").collect();
+    assert_eq!(echoed.len(), MESSAGES, "{events:?}");
+    assert!(
+        echoed.iter().all(|e| e["version"] == "legacy"),
+        "{echoed:?}"
+    );
+
+    // What went over the wire was legacy OMEMO with the fallback body, never a plaintext body.
+    let log = server.stanza_log();
+    assert!(log.contains("eu.siacs.conversations.axolotl"));
+    // Positive control: plaintext bodies are visible in this log.
+    assert!(log.contains("I sent you an OMEMO encrypted message"));
+    assert!(
+        !log.contains("Your message: interop"),
+        "a body travelled in plaintext"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Python reference venv; `just test` runs it"]
+async fn one_account_with_an_omemo2_and_a_legacy_device_talks_to_a_dual_stack_echo() {
+    let server = server(&["pybot", "alice", "carol"]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("pybot");
+    let (echo, ready, echo_events) = start_peer(peer(
+        &server,
+        "pybot",
+        "echo",
+        &[
+            "--versions",
+            "omemo2,legacy",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    ))
+    .await;
+    let echo_device =
+        DeviceId::new(u32::try_from(ready["device_id"].as_u64().unwrap()).unwrap()).unwrap();
+
+    // Our own parsers read the dual-stack device in both namespaces: one id, one identity.
+    let pybot = server.jid("pybot").unwrap();
+    let mut raw = RawClient::login(&server, "carol", &password("carol")).await;
+    assert_eq!(
+        legacy_pep::omemo2_device_ids(&mut raw, &pybot).await,
+        vec![echo_device]
+    );
+    let legacy_ids: Vec<DeviceId> = match legacy_pep::legacy_device_list(&mut raw, &pybot).await {
+        Fetched::Found(list) => list.ids().collect(),
+        other => panic!("no legacy device list: {other:?}"),
+    };
+    assert_eq!(legacy_ids, vec![echo_device]);
+    let omemo2_bundle = legacy_pep::omemo2_bundle(&mut raw, &pybot, echo_device).await;
+    let legacy_bundle = match legacy_pep::legacy_bundle(&mut raw, &pybot, echo_device).await {
+        Fetched::Found(bundle) => bundle,
+        other => panic!("no legacy bundle: {other:?}"),
+    };
+    assert_eq!(legacy_bundle.identity_key(), omemo2_bundle.identity_key());
+    assert_eq!(
+        legacy_bundle.legacy_identity_key().fingerprint(),
+        omemo2_bundle.identity_key().fingerprint()
+    );
+    // Each version has its own signed pre-key and pre-keys.
+    assert_ne!(
+        legacy_bundle.signed_pre_key().as_bytes(),
+        omemo2_bundle.signed_pre_key().as_bytes()
+    );
+
+    // One account, two devices, two versions, at the same time.
+    let count = MESSAGES.to_string();
+    let client = |version: &'static str| {
+        peer(
+            &server,
+            "alice",
+            "client",
+            &[
+                "--versions",
+                version,
+                "--to",
+                "pybot@localhost",
+                "--count",
+                &count,
+                "--expect-device-id",
+                &echo_device.to_string(),
+            ],
+        )
+    };
+    let started = Instant::now();
+    let (omemo2, legacy) = tokio::join!(run_peer(client("omemo2")), run_peer(client("legacy")));
+    for ((status, lines, stderr), version) in [(omemo2, "omemo2"), (legacy, "legacy")] {
+        let summary = summary_of(&lines);
+        eprintln!(
+            "{version} device → dual echo: {summary} in {:?}",
+            started.elapsed()
+        );
+        assert!(
+            status.success(),
+            "the {version} device failed: {summary}\n{stderr}"
+        );
+        assert_eq!(summary["answered"], MESSAGES);
+        assert_eq!(summary["send_version"], version);
+        assert_eq!(
+            summary["bot_device_ids"],
+            serde_json::json!([echo_device.get()])
+        );
+    }
+
+    let events = stop_peer(echo, echo_events).await;
+    for version in ["omemo2", "legacy"] {
+        let answered = events
+            .iter()
+            .filter(|e| e["event"] == "echoed" && e["version"] == version)
+            .count();
+        assert_eq!(answered, MESSAGES, "{version} answers: {events:?}");
+    }
+}
