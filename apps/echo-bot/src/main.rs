@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use serde::Deserialize;
 use xmpp_core::client::{Client, ClientEvent};
+use xmpp_core::omemo::OmemoError;
 use xmpp_core::settings::{read_config_file, AccountArgs, AccountFile, AccountSettings};
 
 mod echo;
@@ -110,7 +111,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     ClientEvent::Encrypted(message) => message.receipt.as_ref(),
                     _ => None,
                 };
-                match client.send_body_answering(&to, &body, answering).await {
+                let mut sent = client.send_body_answering(&to, &body, answering).await;
+                if let Err(OmemoError::StanzaTooLarge { bytes, .. }) = sent {
+                    // Escaping and encryption make the echo larger than the message; a server
+                    // would close the stream for it. A short note goes instead.
+                    tracing::warn!(%to, bytes, "the echo would be too large to send; sending a note");
+                    let note = echo::too_large_note(bytes);
+                    sent = client.send_body_answering(&to, &note, answering).await;
+                }
+                match sent {
                     Ok(report) => tracing::info!(
                         %to,
                         devices = report.encrypted_for.len(),

@@ -771,3 +771,174 @@ async fn deeply_nested_xml_does_not_crash_the_bot() {
         s.alice_round(&format!("alice after {depth}")).await;
     }
 }
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// The size of the bot's database (with its write-ahead log), in bytes.
+fn db_bytes(db: &std::path::Path) -> u64 {
+    let wal = db.with_extension("sqlite3-wal");
+    std::fs::metadata(db).map_or(0, |m| m.len()) + std::fs::metadata(wal).map_or(0, |m| m.len())
+}
+
+impl Mallory {
+    /// An SCE envelope whose body is `count` times `filler` inside a CDATA section: one byte
+    /// each on the wire, but escaped (`&` as `&amp;`) when the bot serializes its echo.
+    fn cdata_envelope(&self, filler: char, count: usize) -> Vec<u8> {
+        let placeholder = "CDATA-PLACEHOLDER";
+        let text = String::from_utf8(self.envelope(placeholder, &self.jid, &self.bot)).unwrap();
+        let cdata = format!("<![CDATA[{}]]>", filler.to_string().repeat(count));
+        assert!(text.contains(placeholder), "{text}");
+        text.replace(placeholder, &cdata).into_bytes()
+    }
+}
+
+impl Scene {
+    /// How often the bot lost its stream so far.
+    fn streams_lost(&self) -> usize {
+        self.bot_process
+            .log_text()
+            .matches("connection lost; reconnecting")
+            .count()
+    }
+
+    /// How often Prosody closed a stream for an oversized stanza so far.
+    fn too_big_closes(&self) -> usize {
+        let log = std::fs::read_to_string(self.server.log_file()).unwrap_or_default();
+        log.matches("too big").count()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_echo_too_large_for_the_server_is_never_sent() {
+    let mut s = Scene::start(TestServer::start().unwrap()).await;
+    s.mallory.publish_devices(&[]).await;
+    assert_eq!(s.mallory.ask("first").await.body, "Your message: first");
+    let pid = s.bot_process.child.id().unwrap();
+    let (rss_before, db_before) = (rss_kib(pid), db_bytes(&s.db));
+
+    // 60,000 `&` in a CDATA section: about 80 KB on the wire, under the bot's 128 KiB echo
+    // limit, but an echo of about 400 KB once escaped and base64-encoded.
+    for round in 0..5 {
+        let envelope = s.mallory.cdata_envelope('&', 60_000);
+        let message = s.mallory.seal(Some(&envelope));
+        s.mallory.send(&message).await;
+        let answer = s.mallory.receive().await;
+        assert!(
+            answer
+                .body
+                .starts_with("Your message is too large to echo (the answer would be a "),
+            "{}",
+            answer.body
+        );
+        s.alice_round(&format!("alice after the big message {round}"))
+            .await;
+    }
+    // Positive control for the checks below: the same escaping, small enough to be echoed.
+    let envelope = s.mallory.cdata_envelope('&', 1_000);
+    let message = s.mallory.seal(Some(&envelope));
+    s.mallory.send(&message).await;
+    assert_eq!(
+        s.mallory.receive().await.body,
+        format!("Your message: {}", "&".repeat(1_000))
+    );
+
+    let (rss_after, db_after) = (rss_kib(pid), db_bytes(&s.db));
+    println!(
+        "oversized echoes: bot RSS {rss_before} → {rss_after} KiB, database {db_before} → \
+         {db_after} bytes"
+    );
+    assert_eq!(s.streams_lost(), 0, "the bot lost its stream");
+    assert_eq!(s.too_big_closes(), 0, "Prosody closed a stream");
+    let outbox = Store::open(&s.db).unwrap().outbox().unwrap();
+    assert!(
+        outbox
+            .iter()
+            .all(|(_, stanza)| stanza.len() <= xmpp_core::omemo::MAX_STANZA_BYTES),
+        "an oversized stanza is in the outbox"
+    );
+    assert!(rss_after < 64 * 1024, "bot RSS {rss_after} KiB");
+    assert!(
+        db_after < db_before + 4 * 1024 * 1024,
+        "database {db_after} bytes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_costs_the_stream_is_dropped_after_bounded_tries() {
+    // A server stricter than the bot's own limit (64 KiB against 192 KiB): the echo of a
+    // message that fits is refused, and Prosody closes the bot's stream for it.
+    let server = TestServer::builder()
+        .option("c2s_stanza_size_limit = 64 * 1024")
+        .start()
+        .unwrap();
+    let mut s = Scene::start(server).await;
+    s.mallory.publish_devices(&[]).await;
+    assert_eq!(s.mallory.ask("first").await.body, "Your message: first");
+    assert_eq!(s.streams_lost(), 0);
+    let mark = s.mark();
+
+    // 12,000 `&`: a 17 KB message, an 80 KB echo.
+    let envelope = s.mallory.cdata_envelope('&', 12_000);
+    let message = s.mallory.seal(Some(&envelope));
+    s.mallory.send(&message).await;
+    // Alice's message right behind it: its answer is queued behind the refused echo.
+    s.alice
+        .send_body(&s.bot, "queued behind the big echo")
+        .await
+        .unwrap();
+    let long = Duration::from_secs(120);
+    let answer = common::next_encrypted(&mut s.alice_events, long)
+        .await
+        .expect("alice's answer never came");
+    assert_eq!(
+        answer.body.as_deref(),
+        Some("Your message: queued behind the big echo")
+    );
+    let dropped = "dropping an outgoing message the server never acknowledged";
+    let found = tokio::time::timeout(long, async {
+        loop {
+            if s.bot_process.log_text()[mark..].contains(dropped) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let log = s.bot_process.log_text();
+    assert!(found.is_ok(), "the echo was never dropped; bot log:\n{log}");
+    let closes = s.too_big_closes();
+    let lost = s.streams_lost();
+    println!("the refused echo cost the stream {lost} times ({closes} Prosody log lines about it)");
+    // The positive control of `streams_lost` in the test above.
+    assert!(closes > 0 && lost > 0, "the server never refused the echo");
+    assert!(
+        lost <= xmpp_core::omemo::MAX_SENDS as usize,
+        "lost the stream {lost} times; bot log:\n{log}"
+    );
+    assert_eq!(log[mark..].matches(dropped).count(), 1, "{log}");
+
+    // Afterwards the stream stays up and the bot keeps answering.
+    for round in 0..3 {
+        s.alice_round(&format!("alice after the drop {round}"))
+            .await;
+    }
+    assert_eq!(
+        s.mallory.ask("small again").await.body,
+        "Your message: small again"
+    );
+    assert_eq!(s.streams_lost(), lost, "the stream was lost again");
+    let outbox = Store::open(&s.db).unwrap().outbox().unwrap();
+    assert!(
+        outbox.iter().all(|(_, stanza)| stanza.len() < 64 * 1024),
+        "the refused echo is still in the outbox"
+    );
+}

@@ -418,7 +418,12 @@ fn the_outbox_is_written_with_the_ratchet_steps_and_emptied_on_acknowledgement()
         .commit_encryption_queued(NS, &[update(b"")], NOW, "<message id='3'/>", &[])
         .is_err());
     assert_eq!(store.outbox().unwrap().len(), 2);
+    // Sends are counted from the first one, which the commit records.
+    assert_eq!(store.outbox_count_send(first).unwrap(), Some(2));
+    assert_eq!(store.outbox_count_send(first).unwrap(), Some(3));
+    assert_eq!(store.outbox_count_send(second).unwrap(), Some(2));
     store.outbox_remove(&[first]).unwrap();
+    assert_eq!(store.outbox_count_send(first).unwrap(), None);
     assert_eq!(
         store.outbox().unwrap(),
         [(second, "<message id='2'/>".to_owned())]

@@ -463,6 +463,7 @@ impl Client {
     pub async fn send_plaintext(&self, to: Jid, body: &str) -> Result<(), OmemoError> {
         let mut message = Message::new_with_type(MessageType::Chat, Some(to));
         message.bodies.insert(Lang::default(), body.to_owned());
+        crate::omemo::check_size(String::from(&Element::from(message.clone())).len())?;
         self.manager
             .connection()
             .send(message)
@@ -509,10 +510,15 @@ async fn handle_event(
                 }
             }
             if !resumed {
-                // What a dead process or connection may not have delivered goes out again.
-                if let Err(e) = manager.resend_outbox().await {
-                    tracing::warn!(error = %e, "sending the outbox again failed");
-                }
+                // What a dead process or connection may not have delivered goes out again,
+                // one message at a time (see `resend_outbox`), without holding up the inbound
+                // messages.
+                let manager = Arc::clone(manager);
+                tokio::spawn(async move {
+                    if let Err(e) = manager.resend_outbox().await {
+                        tracing::warn!(error = %e, "sending the outbox again failed");
+                    }
+                });
             }
             *first_online = false;
             Some(ClientEvent::Online { resumed })

@@ -52,6 +52,23 @@ const OUTBOX_MAX_AGE: Duration = Duration::from_secs(3600);
 /// the outbox for the next fresh session or start).
 const LOST_RESENDS: u32 = 2;
 
+/// How often one outbox message is sent in all (live, again after a lost stream, and by the
+/// outbox resends of fresh sessions and restarts) before it is dropped. A message the server
+/// refuses is never acknowledged, and one that costs the stream (Prosody closes it for an
+/// oversized stanza) would otherwise do so again on every fresh session.
+pub const MAX_SENDS: u32 = 5;
+
+/// How long an outbox resend waits for the server's acknowledgement of one message before it
+/// sends the next one. The resends go one at a time so that a message that costs the stream
+/// is the only one whose sends are counted for it; a server without stream management never
+/// acknowledges, and then the rest go out without waiting.
+const RESEND_ACK_WAIT: Duration = Duration::from_secs(10);
+
+/// The largest stanza this library sends, as serialized. Servers close the stream of a client
+/// that sends a larger stanza than they accept (Prosody's default `c2s_stanza_size_limit` is
+/// 256 KiB); this leaves room for the difference between our serialization and the wire.
+pub const MAX_STANZA_BYTES: usize = 192 * 1024;
+
 /// How often a message from a device missing from its sender's list may trigger a fresh
 /// fetch of that list.
 const UNLISTED_SENDER_REFRESH: Duration = Duration::from_secs(30);
@@ -86,6 +103,14 @@ pub enum OmemoError {
     /// An XML element could not be built or parsed.
     #[error("XML: {0}")]
     Xml(#[from] omemo_pep::Error),
+    /// The stanza would be larger than [`MAX_STANZA_BYTES`]; nothing was committed or sent.
+    #[error("the stanza would be {bytes} bytes, more than the {limit} a server accepts")]
+    StanzaTooLarge {
+        /// Its size as serialized.
+        bytes: usize,
+        /// [`MAX_STANZA_BYTES`].
+        limit: usize,
+    },
     /// No known key of this JID has that fingerprint.
     #[error("no known key of {0} has that fingerprint (run `devices` first)")]
     UnknownKey(BareJid),
@@ -267,6 +292,8 @@ pub struct OmemoManager {
     device_lists_fetched: AsyncMutex<HashMap<BareJid, Instant>>,
     /// Serialises bundle republication.
     publishing: AsyncMutex<()>,
+    /// Serialises outbox resends.
+    resending: AsyncMutex<()>,
     next_id: std::sync::atomic::AtomicU64,
     /// Distinguishes this process's stanza ids from an earlier one's (outbox resends).
     id_tag: u32,
@@ -349,6 +376,7 @@ impl OmemoManager {
             policy,
             device_lists_fetched: AsyncMutex::new(HashMap::new()),
             publishing: AsyncMutex::new(()),
+            resending: AsyncMutex::new(()),
             next_id: std::sync::atomic::AtomicU64::new(1),
             id_tag: OsRng.next_u32(),
         }
@@ -400,9 +428,9 @@ impl OmemoManager {
         what: &'static str,
     ) -> Result<(), OmemoError> {
         loop {
-            let answer = self
-                .request(publication.request(&self.iq_id("publish")))
-                .await?;
+            let request = publication.request(&self.iq_id("publish"));
+            check_size(String::from(&Element::from(request.clone())).len())?;
+            let answer = self.request(request).await?;
             match publication.handle_response(&answer) {
                 PublishProgress::Done => return Ok(()),
                 PublishProgress::Continue => continue,
@@ -761,6 +789,7 @@ impl OmemoManager {
                     payload: None,
                 };
                 let message = outgoing_message(&jid_owned, &encrypted, &stanza_id);
+                let text = stanza_text(&message)?;
                 let outbox_id = store.commit_encryption_queued(
                     NS,
                     &[SessionUpdate {
@@ -769,7 +798,7 @@ impl OmemoManager {
                         session_state: &state,
                     }],
                     now(),
-                    &stanza_text(&message),
+                    &text,
                     &[],
                 )?;
                 Ok(Some((outbox_id, message)))
@@ -784,15 +813,24 @@ impl OmemoManager {
 
     /// Sends a message from the outbox; it leaves the outbox once the server acknowledged it.
     async fn send_queued(&self, outbox_id: i64, message: Message) -> Result<(), OmemoError> {
-        let mut delivery = self
+        let delivery = self
             .connection
             .send_tracked(message.clone())
             .await
             .map_err(|_| OmemoError::Closed)?;
+        self.watch(outbox_id, message, delivery);
+        Ok(())
+    }
+
+    /// Waits in the background for the server to acknowledge an outbox message; a message lost
+    /// with a stream that could not be resumed is sent again at once, up to [`LOST_RESENDS`]
+    /// times.
+    fn watch(&self, outbox_id: i64, message: Message, mut delivery: crate::connection::Delivery) {
         let acknowledged = Arc::clone(&self.acknowledged);
         let connection = self.connection.clone();
+        let store = Arc::clone(&self.store);
         tokio::spawn(async move {
-            for resends in 0.. {
+            for resent in 0.. {
                 // Without stream management no acknowledgement ever comes: stop waiting at
                 // some point (the entry expires from the outbox later).
                 match tokio::time::timeout(OUTBOX_MAX_AGE, delivery.acknowledged()).await {
@@ -803,8 +841,12 @@ impl OmemoManager {
                     // Lost with a stream that could not be resumed. The next fresh session
                     // resends the outbox, but may have done so before this message was
                     // committed: send it again now (the recipient's ratchet drops a copy that
-                    // did arrive).
-                    Ok(false) if resends < LOST_RESENDS => {
+                    // did arrive), unless it was sent too often already.
+                    Ok(false) if resent < LOST_RESENDS => {
+                        let counted = count_send(Arc::clone(&store), outbox_id).await;
+                        if !matches!(counted, Some(sends) if sends <= MAX_SENDS) {
+                            return;
+                        }
                         match connection.send_tracked(message.clone()).await {
                             Ok(again) => delivery = again,
                             Err(_) => return, // the connection was closed for good
@@ -820,14 +862,20 @@ impl OmemoManager {
                 }
             }
         });
-        Ok(())
     }
 
     /// Sends again what the outbox holds, on every fresh (not resumed) session: messages a
     /// previous process committed but may not have got to the server, and messages lost with
     /// a connection that could not be resumed. A copy that did arrive is dropped by the
     /// recipient's ratchet as a duplicate, so sending one too many is harmless.
+    ///
+    /// The messages go one at a time, each after the previous one was acknowledged, and a
+    /// lost stream ends the round: a message the server refuses (it closes the stream for it)
+    /// is then the only one whose sends are counted, and after [`MAX_SENDS`] it is dropped with
+    /// a warning while the messages behind it go out.
     pub async fn resend_outbox(&self) -> Result<(), OmemoError> {
+        // One round at a time; a round whose stream was lost ends soon.
+        let _round = self.resending.lock().await;
         let before = now().saturating_sub(OUTBOX_MAX_AGE.as_secs());
         let (expired, rows) = self
             .with_store(move |store| {
@@ -841,19 +889,62 @@ impl OmemoManager {
             );
         }
         let mut resent = 0usize;
+        let mut wait_for_acks = true;
         for (outbox_id, text) in rows {
             let parsed = text
                 .parse::<Element>()
                 .ok()
                 .and_then(|element| Message::try_from(element).ok());
-            let Some(message) = parsed else {
-                tracing::warn!(outbox_id, "unreadable message in the outbox; dropping it");
+            let Some(message) = parsed.filter(|_| check_size(text.len()).is_ok()) else {
+                tracing::warn!(
+                    outbox_id,
+                    bytes = text.len(),
+                    "unreadable or oversized message in the outbox; dropping it"
+                );
                 self.with_store(move |store| store.outbox_remove(&[outbox_id]))
                     .await??;
                 continue;
             };
-            self.send_queued(outbox_id, message).await?;
+            match count_send(Arc::clone(&self.store), outbox_id).await {
+                Some(sends) if sends <= MAX_SENDS => {}
+                _ => continue, // acknowledged meanwhile, or dropped
+            }
+            let delivery = self
+                .connection
+                .send_tracked(message)
+                .await
+                .map_err(|_| OmemoError::Closed)?;
             resent += 1;
+            // Without stream management no acknowledgement ever comes: stop waiting at some
+            // point (the entry expires from the outbox later).
+            let acknowledged = Arc::clone(&self.acknowledged);
+            let (tell, told) = tokio::sync::oneshot::channel();
+            tokio::spawn(async move {
+                let acked = matches!(
+                    tokio::time::timeout(OUTBOX_MAX_AGE, delivery.acknowledged()).await,
+                    Ok(true)
+                );
+                if acked {
+                    acknowledged.push(outbox_id);
+                }
+                let _ = tell.send(acked);
+            });
+            if !wait_for_acks {
+                continue;
+            }
+            match tokio::time::timeout(RESEND_ACK_WAIT, told).await {
+                Ok(Ok(true)) => {}
+                Ok(_) => {
+                    tracing::info!(
+                        outbox_id,
+                        "the stream was lost while resending the outbox; the next session goes on"
+                    );
+                    return Ok(());
+                }
+                // No acknowledgement in time (a server without stream management): the rest
+                // goes out without waiting.
+                Err(_) => wait_for_acks = false,
+            }
         }
         if resent > 0 {
             tracing::info!(resent, "sent unacknowledged messages from the outbox again");
@@ -1727,9 +1818,41 @@ fn encrypt_for_devices(
         payload: Some(ciphertext),
     };
     let message = outgoing_message(to, &encrypted, stanza_id);
-    let outbox_id =
-        store.commit_encryption_queued(NS, &updates, t, &stanza_text(&message), answers)?;
+    let text = stanza_text(&message)?;
+    let outbox_id = store.commit_encryption_queued(NS, &updates, t, &text, answers)?;
     Ok((message, report, outbox_id))
+}
+
+/// Counts one more send of an outbox message; drops it, with a warning, once it was sent more
+/// than [`MAX_SENDS`] times. `None` when it is gone (acknowledged, expired, dropped) or the
+/// store failed.
+async fn count_send(store: Arc<Mutex<Store>>, outbox_id: i64) -> Option<u32> {
+    let counted = tokio::task::spawn_blocking(move || {
+        let mut store = lock(&store);
+        let sends = store.outbox_count_send(outbox_id)?;
+        if sends.is_some_and(|n| n > MAX_SENDS) {
+            store.outbox_remove(&[outbox_id])?;
+        }
+        Ok::<_, StoreError>(sends)
+    })
+    .await;
+    match counted {
+        Ok(Ok(Some(sends))) if sends > MAX_SENDS => {
+            tracing::warn!(
+                outbox_id,
+                sends = MAX_SENDS,
+                "dropping an outgoing message the server never acknowledged (it may have closed \
+                 the stream for it)"
+            );
+            None
+        }
+        Ok(Ok(sends)) => sends,
+        Ok(Err(e)) => {
+            tracing::warn!(outbox_id, error = %e, "cannot count a send of an outbox message");
+            None
+        }
+        Err(_) => None,
+    }
 }
 
 /// The `<message>` that carries `encrypted` to `to`.
@@ -1739,7 +1862,20 @@ fn outgoing_message(to: &BareJid, encrypted: &EncryptedMessage, stanza_id: &str)
     message
 }
 
-/// A stanza as kept in the outbox.
-fn stanza_text(message: &Message) -> String {
-    String::from(&Element::from(message.clone()))
+/// A stanza as kept in the outbox (and sent), refused if a server would refuse it.
+fn stanza_text(message: &Message) -> Result<String, OmemoError> {
+    let text = String::from(&Element::from(message.clone()));
+    check_size(text.len())?;
+    Ok(text)
+}
+
+/// Refuses a stanza of `bytes` bytes if it is over [`MAX_STANZA_BYTES`].
+pub(crate) fn check_size(bytes: usize) -> Result<(), OmemoError> {
+    if bytes > MAX_STANZA_BYTES {
+        return Err(OmemoError::StanzaTooLarge {
+            bytes,
+            limit: MAX_STANZA_BYTES,
+        });
+    }
+    Ok(())
 }
