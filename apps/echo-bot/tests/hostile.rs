@@ -942,3 +942,120 @@ async fn a_message_that_costs_the_stream_is_dropped_after_bounded_tries() {
         "the refused echo is still in the outbox"
     );
 }
+
+/// Publishes on `connection` (with the product's publish-options) and expects success.
+async fn publish_on(connection: &Connection, mut publication: Publication) {
+    let answer = connection
+        .send_iq(publication.request("publish"))
+        .await
+        .expect("publishing failed");
+    let progress = publication.handle_response(&answer);
+    assert!(matches!(progress, PublishProgress::Done), "{progress:?}");
+}
+
+/// A PEP notification of an OMEMO 2 device list with `devices`, as a client could write one.
+fn device_list_notification(to: &BareJid, devices: &[DeviceId]) -> xmpp_core::message::Message {
+    let devices: String = devices
+        .iter()
+        .map(|d| format!("<device id='{d}'/>"))
+        .collect();
+    let xml = format!(
+        "<message xmlns='jabber:client' to='{to}' type='headline'>\
+         <event xmlns='http://jabber.org/protocol/pubsub#event'>\
+         <items node='{}'><item id='current'><devices xmlns='{}'>{devices}</devices></item>\
+         </items></event></message>",
+        ns::OMEMO2_DEVICES,
+        ns::OMEMO2
+    );
+    xml.parse::<Element>().unwrap().try_into().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_device_lists_and_group_messages_are_not_taken_for_one_to_one() {
+    let mut s = Scene::start(TestServer::start().unwrap()).await;
+    s.mallory.publish_devices(&[]).await;
+    assert_eq!(s.mallory.ask("first").await.body, "Your message: first");
+    let bot_device = s.mallory.bot_device;
+    let device_of = |jid: &BareJid, device: DeviceId| {
+        Store::open(&s.db)
+            .unwrap()
+            .device(Namespace::Omemo2, jid.as_str(), device)
+            .unwrap()
+    };
+
+    // Positive control: a real notification. Another client of the bot's own account
+    // publishes the bot's device list with one more device; the PEP service notifies the bot.
+    let mut config = ConnectionConfig::new(s.bot.clone(), Secret::new("bot-password".into()));
+    config.server = Some(("127.0.0.1".to_owned(), s.server.port()));
+    config.ca_file = Some(s.server.ca_file().to_owned());
+    config.resource = Some("other-client".to_owned());
+    let (other, _other_events) = Connection::connect(config).await.unwrap();
+    let added = DeviceId::new(4343).unwrap();
+    let mut list = DeviceList::new();
+    list.upsert(DeviceEntry::new(bot_device)).unwrap();
+    list.upsert(DeviceEntry::new(added)).unwrap();
+    publish_on(&other, Publication::device_list(&list)).await;
+    let seen = tokio::time::timeout(TIMEOUT, async {
+        while !device_of(&s.bot, added).is_some_and(|d| d.active) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(seen.is_ok(), "the bot never took the real notification");
+
+    // The forgeries: the same notification sent by clients (so from full JIDs), for
+    // mallory's own JID and, from the bot's other client, for the bot's JID without its
+    // device (which would make it republish its list).
+    let forged = DeviceId::new(4242).unwrap();
+    let mark = s.mark();
+    s.mallory
+        .connection
+        .send(device_list_notification(
+            &s.bot,
+            &[s.mallory.device, forged],
+        ))
+        .await
+        .unwrap();
+    let mut to_bot = device_list_notification(&s.bot, &[forged]);
+    to_bot.to = Some(Jid::new(&format!("{}/omemo-{bot_device}", s.bot)).unwrap());
+    other.send(to_bot).await.unwrap();
+    s.barrier().await;
+    let warned = "ignoring a device-list notification that does not come from a PEP service";
+    s.logged(mark, &[warned, &format!("{}/", s.mallory.jid)])
+        .await;
+    s.logged(mark, &[warned, "other-client"]).await;
+    assert_eq!(device_of(&s.mallory.jid, forged), None);
+    assert_eq!(device_of(&s.bot, forged), None);
+    assert!(device_of(&s.bot, bot_device).is_some_and(|d| d.active));
+    assert!(!s.bot_process.log_text()[mark..].contains("our device vanished"));
+
+    // OMEMO in a group chat message (to the bot's full JID, as a room would send it) and in
+    // a headline: neither is answered; the one-to-one message behind them is.
+    let mark = s.mark();
+    let bot_full = Jid::new(&format!("{}/omemo-{bot_device}", s.bot)).unwrap();
+    for (to, type_) in [
+        (bot_full, MessageType::Groupchat),
+        (Jid::from(s.bot.clone()), MessageType::Headline),
+    ] {
+        let envelope = s.mallory.envelope("not a chat", &s.mallory.jid, &s.bot);
+        let sealed = s.mallory.seal(Some(&envelope));
+        let message = hints::encrypted_message(to, type_, &sealed);
+        s.mallory.connection.send(message).await.unwrap();
+    }
+    assert_eq!(
+        s.mallory.ask("one to one").await.body,
+        "Your message: one to one"
+    );
+    for kind in ["Groupchat", "Headline"] {
+        s.logged(
+            mark,
+            &[
+                "ignoring an OMEMO message that is not a one-to-one chat",
+                kind,
+            ],
+        )
+        .await;
+    }
+    s.alice_round("after the forgeries").await;
+    other.close().await;
+}

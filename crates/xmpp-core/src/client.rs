@@ -572,6 +572,13 @@ async fn handle_message(
         if archived {
             return None;
         }
+        // A device list lives in its owner's PEP node, and the PEP service sends its
+        // notifications from the owner's bare JID. A client's stanzas always carry its full
+        // JID (the server stamps it), so one from a full JID is a client's forgery.
+        if !message.from.as_ref().is_some_and(Jid::is_bare) {
+            tracing::warn!(from = ?message.from, "ignoring a device-list notification that does not come from a PEP service (a bare JID)");
+            return None;
+        }
         match notification {
             Ok(n) => {
                 if let Err(e) = manager
@@ -618,6 +625,31 @@ async fn handle_message(
                 from,
                 device: None,
                 reason: ReceiveError::Malformed(e).to_string(),
+            })
+        }
+        Some(Ok(_))
+            if matches!(
+                message.type_,
+                MessageType::Groupchat | MessageType::Headline
+            ) =>
+        {
+            // Group chats are not supported yet: such a message must not be decrypted and
+            // answered as if it were a one-to-one chat.
+            if archived || sent_carbon {
+                return None;
+            }
+            tracing::warn!(%from, type_ = ?message.type_, "ignoring an OMEMO message that is not a one-to-one chat");
+            Some(ClientEvent::Undecryptable {
+                from,
+                device: None,
+                reason: format!(
+                    "OMEMO in {} messages is not supported",
+                    if message.type_ == MessageType::Groupchat {
+                        "group chat"
+                    } else {
+                        "headline"
+                    }
+                ),
             })
         }
         Some(Ok(encrypted)) => {
