@@ -1059,3 +1059,173 @@ async fn forged_device_lists_and_group_messages_are_not_taken_for_one_to_one() {
     s.alice_round("after the forgeries").await;
     other.close().await;
 }
+
+/// Makes mallory and the bot mutual contacts (presence subscriptions both ways), as a contact
+/// that turned hostile would be: from then on the PEP service notifies the bot of each of
+/// mallory's device-list publications. Needs a server that allows the raw client.
+async fn befriend(s: &Scene) {
+    let mut bot_side = RawClient::login(&s.server, "bot", "bot-password").await;
+    let mut mallory_side = RawClient::login(&s.server, "mallory", "mallory-password").await;
+    let (bot, mallory) = (&s.bot, &s.mallory.jid);
+    bot_side
+        .send(format!("<presence to='{mallory}' type='subscribe'/>"))
+        .await;
+    bot_side.ping("befriend-1").await;
+    mallory_side
+        .send(format!(
+            "<presence to='{bot}' type='subscribed'/><presence to='{bot}' type='subscribe'/>"
+        ))
+        .await;
+    mallory_side.ping("befriend-2").await;
+    // Approving sends the bot's available presence (with its caps) to mallory, which tells
+    // her PEP service that the bot wants device-list notifications.
+    bot_side
+        .send(format!("<presence to='{mallory}' type='subscribed'/>"))
+        .await;
+    bot_side.ping("befriend-3").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_cannot_grow_the_bots_storage_or_memory() {
+    let server = TestServer::builder()
+        .allow_plaintext(true)
+        .option("allow_unencrypted_plain_auth = true")
+        .start()
+        .unwrap();
+    let mut s = Scene::start(server).await;
+    s.mallory.publish_devices(&[]).await;
+    assert_eq!(s.mallory.ask("first").await.body, "Your message: first");
+    befriend(&s).await;
+    let mallory = s.mallory.jid.clone();
+    let rows = |s: &Scene| {
+        let store = Store::open(&s.db).unwrap();
+        (
+            store.devices(Namespace::Omemo2, mallory.as_str()).unwrap(),
+            store.pending_trust_decisions().unwrap(),
+        )
+    };
+    let list_with = |devices: &[DeviceId]| {
+        let mut list = DeviceList::new();
+        for device in devices {
+            list.upsert(DeviceEntry::new(*device)).unwrap();
+        }
+        list
+    };
+
+    // Positive control: a publication reaches the bot as a notification.
+    let extra = DeviceId::random(&mut OsRng);
+    publish_on(
+        &s.mallory.connection,
+        Publication::device_list(&list_with(&[s.mallory.device, extra])),
+    )
+    .await;
+    let noticed = tokio::time::timeout(TIMEOUT, async {
+        while !rows(&s).0.iter().any(|d| d.device_id == extra && d.active) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(noticed.is_ok(), "the bot never got mallory's device list");
+    s.alice_round("before the storage attack").await;
+    let pid = s.bot_process.child.id().unwrap();
+    let (rss_before, db_before) = (rss_kib(pid), db_bytes(&s.db));
+    let main_before = std::fs::metadata(&s.db).unwrap().len();
+
+    // 60 device lists of 1,000 fresh devices each (her real device first).
+    let mark = s.mark();
+    for round in 0..60 {
+        let mut devices = vec![s.mallory.device];
+        devices.extend((1..1_000).map(|_| DeviceId::random(&mut OsRng)));
+        publish_on(
+            &s.mallory.connection,
+            Publication::device_list(&list_with(&devices)),
+        )
+        .await;
+        if round % 10 == 9 {
+            s.alice_round(&format!("during the device lists {round}"))
+                .await;
+        }
+    }
+    s.barrier().await;
+    s.logged(mark, &["device list over the per-contact bound"])
+        .await;
+
+    // 10 trust messages, each vouching for 1,000 and against 1,000 fresh keys of hers: kept
+    // until she is authenticated, which she never will be.
+    for round in 0..10 {
+        let keys = |n: usize| -> Vec<Vec<u8>> {
+            (0..n)
+                .map(|_| {
+                    IdentityKeyPair::generate(&mut OsRng)
+                        .public_key()
+                        .to_bytes()
+                        .to_vec()
+                })
+                .collect()
+        };
+        // Two <key-owner> elements (a parser allows 1,000 keys in each).
+        let owner = || omemo_pep::tm::KeyOwner {
+            jid: mallory.clone(),
+            trust: keys(500),
+            distrust: keys(500),
+        };
+        let message = omemo_pep::tm::TrustMessage {
+            key_owners: vec![owner(), owner()],
+        };
+        let envelope = sce::Envelope::new(
+            vec![message.to_element()],
+            mallory.clone(),
+            s.bot.clone(),
+            None,
+            &mut OsRng,
+        )
+        .to_bytes()
+        .unwrap();
+        let sealed = s.mallory.seal(Some(&envelope));
+        s.mallory.send(&sealed).await;
+        if round % 2 == 1 {
+            s.alice_round(&format!("during the trust messages {round}"))
+                .await;
+        }
+    }
+    s.barrier().await;
+    s.logged(mark, &["too many ATM decisions waiting for this sender"])
+        .await;
+    assert_eq!(
+        s.mallory.ask("after the attack").await.body,
+        "Your message: after the attack"
+    );
+    s.alice_round("after the storage attack").await;
+
+    let (devices, pending) = rows(&s);
+    let (rss_after, db_after) = (rss_kib(pid), db_bytes(&s.db));
+    println!(
+        "60 lists of 1,000 devices and 10 trust messages of 2,000 decisions: {} device rows, \
+         {pending} pending decisions; bot RSS {rss_before} → {rss_after} KiB, database \
+         {db_before} → {db_after} bytes",
+        devices.len()
+    );
+    assert!(devices.len() <= atm_trust::MAX_DEVICES_PER_JID);
+    assert!(devices
+        .iter()
+        .any(|d| d.device_id == s.mallory.device && d.active));
+    assert!(pending <= atm_trust::MAX_PENDING_PER_SENDER, "{pending}");
+    assert_eq!(s.streams_lost(), 0, "the bot lost its stream");
+    // The write-ahead log grows to about SQLite's checkpoint threshold (1,000 pages) under
+    // any write load and is reused after that; the tables themselves must stay small.
+    let main_after = std::fs::metadata(&s.db).unwrap().len();
+    let wal_after = db_after - main_after;
+    println!("database file {main_after} bytes, write-ahead log {wal_after} bytes");
+    assert!(
+        main_after < main_before + 1024 * 1024,
+        "database file {main_before} → {main_after} bytes"
+    );
+    assert!(
+        wal_after < 8 * 1024 * 1024,
+        "write-ahead log {wal_after} bytes"
+    );
+    assert!(
+        rss_after < rss_before + 16 * 1024,
+        "bot RSS {rss_before} → {rss_after} KiB"
+    );
+}

@@ -508,6 +508,14 @@ async fn handle_event(
                 if let Err(e) = manager.publish_device_list().await {
                     tracing::warn!(error = %e, "re-checking our device list failed");
                 }
+                // A long-running program forgets departed devices without a restart.
+                let pruned = manager
+                    .with_store(crate::omemo::prune_removed_devices)
+                    .await
+                    .and_then(|result| result.map_err(OmemoError::from));
+                if let Err(e) = pruned {
+                    tracing::warn!(error = %e, "cannot forget departed devices");
+                }
             }
             if !resumed {
                 // What a dead process or connection may not have delivered goes out again,

@@ -42,6 +42,12 @@ pub const SIGNED_PRE_KEY_GRACE: Duration = Duration::from_secs(4 * 7 * 24 * 3600
 pub const USED_PRE_KEY_GRACE: Duration = Duration::from_secs(24 * 3600);
 /// Re-fetch a contact's device list when sending if the last fetch is older than this.
 pub const DEVICE_LIST_MAX_AGE: Duration = Duration::from_secs(300);
+/// Forget a device (and its session) this long after it left its device list (QXmpp's
+/// period: 12 weeks).
+pub const REMOVED_DEVICE_RETENTION: Duration = Duration::from_secs(12 * 7 * 24 * 3600);
+/// The most JIDs whose device-list fetch time is remembered; beyond it, entries older than
+/// [`DEVICE_LIST_MAX_AGE`] are forgotten (anyone can make us fetch their list).
+const FETCH_TIMES_KEPT: usize = 1024;
 
 /// How long an unacknowledged message is sent again after reconnects and restarts. Older
 /// ones are dropped: a server without stream management never acknowledges anything, and a
@@ -303,6 +309,36 @@ pub struct OmemoManager {
     handled: Arc<Removals>,
 }
 
+/// Forgets devices that left their list more than [`REMOVED_DEVICE_RETENTION`] ago.
+pub(crate) fn prune_removed_devices(store: &mut Store) -> Result<(), StoreError> {
+    let pruned = store.purge_removed_devices(REMOVED_DEVICE_RETENTION.as_secs(), now())?;
+    if pruned > 0 {
+        tracing::info!(
+            pruned,
+            "forgot devices that left their device list more than 12 weeks ago"
+        );
+    }
+    Ok(())
+}
+
+/// Notes that `jid`'s device list was fetched now, keeping the map bounded.
+fn note_fetched(fetched: &mut HashMap<BareJid, Instant>, jid: BareJid) {
+    if fetched.len() >= FETCH_TIMES_KEPT && !fetched.contains_key(&jid) {
+        fetched.retain(|_, t| t.elapsed() < DEVICE_LIST_MAX_AGE);
+        if fetched.len() >= FETCH_TIMES_KEPT {
+            // All recent: forget the oldest.
+            if let Some(oldest) = fetched
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(j, _)| j.clone())
+            {
+                fetched.remove(&oldest);
+            }
+        }
+    }
+    fetched.insert(jid, Instant::now());
+}
+
 pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -342,6 +378,7 @@ impl OmemoManager {
         store.prune_signed_pre_keys(SIGNED_PRE_KEY_GRACE.as_secs(), t)?;
         store.remove_used_pre_keys(USED_PRE_KEY_GRACE.as_secs(), t)?;
         store.ensure_pre_keys(PRE_KEY_TARGET, &mut OsRng, t)?;
+        prune_removed_devices(&mut store)?;
         let own = OwnIdentity {
             jid: jid.clone(),
             device_id: device.device_id(),
@@ -557,9 +594,19 @@ impl OmemoManager {
                 label_verified: d.label().verified().is_some(),
             })
             .collect();
+        let jid_for_log = jid.clone();
         let changes = self
             .with_store(move |store| store.update_device_list(NS, jid.as_str(), &listed, now()))
             .await??;
+        if changes.ignored > 0 || !changes.pruned.is_empty() {
+            tracing::warn!(
+                jid = %jid_for_log,
+                ignored = changes.ignored,
+                pruned = changes.pruned.len(),
+                limit = atm_trust::MAX_DEVICES_PER_JID,
+                "device list over the per-contact bound: extra devices ignored, the oldest unlisted ones forgotten"
+            );
+        }
         if !changes.is_empty() {
             tracing::debug!(?changes, "device list changed");
         }
@@ -573,10 +620,7 @@ impl OmemoManager {
         list: DeviceList,
     ) -> Result<(), OmemoError> {
         self.record_device_list(jid.clone(), &list).await?;
-        self.device_lists_fetched
-            .lock()
-            .await
-            .insert(jid.clone(), Instant::now());
+        note_fetched(&mut *self.device_lists_fetched.lock().await, jid.clone());
         if jid == self.own.jid && !list.contains(self.own.device_id) {
             tracing::warn!("our device vanished from our device list; re-adding it");
             self.publish_own_entry(Some(&list)).await?;
@@ -610,10 +654,7 @@ impl OmemoManager {
                 false
             }
         };
-        self.device_lists_fetched
-            .lock()
-            .await
-            .insert(jid.clone(), Instant::now());
+        note_fetched(&mut *self.device_lists_fetched.lock().await, jid.clone());
         Ok(found)
     }
 
@@ -1327,6 +1368,9 @@ impl OmemoManager {
                 }
                 if outcome.stored > 0 || outcome.refused > 0 {
                     tracing::info!(%sender, stored = outcome.stored, refused = outcome.refused, "ATM decisions kept for later or refused");
+                }
+                if outcome.dropped > 0 {
+                    tracing::warn!(%sender, dropped = outcome.dropped, limit = atm_trust::MAX_PENDING_PER_SENDER, "too many ATM decisions waiting for this sender: the oldest were dropped");
                 }
             }
             Ok(Err(e)) => tracing::warn!(%sender, error = %e, "applying a trust message failed"),
