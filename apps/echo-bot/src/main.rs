@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 use serde::Deserialize;
-use xmpp_core::client::{Client, ClientEvent};
-use xmpp_core::omemo::OmemoError;
+use xmpp_core::client::{Answers, Client, ClientEvent};
+use xmpp_core::jid::BareJid;
+use xmpp_core::omemo::{OmemoError, Receipt, SendReport};
 use xmpp_core::settings::{read_config_file, AccountArgs, AccountFile, AccountSettings};
 
 mod echo;
@@ -85,6 +86,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         own.identity.public_key().fingerprint()
     );
 
+    let answers = client.answers();
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot install the SIGTERM handler")?;
     loop {
@@ -108,26 +110,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 // The answer's commit also takes the message out of the inbox (at-least-once
                 // handling across crashes, never answered twice).
                 let answering = match &event {
-                    ClientEvent::Encrypted(message) => message.receipt.as_ref(),
+                    ClientEvent::Encrypted(message) => message.receipt.clone(),
                     _ => None,
                 };
-                let mut sent = client.send_body_answering(&to, &body, answering).await;
-                if let Err(OmemoError::StanzaTooLarge { bytes, .. }) = sent {
-                    // Escaping and encryption make the echo larger than the message; a server
-                    // would close the stream for it. A short note goes instead.
-                    tracing::warn!(%to, bytes, "the echo would be too large to send; sending a note");
-                    let note = echo::too_large_note(bytes);
-                    sent = client.send_body_answering(&to, &note, answering).await;
-                }
-                match sent {
-                    Ok(report) => tracing::info!(
-                        %to,
-                        devices = report.encrypted_for.len(),
-                        skipped = report.skipped.len(),
-                        "answered an encrypted message"
-                    ),
-                    Err(e) => tracing::warn!(%to, error = %e, "cannot answer"),
-                }
+                // Answers go out in the background, in order per contact: a contact whose
+                // answer is slow to build never delays the others.
+                let sent = answers.send_body(to.clone(), &body, answering.clone());
+                tokio::spawn(report_answer(answers.clone(), to, sent, answering));
             }
             Action::PlaintextNotice { to } => {
                 tracing::info!(%to, "plaintext message: sending the OMEMO-only notice");
@@ -153,8 +142,43 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             },
         }
     }
+    if !answers.flush(ANSWERS_AT_STOP).await {
+        tracing::warn!(
+            "stopping with answers still queued; their messages are answered after the next start"
+        );
+    }
     client.close().await;
     Ok(())
+}
+
+/// How long a stopping bot waits for its queued answers.
+const ANSWERS_AT_STOP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Logs the outcome of one answer; an echo too large for a server is replaced by a note.
+async fn report_answer(
+    answers: Answers,
+    to: BareJid,
+    sent: impl std::future::Future<Output = Result<SendReport, OmemoError>>,
+    answering: Option<Receipt>,
+) {
+    let mut sent = sent.await;
+    if let Err(OmemoError::StanzaTooLarge { bytes, .. }) = sent {
+        // Escaping and encryption make the echo larger than the message; a server would
+        // close the stream for it. A short note goes instead.
+        tracing::warn!(%to, bytes, "the echo would be too large to send; sending a note");
+        let note = echo::too_large_note(bytes);
+        sent = answers.send_body(to.clone(), &note, answering).await;
+    }
+    match sent {
+        Ok(report) => tracing::info!(
+            %to,
+            devices = report.encrypted_for.len(),
+            skipped = report.skipped.len(),
+            over_limit = report.over_limit,
+            "answered an encrypted message"
+        ),
+        Err(e) => tracing::warn!(%to, error = %e, "cannot answer"),
+    }
 }
 
 #[cfg(test)]

