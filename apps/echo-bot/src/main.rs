@@ -78,6 +78,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let (client, mut events) = Client::start(&settings)
         .await
         .with_context(|| format!("cannot start as {}", settings.jid))?;
+    // Installed before the ready line, so that a SIGTERM right after it is a clean stop.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install the SIGTERM handler")?;
     let own = client.manager().own();
     println!(
         "echo-bot ready: jid={} device={} fingerprint={}",
@@ -87,8 +90,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     );
 
     let answers = client.answers();
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot install the SIGTERM handler")?;
     loop {
         let event = tokio::select! {
             event = events.recv() => event,

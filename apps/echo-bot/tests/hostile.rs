@@ -1351,3 +1351,161 @@ async fn a_contact_with_a_huge_device_list_does_not_slow_the_others() {
         "alice's median answer time went from {base:?} to {attacked:?}"
     );
 }
+
+/// Counts from Prosody's stanza log: the bot's bundle publications and its empty OMEMO
+/// messages to `to` (the ids it gives them start with `omemo-empty-`).
+fn bot_stanzas(server: &TestServer, bot_device: DeviceId, to: &BareJid) -> (usize, usize) {
+    let log = server.stanza_log();
+    let received = log.lines().filter(|l| l.contains("RECV:"));
+    let publishes = received
+        .clone()
+        .filter(|l| {
+            l.contains(&format!("<publish node='{}'>", ns::OMEMO2_BUNDLES))
+                && l.contains(&format!("<item id='{bot_device}'"))
+        })
+        .count();
+    let empties = received
+        .filter(|l| l.contains("id='omemo-empty-") && l.contains(&format!("to='{to}'")))
+        .count();
+    (publishes, empties)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_key_exchanges_costs_one_publish_and_no_empty_messages() {
+    let mut s = Scene::start(TestServer::start().unwrap()).await;
+    s.mallory.publish_devices(&[]).await;
+    let (mallory, bot, bot_device) = (s.mallory.jid.clone(), s.bot.clone(), s.mallory.bot_device);
+    let answer = s
+        .mallory
+        .connection
+        .send_iq(pep::fetch_bundle(&bot, bot_device, "burst-bundle"))
+        .await
+        .unwrap();
+    let Fetched::Found(bundle) = pep::parse_bundle_response(&answer, bot_device) else {
+        panic!("no bundle for the bot");
+    };
+    let (publishes_before, empties_before) = bot_stanzas(&s.server, bot_device, &mallory);
+    assert!(
+        publishes_before >= 1,
+        "the bot's first publication is not in the log"
+    );
+
+    // 50 messages at once, each a key exchange on a session of its own (as QXmpp sends when
+    // it encrypts 50 messages before any session exists): 50 pre-keys used.
+    let seal = |session: &mut Session, envelope: Option<&[u8]>| {
+        let (ciphertext, material) = match envelope {
+            Some(bytes) => {
+                let (c, m) = payload::encrypt(bytes, &mut OsRng);
+                (Some(c), m)
+            }
+            None => (None, omemo_crypto::KeyMaterial::empty()),
+        };
+        let key = session.encrypt(material.as_bytes()).unwrap();
+        assert!(key.is_key_exchange());
+        s.mallory.encrypted(true, key.to_bytes(), ciphertext)
+    };
+    let new_session = || {
+        Session::initiate(
+            &s.mallory.identity,
+            &bundle,
+            bundle.choose_pre_key(&mut OsRng),
+            &mut OsRng,
+        )
+        .unwrap()
+    };
+    let mut burst = Vec::new();
+    for i in 0..50 {
+        let envelope = s.mallory.envelope(&format!("burst {i}"), &mallory, &bot);
+        burst.push(seal(&mut new_session(), Some(&envelope)));
+    }
+    // Positive control, last: a key exchange without content from another device of hers,
+    // not in her list, so that no answer goes to it: the bot must confirm it with an empty
+    // message (after the same delay as the others).
+    let mut unanswered = seal(&mut new_session(), None);
+    unanswered.sid = DeviceId::random(&mut OsRng);
+    for message in &burst {
+        s.mallory.send(message).await;
+    }
+    s.mallory.send(&unanswered).await;
+
+    let counted = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let (publishes, empties) = bot_stanzas(&s.server, bot_device, &mallory);
+            if empties > empties_before && publishes > publishes_before {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let (publishes, empties) = bot_stanzas(&s.server, bot_device, &mallory);
+    assert!(
+        counted.is_ok(),
+        "no empty message or no publication: {publishes} publications, {empties} empty \
+         messages; bot log:\n{}",
+        s.bot_process.log_text()
+    );
+    let answers = s
+        .server
+        .stanza_log()
+        .lines()
+        .filter(|l| {
+            l.contains("RECV:")
+                && l.contains("id='omemo-msg-")
+                && l.contains(&format!("to='{mallory}'"))
+        })
+        .count();
+    println!(
+        "burst of 51 key exchanges: {answers} answers, {} bundle publications, {} empty \
+         messages",
+        publishes - publishes_before,
+        empties - empties_before
+    );
+    assert!(answers >= 50, "only {answers} answers");
+    assert_eq!(
+        publishes - publishes_before,
+        1,
+        "publications for one burst"
+    );
+    assert_eq!(empties - empties_before, 1, "empty messages");
+    s.alice_round("after the burst").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_the_same_database_does_not_republish_the_bundle() {
+    let server = TestServer::start().unwrap();
+    server.create_account("bot", "bot-password").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bot.sqlite3");
+    let first = start_bot(&server, "bot", &db, &[]).await;
+    let device = DeviceId::new(first.device.parse().unwrap()).unwrap();
+    let anyone = server.jid("anyone").unwrap();
+    let count = |server: &TestServer| bot_stanzas(server, device, &anyone).0;
+    assert_eq!(
+        count(&server),
+        1,
+        "the first start publishes the bundle once"
+    );
+    common::stop_bot(first).await;
+
+    let again = start_bot(&server, "bot", &db, &[]).await;
+    assert_eq!(again.device, device.to_string());
+    assert_eq!(
+        count(&server),
+        1,
+        "the restart published the bundle again; bot log:\n{}",
+        again.log_text()
+    );
+    common::stop_bot(again).await;
+
+    // Positive control: a changed bundle (a pre-key used, say, by a key exchange whose
+    // republication a crash cut short) is published at the next start.
+    {
+        let mut store = Store::open(&db).unwrap();
+        let used = store.unused_pre_keys().unwrap()[0].id();
+        store.mark_pre_key_used(used, 0).unwrap();
+    }
+    let third = start_bot(&server, "bot", &db, &[]).await;
+    assert_eq!(count(&server), 2, "the changed bundle was not published");
+    common::stop_bot(third).await;
+}

@@ -97,6 +97,16 @@ const BUNDLE_RETRY_MAX: Duration = Duration::from_secs(24 * 3600);
 /// The most failed devices remembered; beyond it, the ones whose back-off ends first go.
 const BUNDLE_FAILURES_KEPT: usize = 10_000;
 
+/// A burst of key exchanges is over (and our bundle is republished) when none came for this
+/// long.
+const REPUBLISH_QUIET: Duration = Duration::from_secs(1);
+/// The longest a republication waits for a burst of key exchanges to end.
+const REPUBLISH_MAX_DELAY: Duration = Duration::from_secs(10);
+
+/// How long an empty message (session confirmation, heartbeat) waits for an answer that would
+/// make it unnecessary.
+const CONFIRM_DELAY: Duration = Duration::from_secs(2);
+
 /// How often a message from a device missing from its sender's list may trigger a fresh
 /// fetch of that list.
 const UNLISTED_SENDER_REFRESH: Duration = Duration::from_secs(30);
@@ -327,6 +337,8 @@ pub struct OmemoManager {
     bundle_failures: Mutex<HashMap<(BareJid, DeviceId), (u32, Instant)>>,
     /// Serialises bundle republication.
     publishing: AsyncMutex<()>,
+    /// A pending republication after key exchanges: the first and the latest of them.
+    republish: Mutex<Option<(Instant, Instant)>>,
     /// Serialises outbox resends.
     resending: AsyncMutex<()>,
     next_id: std::sync::atomic::AtomicU64,
@@ -443,6 +455,7 @@ impl OmemoManager {
             device_lists_fetched: AsyncMutex::new(HashMap::new()),
             bundle_failures: Mutex::new(HashMap::new()),
             publishing: AsyncMutex::new(()),
+            republish: Mutex::new(None),
             resending: AsyncMutex::new(()),
             next_id: std::sync::atomic::AtomicU64::new(1),
             id_tag: OsRng.next_u32(),
@@ -520,7 +533,7 @@ impl OmemoManager {
     /// Publishes our device in our device list (keeping every other device) and our bundle.
     pub async fn set_up(&self) -> Result<(), OmemoError> {
         self.publish_device_list().await?;
-        self.publish_bundle().await?;
+        self.publish_bundle_if_changed().await?;
         Ok(())
     }
 
@@ -569,26 +582,63 @@ impl OmemoManager {
     /// Publishes our bundle (signed pre-key and unused pre-keys).
     pub async fn publish_bundle(&self) -> Result<(), OmemoError> {
         let _guard = self.publishing.lock().await;
+        let (bundle, ids) = self.own_bundle().await?;
+        self.publish_own_bundle(bundle, ids).await
+    }
+
+    /// Publishes our bundle unless the server holds exactly this one already (a restart with
+    /// the same database changes nothing, and republishing would only cost a round trip and a
+    /// notification to every contact).
+    async fn publish_bundle_if_changed(&self) -> Result<(), OmemoError> {
+        let _guard = self.publishing.lock().await;
+        let (bundle, ids) = self.own_bundle().await?;
+        let device = self.own.device_id;
+        let answer = self
+            .request(pep::fetch_bundle(
+                &self.own.jid,
+                device,
+                &self.iq_id("own-bundle"),
+            ))
+            .await?;
+        if let Fetched::Found(published) = pep::parse_bundle_response(&answer, device) {
+            if same_bundle(&published, &bundle) {
+                tracing::info!(%device, "our bundle on the server is current");
+                self.with_store(move |store| store.mark_bundle_published(&ids))
+                    .await??;
+                return Ok(());
+            }
+        }
+        self.publish_own_bundle(bundle, ids).await
+    }
+
+    /// Our bundle as the store has it now (topping up the pre-keys first), with the ids of
+    /// its pre-keys.
+    async fn own_bundle(&self) -> Result<(Bundle, Vec<omemo_crypto::PreKeyId>), OmemoError> {
         let own = Arc::clone(&self.own);
-        let (bundle, ids) = self
-            .with_store(move |store| -> Result<_, OmemoError> {
-                let t = now();
-                store.ensure_pre_keys(PRE_KEY_TARGET, &mut OsRng, t)?;
-                let spk = store
-                    .current_signed_pre_key()?
-                    .ok_or(StoreError::NoOwnDevice)?;
-                let pre_keys = store.unused_pre_keys()?;
-                let ids: Vec<_> = pre_keys.iter().map(|pk| pk.id()).collect();
-                let bundle =
-                    Bundle::from_own_keys(&own.identity, &spk, &pre_keys).map_err(|e| {
-                        OmemoError::Publish {
-                            what: "bundle",
-                            reason: e.to_string(),
-                        }
-                    })?;
-                Ok((bundle, ids))
-            })
-            .await??;
+        self.with_store(move |store| -> Result<_, OmemoError> {
+            let t = now();
+            store.ensure_pre_keys(PRE_KEY_TARGET, &mut OsRng, t)?;
+            let spk = store
+                .current_signed_pre_key()?
+                .ok_or(StoreError::NoOwnDevice)?;
+            let pre_keys = store.unused_pre_keys()?;
+            let ids: Vec<_> = pre_keys.iter().map(|pk| pk.id()).collect();
+            let bundle = Bundle::from_own_keys(&own.identity, &spk, &pre_keys).map_err(|e| {
+                OmemoError::Publish {
+                    what: "bundle",
+                    reason: e.to_string(),
+                }
+            })?;
+            Ok((bundle, ids))
+        })
+        .await?
+    }
+
+    async fn publish_own_bundle(
+        &self,
+        bundle: Bundle,
+        ids: Vec<omemo_crypto::PreKeyId>,
+    ) -> Result<(), OmemoError> {
         tracing::info!(device = %self.own.device_id, pre_keys = ids.len(), "publishing our bundle");
         self.publish(Publication::bundle(self.own.device_id, &bundle), "bundle")
             .await?;
@@ -883,6 +933,71 @@ impl OmemoManager {
         })
     }
 
+    /// Republishes our bundle once a burst of key exchanges is over: when none came for
+    /// [`REPUBLISH_QUIET`], or [`REPUBLISH_MAX_DELAY`] after the first one. Until then the
+    /// bundle on the server still offers the used pre-keys, which we keep for a day anyway.
+    fn republish_bundle_soon(self: &Arc<Self>) {
+        let now = Instant::now();
+        {
+            let mut due = self
+                .republish
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((_, last)) = due.as_mut() {
+                *last = now;
+                return;
+            }
+            *due = Some((now, now));
+        }
+        let manager = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                let wake = {
+                    let mut due = manager
+                        .republish
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let Some((first, last)) = *due else { return };
+                    let wake = (last + REPUBLISH_QUIET).min(first + REPUBLISH_MAX_DELAY);
+                    if Instant::now() >= wake {
+                        *due = None;
+                        break;
+                    }
+                    wake
+                };
+                tokio::time::sleep_until(wake.into()).await;
+            }
+            if let Err(e) = manager.publish_bundle().await {
+                tracing::warn!(error = %e, "republishing the bundle after key exchanges failed");
+            }
+        });
+    }
+
+    /// Sends an empty message to a device that needs one from us (a new session to confirm,
+    /// a heartbeat) after [`CONFIRM_DELAY`], unless something was sent to it by then: an
+    /// answer confirms the session just as well.
+    fn confirm_soon(self: &Arc<Self>, jid: BareJid, device: DeviceId) {
+        let manager = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(CONFIRM_DELAY).await;
+            let jid_owned = jid.clone();
+            let unanswered = manager
+                .with_store(move |store| store.device(NS, jid_owned.as_str(), device))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten()
+                .is_none_or(|d| d.received_without_reply > 0);
+            if !unanswered {
+                tracing::debug!(%jid, %device, "answered meanwhile; no empty message needed");
+                return;
+            }
+            if let Err(e) = manager.send_empty(&jid, device).await {
+                tracing::warn!(error = %e, "sending an empty OMEMO message failed");
+            }
+        });
+    }
+
     /// Sends an empty OMEMO message to one device (session confirmation, heartbeat).
     async fn send_empty(&self, jid: &BareJid, device: DeviceId) -> Result<(), OmemoError> {
         let own = Arc::clone(&self.own);
@@ -1080,7 +1195,7 @@ impl OmemoManager {
     /// message we sent from another device, our own JID) and `recipient` the bare JID it was
     /// addressed to (for messages to us, our own JID).
     pub(crate) async fn receive(
-        &self,
+        self: &Arc<Self>,
         message: &Message,
         encrypted: EncryptedMessage,
         sender: BareJid,
@@ -1123,14 +1238,10 @@ impl OmemoManager {
         let receipt = outcome.inbox_id.map(|id| self.receipt(id));
 
         if outcome.used_pre_key {
-            if let Err(e) = self.publish_bundle().await {
-                tracing::warn!(error = %e, "republishing the bundle after a key exchange failed");
-            }
+            self.republish_bundle_soon();
         }
         if outcome.e2ee.key_exchange || outcome.heartbeat_due {
-            if let Err(e) = self.send_empty(&sender, sid).await {
-                tracing::warn!(error = %e, "sending an empty OMEMO message failed");
-            }
+            self.confirm_soon(sender.clone(), sid);
         }
         Ok(match outcome.envelope {
             // Trust messages in carbons of messages our other devices sent to someone else are
@@ -1982,6 +2093,40 @@ async fn count_send(store: Arc<Mutex<Store>>, outbox_id: i64) -> Option<u32> {
         }
         Err(_) => None,
     }
+}
+
+/// Whether two bundles offer the same keys (pre-keys in any order).
+fn same_bundle(a: &Bundle, b: &Bundle) -> bool {
+    let pre_keys = |bundle: &Bundle| {
+        let mut keys: Vec<(u32, [u8; 32])> = bundle
+            .pre_keys()
+            .iter()
+            .map(|(id, key)| (id.get(), key.to_bytes()))
+            .collect();
+        keys.sort_unstable();
+        keys
+    };
+    let parts = |bundle: &Bundle| {
+        (
+            bundle.identity_key().to_bytes(),
+            bundle.signed_pre_key_id().get(),
+            bundle.signed_pre_key().to_bytes(),
+            bundle.signed_pre_key_signature().to_bytes(),
+        )
+    };
+    let same = parts(a) == parts(b) && pre_keys(a) == pre_keys(b);
+    if !same {
+        tracing::debug!(
+            identity = a.identity_key() == b.identity_key(),
+            signed_pre_key = a.signed_pre_key_id() == b.signed_pre_key_id(),
+            signature =
+                a.signed_pre_key_signature().to_bytes() == b.signed_pre_key_signature().to_bytes(),
+            pre_keys = pre_keys(a).len(),
+            published_pre_keys = pre_keys(b).len(),
+            "our bundle changed"
+        );
+    }
+    same
 }
 
 /// The listed devices of `jid` (without `skip`) a message is encrypted for, each with its
