@@ -881,7 +881,7 @@ impl OmemoManager {
                 *count <= MAX_BUNDLE_FETCHES_PER_MESSAGE
             })
             .collect();
-        let fetched: Vec<Result<Option<(BareJid, DeviceId, Bundle)>, OmemoError>> =
+        let fetched: Vec<Result<Option<FetchedBundle>, OmemoError>> =
             futures::stream::iter(missing)
                 .map(|(jid, device)| async move {
                     let bundle = self.fetch_bundle(&jid, device).await?;
@@ -2094,6 +2094,9 @@ async fn count_send(store: Arc<Mutex<Store>>, outbox_id: i64) -> Option<u32> {
         Err(_) => None,
     }
 }
+
+/// A device's bundle, fetched for a message.
+type FetchedBundle = (BareJid, DeviceId, Bundle);
 
 /// Whether two bundles offer the same keys (pre-keys in any order).
 fn same_bundle(a: &Bundle, b: &Bundle) -> bool {
