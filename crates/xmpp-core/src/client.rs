@@ -79,6 +79,8 @@ pub struct Client {
     tasks: [JoinHandle<()>; 2],
     /// The inbound queues, to tell at close whether anything was left unhandled.
     inbound: Arc<Queues>,
+    /// The outbound answer queues.
+    answers: Answers,
 }
 
 /// The program's end of a client: events in order, `None` once the client stopped. Read it
@@ -400,9 +402,14 @@ impl Client {
             manager.own().jid.clone(),
         ));
         let worker = tokio::spawn(work(Arc::clone(&manager), Arc::clone(&inbound), tx));
+        let answers = Answers {
+            manager: Arc::clone(&manager),
+            queues: Arc::new(Mutex::new(HashMap::new())),
+        };
         Ok((
             Client {
                 manager,
+                answers,
                 inbound,
                 tasks: [dispatcher, worker],
             },
@@ -449,12 +456,9 @@ impl Client {
     }
 
     /// A handle that sends answers in the background, in order per recipient (see
-    /// [`Answers`]).
+    /// [`Answers`]). Every handle of one client shares the same queues.
     pub fn answers(&self) -> Answers {
-        Answers {
-            manager: Arc::clone(&self.manager),
-            queues: Arc::new(Mutex::new(HashMap::new())),
-        }
+        self.answers.clone()
     }
 
     /// Takes a handled message out of the inbox at once. Dropping the event does that a
