@@ -337,6 +337,8 @@ pub struct OmemoManager {
     bundle_failures: Mutex<HashMap<(BareJid, DeviceId), (u32, Instant)>>,
     /// Serialises bundle republication.
     publishing: AsyncMutex<()>,
+    /// Devices with an empty message (confirmation, heartbeat) pending.
+    confirming: Mutex<std::collections::HashSet<(BareJid, DeviceId)>>,
     /// A pending republication after key exchanges: the first and the latest of them.
     republish: Mutex<Option<(Instant, Instant)>>,
     /// Serialises outbox resends.
@@ -456,6 +458,7 @@ impl OmemoManager {
             bundle_failures: Mutex::new(HashMap::new()),
             publishing: AsyncMutex::new(()),
             republish: Mutex::new(None),
+            confirming: Mutex::new(std::collections::HashSet::new()),
             resending: AsyncMutex::new(()),
             next_id: std::sync::atomic::AtomicU64::new(1),
             id_tag: OsRng.next_u32(),
@@ -976,10 +979,26 @@ impl OmemoManager {
     /// Sends an empty message to a device that needs one from us (a new session to confirm,
     /// a heartbeat) after [`CONFIRM_DELAY`], unless something was sent to it by then: an
     /// answer confirms the session just as well.
+    /// One is pending per device at a time: a flood of messages that each ask for one (every
+    /// message past the heartbeat threshold does) costs one.
     fn confirm_soon(self: &Arc<Self>, jid: BareJid, device: DeviceId) {
+        let key = (jid.clone(), device);
+        let newly_pending = self
+            .confirming
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key.clone());
+        if !newly_pending {
+            return;
+        }
         let manager = Arc::clone(self);
         tokio::spawn(async move {
             tokio::time::sleep(CONFIRM_DELAY).await;
+            manager
+                .confirming
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&key);
             let jid_owned = jid.clone();
             let unanswered = manager
                 .with_store(move |store| store.device(NS, jid_owned.as_str(), device))
