@@ -2202,3 +2202,67 @@ pub(crate) fn check_size(bytes: usize) -> Result<(), OmemoError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use atm_trust::ListedDevice;
+
+    #[test]
+    fn a_message_is_encrypted_for_a_bounded_number_of_devices_sessions_first() {
+        let mut store = Store::open_in_memory().unwrap();
+        let bob = BareJid::new("bob@example.org").unwrap();
+        let extra = 50;
+        let count = u32::try_from(MAX_DEVICES_PER_MESSAGE + extra).unwrap();
+        let listed: Vec<ListedDevice> = (1..=count)
+            .map(|id| ListedDevice {
+                device_id: DeviceId::new(id).unwrap(),
+                label: None,
+                label_verified: false,
+            })
+            .collect();
+        store
+            .update_device_list(NS, bob.as_str(), &listed, 0)
+            .unwrap();
+        // Sessions with the three highest ids, which sort last by id.
+        let with_session: Vec<DeviceId> = (count - 2..=count)
+            .map(|id| DeviceId::new(id).unwrap())
+            .collect();
+        for device in &with_session {
+            store
+                .store_session(NS, bob.as_str(), *device, b"state", 0)
+                .unwrap();
+        }
+        let skip = DeviceId::new(1).unwrap();
+        let (chosen, over_limit) = chosen_devices(&store, &bob, Some(skip)).unwrap();
+        assert_eq!(chosen.len(), MAX_DEVICES_PER_MESSAGE);
+        assert_eq!(over_limit, extra - 1);
+        let first: Vec<DeviceId> = chosen.iter().take(3).map(|(id, _)| *id).collect();
+        assert_eq!(first, with_session);
+        assert!(chosen[..3].iter().all(|(_, session)| session.is_some()));
+        assert!(chosen[3..].iter().all(|(_, session)| session.is_none()));
+        assert!(chosen.iter().all(|(id, _)| *id != skip));
+    }
+
+    #[test]
+    fn bundles_compare_by_their_keys_not_the_order_of_their_pre_keys() {
+        let identity = IdentityKeyPair::from_seed(&[3; 32]);
+        let spk = omemo_crypto::SignedPreKey::generate(
+            omemo_crypto::SignedPreKeyId::new(1).unwrap(),
+            &identity,
+            0,
+            &mut OsRng,
+        );
+        let keys: Vec<omemo_crypto::PreKey> = (1..=3)
+            .map(|id| {
+                omemo_crypto::PreKey::generate(omemo_crypto::PreKeyId::new(id).unwrap(), &mut OsRng)
+            })
+            .collect();
+        let bundle = Bundle::from_own_keys(&identity, &spk, &keys).unwrap();
+        let reversed: Vec<&omemo_crypto::PreKey> = keys.iter().rev().collect();
+        let same = Bundle::from_own_keys(&identity, &spk, reversed).unwrap();
+        assert!(same_bundle(&bundle, &same));
+        let fewer = Bundle::from_own_keys(&identity, &spk, &keys[..2]).unwrap();
+        assert!(!same_bundle(&bundle, &fewer));
+    }
+}
