@@ -41,7 +41,10 @@ def is_poll_step(lines: list[str], at: int) -> bool:
             if start < head and lines[start].rstrip().endswith((";", "}")):
                 break
             if indent(lines[start]) == indent(line) and LOOP_HEAD.match(lines[start]):
-                return any(DEADLINE.search(text) for text in lines[start : at + 1])
+                # The deadline may also wrap the loop: `timeout(LIMIT, async { loop { … } })`
+                # opens on the line just before the loop's head.
+                wrapper = lines[start - 1 : start] if start > 0 else []
+                return any(DEADLINE.search(text) for text in wrapper + lines[start : at + 1])
         return False
     return False
 

@@ -28,6 +28,17 @@ pub(crate) const PLAINTEXT_NOTICE: &str =
 /// chunks are far below this.
 pub(crate) const MAX_ECHO_BYTES: usize = 128 * 1024;
 
+/// The note sent instead of an echo whose stanza would have been `bytes` bytes, more than a
+/// server accepts (escaping and encryption can make an echo several times larger than the
+/// message it answers).
+pub(crate) fn too_large_note(bytes: usize) -> String {
+    format!(
+        "Your message is too large to echo (the answer would be a {bytes}-byte stanza; the \
+         limit is {}).",
+        xmpp_core::omemo::MAX_STANZA_BYTES
+    )
+}
+
 /// The bot's reaction to one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Action {

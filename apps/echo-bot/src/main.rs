@@ -10,7 +10,9 @@ use app_common::shutdown::{Shutdown, GRACE};
 use app_common::trust::{self, Reach, TrustCommand};
 use clap::Parser;
 use serde::Deserialize;
-use xmpp_core::client::{Client, ClientEvent};
+use xmpp_core::client::{Answers, Client, ClientEvent};
+use xmpp_core::jid::BareJid;
+use xmpp_core::omemo::{OmemoError, Receipt, SendReport};
 use xmpp_core::settings::{read_config_file, AccountArgs, AccountFile, AccountSettings};
 
 mod echo;
@@ -220,6 +222,7 @@ async fn run(account: &AccountArgs, plaintext: Option<PlaintextReply>) -> anyhow
             .context("cannot write to stdout")?;
     }
 
+    let answers = client.answers();
     loop {
         let event = tokio::select! {
             event = events.recv() => event,
@@ -237,7 +240,7 @@ async fn run(account: &AccountArgs, plaintext: Option<PlaintextReply>) -> anyhow
             tracing::warn!("connection lost; reconnecting");
             continue;
         }
-        let handling = handle(&client, &event, plaintext);
+        let handling = handle(&client, &answers, &event, plaintext);
         tokio::pin!(handling);
         let signal = tokio::select! {
             () = &mut handling => continue,
@@ -253,31 +256,36 @@ async fn run(account: &AccountArgs, plaintext: Option<PlaintextReply>) -> anyhow
         }
         break;
     }
+    if !answers.flush(GRACE).await {
+        tracing::warn!(
+            "stopping with answers still queued; their messages are answered after the next start"
+        );
+    }
     client.close().await;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Answers (or not) one message.
-async fn handle(client: &Client, event: &ClientEvent, plaintext: PlaintextReply) {
+/// Answers (or not) one message. Encrypted answers are queued: they go out in the
+/// background, in order per contact, so a contact whose answer is slow to build never delays
+/// the others.
+async fn handle(
+    client: &Client,
+    answers: &Answers,
+    event: &ClientEvent,
+    plaintext: PlaintextReply,
+) {
     match decide(event, client.jid(), plaintext) {
         Action::EncryptedReply { to, body } => {
             tracing::debug!(%to, %body, "echoing");
             // The answer's commit also takes the message out of the inbox (at-least-once
             // handling across crashes, never answered twice).
             let answering = match event {
-                ClientEvent::Encrypted(message) => message.receipt.as_ref(),
+                ClientEvent::Encrypted(message) => message.receipt.clone(),
                 _ => None,
             };
-            match client.send_body_answering(&to, &body, answering).await {
-                Ok(report) => tracing::info!(
-                    %to,
-                    devices = report.encrypted_for.len(),
-                    skipped = report.skipped.len(),
-                    "answered an encrypted message"
-                ),
-                Err(e) => tracing::warn!(%to, error = %e, "cannot answer"),
-            }
+            let sent = answers.send_body(to.clone(), &body, answering.clone());
+            tokio::spawn(report_answer(answers.clone(), to, sent, answering));
         }
         Action::PlaintextNotice { to } => {
             tracing::info!(%to, "plaintext message: sending the OMEMO-only notice");
@@ -301,6 +309,33 @@ async fn handle(client: &Client, event: &ClientEvent, plaintext: PlaintextReply)
             }
             _ => {}
         },
+    }
+}
+
+/// Logs the outcome of one answer; an echo too large for a server is replaced by a note.
+async fn report_answer(
+    answers: Answers,
+    to: BareJid,
+    sent: impl std::future::Future<Output = Result<SendReport, OmemoError>>,
+    answering: Option<Receipt>,
+) {
+    let mut sent = sent.await;
+    if let Err(OmemoError::StanzaTooLarge { bytes, .. }) = sent {
+        // Escaping and encryption make the echo larger than the message; a server would
+        // close the stream for it. A short note goes instead.
+        tracing::warn!(%to, bytes, "the echo would be too large to send; sending a note");
+        let note = echo::too_large_note(bytes);
+        sent = answers.send_body(to.clone(), &note, answering).await;
+    }
+    match sent {
+        Ok(report) => tracing::info!(
+            %to,
+            devices = report.encrypted_for.len(),
+            skipped = report.skipped.len(),
+            over_limit = report.over_limit,
+            "answered an encrypted message"
+        ),
+        Err(e) => tracing::warn!(%to, error = %e, "cannot answer"),
     }
 }
 

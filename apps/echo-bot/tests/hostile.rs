@@ -771,3 +771,741 @@ async fn deeply_nested_xml_does_not_crash_the_bot() {
         s.alice_round(&format!("alice after {depth}")).await;
     }
 }
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// The size of the bot's database (with its write-ahead log), in bytes.
+fn db_bytes(db: &std::path::Path) -> u64 {
+    let wal = db.with_extension("sqlite3-wal");
+    std::fs::metadata(db).map_or(0, |m| m.len()) + std::fs::metadata(wal).map_or(0, |m| m.len())
+}
+
+impl Mallory {
+    /// An SCE envelope whose body is `count` times `filler` inside a CDATA section: one byte
+    /// each on the wire, but escaped (`&` as `&amp;`) when the bot serializes its echo.
+    fn cdata_envelope(&self, filler: char, count: usize) -> Vec<u8> {
+        let placeholder = "CDATA-PLACEHOLDER";
+        let text = String::from_utf8(self.envelope(placeholder, &self.jid, &self.bot)).unwrap();
+        let cdata = format!("<![CDATA[{}]]>", filler.to_string().repeat(count));
+        assert!(text.contains(placeholder), "{text}");
+        text.replace(placeholder, &cdata).into_bytes()
+    }
+}
+
+impl Scene {
+    /// How often the bot lost its stream so far.
+    fn streams_lost(&self) -> usize {
+        self.bot_process
+            .log_text()
+            .matches("connection lost; reconnecting")
+            .count()
+    }
+
+    /// How often Prosody closed a stream for an oversized stanza so far.
+    fn too_big_closes(&self) -> usize {
+        let log = std::fs::read_to_string(self.server.log_file()).unwrap_or_default();
+        log.matches("too big").count()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_echo_too_large_for_the_server_is_never_sent() {
+    let mut s = Scene::start(TestServer::start().unwrap()).await;
+    s.mallory.publish_devices(&[]).await;
+    assert_eq!(s.mallory.ask("first").await.body, "Your message: first");
+    let pid = s.bot_process.child.id().unwrap();
+    let (rss_before, db_before) = (rss_kib(pid), db_bytes(&s.db));
+
+    // 60,000 `&` in a CDATA section: about 80 KB on the wire, under the bot's 128 KiB echo
+    // limit, but an echo of about 400 KB once escaped and base64-encoded.
+    for round in 0..5 {
+        let envelope = s.mallory.cdata_envelope('&', 60_000);
+        let message = s.mallory.seal(Some(&envelope));
+        s.mallory.send(&message).await;
+        let answer = s.mallory.receive().await;
+        assert!(
+            answer
+                .body
+                .starts_with("Your message is too large to echo (the answer would be a "),
+            "{}",
+            answer.body
+        );
+        s.alice_round(&format!("alice after the big message {round}"))
+            .await;
+    }
+    // Positive control for the checks below: the same escaping, small enough to be echoed.
+    let envelope = s.mallory.cdata_envelope('&', 1_000);
+    let message = s.mallory.seal(Some(&envelope));
+    s.mallory.send(&message).await;
+    assert_eq!(
+        s.mallory.receive().await.body,
+        format!("Your message: {}", "&".repeat(1_000))
+    );
+
+    let (rss_after, db_after) = (rss_kib(pid), db_bytes(&s.db));
+    println!(
+        "oversized echoes: bot RSS {rss_before} → {rss_after} KiB, database {db_before} → \
+         {db_after} bytes"
+    );
+    assert_eq!(s.streams_lost(), 0, "the bot lost its stream");
+    assert_eq!(s.too_big_closes(), 0, "Prosody closed a stream");
+    let outbox = Store::open(&s.db).unwrap().outbox().unwrap();
+    assert!(
+        outbox
+            .iter()
+            .all(|(_, stanza)| stanza.len() <= xmpp_core::omemo::MAX_STANZA_BYTES),
+        "an oversized stanza is in the outbox"
+    );
+    assert!(rss_after < 64 * 1024, "bot RSS {rss_after} KiB");
+    assert!(
+        db_after < db_before + 4 * 1024 * 1024,
+        "database {db_after} bytes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_costs_the_stream_is_dropped_after_bounded_tries() {
+    // A server stricter than the bot's own limit (64 KiB against 192 KiB): the echo of a
+    // message that fits is refused, and Prosody closes the bot's stream for it.
+    let server = TestServer::builder()
+        .option("c2s_stanza_size_limit = 64 * 1024")
+        .start()
+        .unwrap();
+    let mut s = Scene::start(server).await;
+    s.mallory.publish_devices(&[]).await;
+    assert_eq!(s.mallory.ask("first").await.body, "Your message: first");
+    assert_eq!(s.streams_lost(), 0);
+    let mark = s.mark();
+
+    // 12,000 `&`: a 17 KB message, an 80 KB echo.
+    let envelope = s.mallory.cdata_envelope('&', 12_000);
+    let message = s.mallory.seal(Some(&envelope));
+    s.mallory.send(&message).await;
+    // Alice's message right behind it: its answer is queued behind the refused echo.
+    s.alice
+        .send_body(&s.bot, "queued behind the big echo")
+        .await
+        .unwrap();
+    let long = Duration::from_secs(120);
+    let answer = common::next_encrypted(&mut s.alice_events, long)
+        .await
+        .expect("alice's answer never came");
+    assert_eq!(
+        answer.body.as_deref(),
+        Some("Your message: queued behind the big echo")
+    );
+    let dropped = "dropping an outgoing message the server never acknowledged";
+    let found = tokio::time::timeout(long, async {
+        loop {
+            if s.bot_process.log_text()[mark..].contains(dropped) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let log = s.bot_process.log_text();
+    assert!(found.is_ok(), "the echo was never dropped; bot log:\n{log}");
+    let closes = s.too_big_closes();
+    let lost = s.streams_lost();
+    println!("the refused echo cost the stream {lost} times ({closes} Prosody log lines about it)");
+    // The positive control of `streams_lost` in the test above.
+    assert!(closes > 0 && lost > 0, "the server never refused the echo");
+    assert_eq!(log[mark..].matches(dropped).count(), 1, "{log}");
+
+    // Afterwards the stream stays up and the bot keeps answering.
+    for round in 0..3 {
+        s.alice_round(&format!("alice after the drop {round}"))
+            .await;
+    }
+    assert_eq!(
+        s.mallory.ask("small again").await.body,
+        "Your message: small again"
+    );
+    // A copy counted before the drop may still have been on its way then; the sends stay
+    // bounded all the same.
+    let lost = s.streams_lost();
+    assert!(
+        lost <= xmpp_core::omemo::MAX_SENDS as usize,
+        "lost the stream {lost} times in all"
+    );
+    let outbox = Store::open(&s.db).unwrap().outbox().unwrap();
+    assert!(
+        outbox.iter().all(|(_, stanza)| stanza.len() < 64 * 1024),
+        "the refused echo is still in the outbox"
+    );
+}
+
+/// Publishes on `connection` (with the product's publish-options) and expects success.
+async fn publish_on(connection: &Connection, mut publication: Publication) {
+    let answer = connection
+        .send_iq(publication.request("publish"))
+        .await
+        .expect("publishing failed");
+    let progress = publication.handle_response(&answer);
+    assert!(matches!(progress, PublishProgress::Done), "{progress:?}");
+}
+
+/// A PEP notification of an OMEMO 2 device list with `devices`, as a client could write one.
+fn device_list_notification(to: &BareJid, devices: &[DeviceId]) -> xmpp_core::message::Message {
+    let devices: String = devices
+        .iter()
+        .map(|d| format!("<device id='{d}'/>"))
+        .collect();
+    let xml = format!(
+        "<message xmlns='jabber:client' to='{to}' type='headline'>\
+         <event xmlns='http://jabber.org/protocol/pubsub#event'>\
+         <items node='{}'><item id='current'><devices xmlns='{}'>{devices}</devices></item>\
+         </items></event></message>",
+        ns::OMEMO2_DEVICES,
+        ns::OMEMO2
+    );
+    xml.parse::<Element>().unwrap().try_into().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_device_lists_and_group_messages_are_not_taken_for_one_to_one() {
+    let mut s = Scene::start(TestServer::start().unwrap()).await;
+    s.mallory.publish_devices(&[]).await;
+    assert_eq!(s.mallory.ask("first").await.body, "Your message: first");
+    let bot_device = s.mallory.bot_device;
+    let device_of = |jid: &BareJid, device: DeviceId| {
+        Store::open(&s.db)
+            .unwrap()
+            .device(Namespace::Omemo2, jid.as_str(), device)
+            .unwrap()
+    };
+
+    // Positive control: a real notification. Another client of the bot's own account
+    // publishes the bot's device list with one more device; the PEP service notifies the bot.
+    let mut config = ConnectionConfig::new(s.bot.clone(), Secret::new("bot-password".into()));
+    config.server = Some(("127.0.0.1".to_owned(), s.server.port()));
+    config.ca_file = Some(s.server.ca_file().to_owned());
+    config.resource = Some("other-client".to_owned());
+    let (other, _other_events) = Connection::connect(config).await.unwrap();
+    let added = DeviceId::new(4343).unwrap();
+    let mut list = DeviceList::new();
+    list.upsert(DeviceEntry::new(bot_device)).unwrap();
+    list.upsert(DeviceEntry::new(added)).unwrap();
+    publish_on(&other, Publication::device_list(&list)).await;
+    let seen = tokio::time::timeout(TIMEOUT, async {
+        while !device_of(&s.bot, added).is_some_and(|d| d.active) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(seen.is_ok(), "the bot never took the real notification");
+
+    // The forgeries: the same notification sent by clients (so from full JIDs), for
+    // mallory's own JID and, from the bot's other client, for the bot's JID without its
+    // device (which would make it republish its list).
+    let forged = DeviceId::new(4242).unwrap();
+    let mark = s.mark();
+    // Both go to the bot's full JID (a headline to a bare JID may reach other resources only).
+    let bot_full = Jid::new(&format!("{}/omemo-{bot_device}", s.bot)).unwrap();
+    let mut from_mallory = device_list_notification(&s.bot, &[s.mallory.device, forged]);
+    from_mallory.to = Some(bot_full.clone());
+    s.mallory.connection.send(from_mallory).await.unwrap();
+    let mut from_other = device_list_notification(&s.bot, &[forged]);
+    from_other.to = Some(bot_full);
+    other.send(from_other).await.unwrap();
+    s.barrier().await;
+    let warned = "ignoring a device-list notification that does not come from a PEP service";
+    s.logged(mark, &[warned, &format!("{}/", s.mallory.jid)])
+        .await;
+    s.logged(mark, &[warned, "other-client"]).await;
+    assert_eq!(device_of(&s.mallory.jid, forged), None);
+    assert_eq!(device_of(&s.bot, forged), None);
+    assert!(device_of(&s.bot, bot_device).is_some_and(|d| d.active));
+    assert!(!s.bot_process.log_text()[mark..].contains("our device vanished"));
+
+    // OMEMO in a group chat message (to the bot's full JID, as a room would send it) and in
+    // a headline: neither is answered; the one-to-one message behind them is.
+    let mark = s.mark();
+    let bot_full = Jid::new(&format!("{}/omemo-{bot_device}", s.bot)).unwrap();
+    for (to, type_) in [
+        (bot_full, MessageType::Groupchat),
+        (Jid::from(s.bot.clone()), MessageType::Headline),
+    ] {
+        let envelope = s.mallory.envelope("not a chat", &s.mallory.jid, &s.bot);
+        let sealed = s.mallory.seal(Some(&envelope));
+        let message = hints::encrypted_message(to, type_, &sealed);
+        s.mallory.connection.send(message).await.unwrap();
+    }
+    assert_eq!(
+        s.mallory.ask("one to one").await.body,
+        "Your message: one to one"
+    );
+    for kind in ["Groupchat", "Headline"] {
+        s.logged(
+            mark,
+            &[
+                "ignoring an OMEMO message that is not a one-to-one chat",
+                kind,
+            ],
+        )
+        .await;
+    }
+    s.alice_round("after the forgeries").await;
+    other.close().await;
+}
+
+/// Makes mallory and the bot mutual contacts (presence subscriptions both ways), as a contact
+/// that turned hostile would be: from then on the PEP service notifies the bot of each of
+/// mallory's device-list publications. Needs a server that allows the raw client.
+async fn befriend(s: &Scene) {
+    let mut bot_side = RawClient::login(&s.server, "bot", "bot-password").await;
+    let mut mallory_side = RawClient::login(&s.server, "mallory", "mallory-password").await;
+    let (bot, mallory) = (&s.bot, &s.mallory.jid);
+    bot_side
+        .send(format!("<presence to='{mallory}' type='subscribe'/>"))
+        .await;
+    bot_side.ping("befriend-1").await;
+    mallory_side
+        .send(format!(
+            "<presence to='{bot}' type='subscribed'/><presence to='{bot}' type='subscribe'/>"
+        ))
+        .await;
+    mallory_side.ping("befriend-2").await;
+    // Approving sends the bot's available presence (with its caps) to mallory, which tells
+    // her PEP service that the bot wants device-list notifications.
+    bot_side
+        .send(format!("<presence to='{mallory}' type='subscribed'/>"))
+        .await;
+    bot_side.ping("befriend-3").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_cannot_grow_the_bots_storage_or_memory() {
+    let server = TestServer::builder()
+        .allow_plaintext(true)
+        .option("allow_unencrypted_plain_auth = true")
+        .start()
+        .unwrap();
+    let mut s = Scene::start(server).await;
+    s.mallory.publish_devices(&[]).await;
+    assert_eq!(s.mallory.ask("first").await.body, "Your message: first");
+    befriend(&s).await;
+    let mallory = s.mallory.jid.clone();
+    let rows = |s: &Scene| {
+        let store = Store::open(&s.db).unwrap();
+        (
+            store.devices(Namespace::Omemo2, mallory.as_str()).unwrap(),
+            store.pending_trust_decisions().unwrap(),
+        )
+    };
+    let list_with = |devices: &[DeviceId]| {
+        let mut list = DeviceList::new();
+        for device in devices {
+            list.upsert(DeviceEntry::new(*device)).unwrap();
+        }
+        list
+    };
+
+    // Positive control: a publication reaches the bot as a notification.
+    let extra = DeviceId::random(&mut OsRng);
+    publish_on(
+        &s.mallory.connection,
+        Publication::device_list(&list_with(&[s.mallory.device, extra])),
+    )
+    .await;
+    let noticed = tokio::time::timeout(TIMEOUT, async {
+        while !rows(&s).0.iter().any(|d| d.device_id == extra && d.active) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(noticed.is_ok(), "the bot never got mallory's device list");
+    s.alice_round("before the storage attack").await;
+    let pid = s.bot_process.child.id().unwrap();
+    let (rss_before, db_before) = (rss_kib(pid), db_bytes(&s.db));
+    let main_before = std::fs::metadata(&s.db).unwrap().len();
+
+    // 60 device lists of 1,000 fresh devices each (her real device first).
+    let mark = s.mark();
+    for round in 0..60 {
+        let mut devices = vec![s.mallory.device];
+        devices.extend((1..1_000).map(|_| DeviceId::random(&mut OsRng)));
+        publish_on(
+            &s.mallory.connection,
+            Publication::device_list(&list_with(&devices)),
+        )
+        .await;
+        if round % 10 == 9 {
+            s.alice_round(&format!("during the device lists {round}"))
+                .await;
+        }
+    }
+    s.barrier().await;
+    s.logged(mark, &["device list over the per-contact bound"])
+        .await;
+
+    // 10 trust messages, each vouching for 1,000 and against 1,000 fresh keys of hers: kept
+    // until she is authenticated, which she never will be.
+    for round in 0..10 {
+        let keys = |n: usize| -> Vec<Vec<u8>> {
+            (0..n)
+                .map(|_| {
+                    IdentityKeyPair::generate(&mut OsRng)
+                        .public_key()
+                        .to_bytes()
+                        .to_vec()
+                })
+                .collect()
+        };
+        // Two <key-owner> elements (a parser allows 1,000 keys in each).
+        let owner = || omemo_pep::tm::KeyOwner {
+            jid: mallory.clone(),
+            trust: keys(500),
+            distrust: keys(500),
+        };
+        let message = omemo_pep::tm::TrustMessage {
+            key_owners: vec![owner(), owner()],
+        };
+        let envelope = sce::Envelope::new(
+            vec![message.to_element()],
+            mallory.clone(),
+            s.bot.clone(),
+            None,
+            &mut OsRng,
+        )
+        .to_bytes()
+        .unwrap();
+        let sealed = s.mallory.seal(Some(&envelope));
+        s.mallory.send(&sealed).await;
+        if round % 2 == 1 {
+            s.alice_round(&format!("during the trust messages {round}"))
+                .await;
+        }
+    }
+    s.barrier().await;
+    s.logged(mark, &["too many ATM decisions waiting for this sender"])
+        .await;
+    assert_eq!(
+        s.mallory.ask("after the attack").await.body,
+        "Your message: after the attack"
+    );
+    s.alice_round("after the storage attack").await;
+
+    let (devices, pending) = rows(&s);
+    let (rss_after, db_after) = (rss_kib(pid), db_bytes(&s.db));
+    println!(
+        "60 lists of 1,000 devices and 10 trust messages of 2,000 decisions: {} device rows, \
+         {pending} pending decisions; bot RSS {rss_before} → {rss_after} KiB, database \
+         {db_before} → {db_after} bytes",
+        devices.len()
+    );
+    assert!(devices.len() <= atm_trust::MAX_DEVICES_PER_JID);
+    assert!(devices
+        .iter()
+        .any(|d| d.device_id == s.mallory.device && d.active));
+    assert!(pending <= atm_trust::MAX_PENDING_PER_SENDER, "{pending}");
+    assert_eq!(s.streams_lost(), 0, "the bot lost its stream");
+    // The write-ahead log grows to about SQLite's checkpoint threshold (1,000 pages) under
+    // any write load and is reused after that; the tables themselves must stay small.
+    let main_after = std::fs::metadata(&s.db).unwrap().len();
+    let wal_after = db_after - main_after;
+    println!("database file {main_after} bytes, write-ahead log {wal_after} bytes");
+    assert!(
+        main_after < main_before + 1024 * 1024,
+        "database file {main_before} → {main_after} bytes"
+    );
+    assert!(
+        wal_after < 8 * 1024 * 1024,
+        "write-ahead log {wal_after} bytes"
+    );
+    assert!(
+        rss_after < rss_before + 16 * 1024,
+        "bot RSS {rss_before} → {rss_after} KiB"
+    );
+}
+
+fn median(times: &mut [Duration]) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_with_a_huge_device_list_does_not_slow_the_others() {
+    let server = TestServer::builder()
+        .allow_plaintext(true)
+        .option("allow_unencrypted_plain_auth = true")
+        .start()
+        .unwrap();
+    let mut s = Scene::start(server).await;
+    s.mallory.publish_devices(&[]).await;
+    assert_eq!(s.mallory.ask("first").await.body, "Your message: first");
+    befriend(&s).await;
+    let mallory = s.mallory.jid.clone();
+    let real = s.mallory.device;
+
+    // Six times: alice's baseline (the bot idle), then a list of 1,000 devices (her real one
+    // first, 999 without a bundle) and a message from mallory, with alice asking while the bot
+    // answers it. Alternating keeps the machine's other load the same for both.
+    let mark = s.mark();
+    let mut baseline = Vec::new();
+    let mut during = Vec::new();
+    for round in 0..6 {
+        for alice in 0..4 {
+            let asked = std::time::Instant::now();
+            s.alice_round(&format!("baseline {round}.{alice}")).await;
+            baseline.push(asked.elapsed());
+        }
+        let mut list = DeviceList::new();
+        list.upsert(DeviceEntry::new(real)).unwrap();
+        let fresh: Vec<DeviceId> = (1..1_000).map(|_| DeviceId::random(&mut OsRng)).collect();
+        for device in &fresh {
+            list.upsert(DeviceEntry::new(*device)).unwrap();
+        }
+        publish_on(&s.mallory.connection, Publication::device_list(&list)).await;
+        let recorded = tokio::time::timeout(TIMEOUT, async {
+            loop {
+                let known = Store::open(&s.db)
+                    .unwrap()
+                    .device(Namespace::Omemo2, mallory.as_str(), fresh[0])
+                    .unwrap();
+                if known.is_some_and(|d| d.active) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(
+            recorded.is_ok(),
+            "the bot never took the list of round {round}"
+        );
+        let text = format!("from a crowd {round}");
+        let envelope = s.mallory.envelope(&text, &mallory, &s.bot);
+        let sealed = s.mallory.seal(Some(&envelope));
+        s.mallory.send(&sealed).await;
+        for alice in 0..4 {
+            let asked = std::time::Instant::now();
+            s.alice_round(&format!("during round {round}.{alice}"))
+                .await;
+            during.push(asked.elapsed());
+        }
+        let answer = s.mallory.receive().await;
+        assert_eq!(answer.body, format!("Your message: {text}"));
+        assert_eq!(answer.devices, vec![real]);
+    }
+    // Each failed device once, with its first failure: the back-off holds.
+    let failures = |s: &Scene| -> Vec<String> {
+        s.bot_process.log_text()[mark..]
+            .lines()
+            .filter(|l| l.contains("no usable bundle"))
+            .map(|l| {
+                assert!(l.contains(" failed=1 "), "{l}");
+                l.split("device=")
+                    .nth(1)
+                    .unwrap()
+                    .split(' ')
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    let fetched = failures(&s).len();
+    assert_eq!(s.mallory.ask("again").await.devices, vec![real]);
+    let mut devices = failures(&s);
+    let refetched = devices.len() - fetched;
+    devices.sort();
+    devices.dedup();
+    assert_eq!(
+        devices.len(),
+        fetched + refetched,
+        "a failed bundle was fetched again"
+    );
+
+    let (base, attacked) = (median(&mut baseline), median(&mut during));
+    println!(
+        "huge device lists: {fetched} failed bundle fetches for 6 lists of 1,000 devices, \
+         {refetched} more (other devices) on the next message; alice's answer time median {:.0} ms before, {:.0} ms \
+         during (worst {:.0} ms)",
+        base.as_secs_f64() * 1e3,
+        attacked.as_secs_f64() * 1e3,
+        during.last().unwrap().as_secs_f64() * 1e3
+    );
+    let most = 6 * xmpp_core::omemo::MAX_BUNDLE_FETCHES_PER_MESSAGE;
+    assert!(
+        fetched > 0,
+        "the bot fetched no bundle: the attack did not happen"
+    );
+    assert!(
+        fetched <= most,
+        "{fetched} bundle fetches failed (at most {most})"
+    );
+    assert!(refetched <= xmpp_core::omemo::MAX_BUNDLE_FETCHES_PER_MESSAGE);
+    assert!(
+        attacked <= base * 2,
+        "alice's median answer time went from {base:?} to {attacked:?}"
+    );
+}
+
+/// Counts from Prosody's stanza log: the bot's bundle publications and its empty OMEMO
+/// messages to `to` (the ids it gives them start with `omemo-empty-`).
+fn bot_stanzas(server: &TestServer, bot_device: DeviceId, to: &BareJid) -> (usize, usize) {
+    let log = server.stanza_log();
+    let received = log.lines().filter(|l| l.contains("RECV:"));
+    let publishes = received
+        .clone()
+        .filter(|l| {
+            l.contains(&format!("<publish node='{}'>", ns::OMEMO2_BUNDLES))
+                && l.contains(&format!("<item id='{bot_device}'"))
+        })
+        .count();
+    let empties = received
+        .filter(|l| l.contains("id='omemo-empty-") && l.contains(&format!("to='{to}'")))
+        .count();
+    (publishes, empties)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_key_exchanges_costs_one_publish_and_no_empty_messages() {
+    let mut s = Scene::start(TestServer::start().unwrap()).await;
+    s.mallory.publish_devices(&[]).await;
+    let (mallory, bot, bot_device) = (s.mallory.jid.clone(), s.bot.clone(), s.mallory.bot_device);
+    let answer = s
+        .mallory
+        .connection
+        .send_iq(pep::fetch_bundle(&bot, bot_device, "burst-bundle"))
+        .await
+        .unwrap();
+    let Fetched::Found(bundle) = pep::parse_bundle_response(&answer, bot_device) else {
+        panic!("no bundle for the bot");
+    };
+    let (publishes_before, empties_before) = bot_stanzas(&s.server, bot_device, &mallory);
+    assert!(
+        publishes_before >= 1,
+        "the bot's first publication is not in the log"
+    );
+
+    // 50 messages at once, each a key exchange on a session of its own (as QXmpp sends when
+    // it encrypts 50 messages before any session exists): 50 pre-keys used.
+    let seal = |session: &mut Session, envelope: Option<&[u8]>| {
+        let (ciphertext, material) = match envelope {
+            Some(bytes) => {
+                let (c, m) = payload::encrypt(bytes, &mut OsRng);
+                (Some(c), m)
+            }
+            None => (None, omemo_crypto::KeyMaterial::empty()),
+        };
+        let key = session.encrypt(material.as_bytes()).unwrap();
+        assert!(key.is_key_exchange());
+        s.mallory.encrypted(true, key.to_bytes(), ciphertext)
+    };
+    let new_session = || {
+        Session::initiate(
+            &s.mallory.identity,
+            &bundle,
+            bundle.choose_pre_key(&mut OsRng),
+            &mut OsRng,
+        )
+        .unwrap()
+    };
+    let mut burst = Vec::new();
+    for i in 0..50 {
+        let envelope = s.mallory.envelope(&format!("burst {i}"), &mallory, &bot);
+        burst.push(seal(&mut new_session(), Some(&envelope)));
+    }
+    // Positive control, last: a key exchange without content from another device of hers,
+    // not in her list, so that no answer goes to it: the bot must confirm it with an empty
+    // message (after the same delay as the others).
+    let mut unanswered = seal(&mut new_session(), None);
+    unanswered.sid = DeviceId::random(&mut OsRng);
+    for message in &burst {
+        s.mallory.send(message).await;
+    }
+    s.mallory.send(&unanswered).await;
+
+    let counted = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let (publishes, empties) = bot_stanzas(&s.server, bot_device, &mallory);
+            if empties > empties_before && publishes > publishes_before {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let (publishes, empties) = bot_stanzas(&s.server, bot_device, &mallory);
+    assert!(
+        counted.is_ok(),
+        "no empty message or no publication: {publishes} publications, {empties} empty \
+         messages; bot log:\n{}",
+        s.bot_process.log_text()
+    );
+    let answers = s
+        .server
+        .stanza_log()
+        .lines()
+        .filter(|l| {
+            l.contains("RECV:")
+                && l.contains("id='omemo-msg-")
+                && l.contains(&format!("to='{mallory}'"))
+        })
+        .count();
+    println!(
+        "burst of 51 key exchanges: {answers} answers, {} bundle publications, {} empty \
+         messages",
+        publishes - publishes_before,
+        empties - empties_before
+    );
+    assert!(answers >= 50, "only {answers} answers");
+    assert_eq!(
+        publishes - publishes_before,
+        1,
+        "publications for one burst"
+    );
+    assert_eq!(empties - empties_before, 1, "empty messages");
+    s.alice_round("after the burst").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_the_same_database_does_not_republish_the_bundle() {
+    let server = TestServer::start().unwrap();
+    server.create_account("bot", "bot-password").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bot.sqlite3");
+    let first = start_bot(&server, "bot", &db, &[]).await;
+    let device = DeviceId::new(first.device.parse().unwrap()).unwrap();
+    let anyone = server.jid("anyone").unwrap();
+    let count = |server: &TestServer| bot_stanzas(server, device, &anyone).0;
+    assert_eq!(
+        count(&server),
+        1,
+        "the first start publishes the bundle once"
+    );
+    common::stop_bot(first).await;
+
+    let again = start_bot(&server, "bot", &db, &[]).await;
+    assert_eq!(again.device, device.to_string());
+    assert_eq!(
+        count(&server),
+        1,
+        "the restart published the bundle again; bot log:\n{}",
+        again.log_text()
+    );
+    common::stop_bot(again).await;
+
+    // Positive control: a changed bundle (a pre-key used, say, by a key exchange whose
+    // republication a crash cut short) is published at the next start.
+    {
+        let mut store = Store::open(&db).unwrap();
+        let used = store.unused_pre_keys().unwrap()[0].id();
+        store.mark_pre_key_used(used, 0).unwrap();
+    }
+    let third = start_bot(&server, "bot", &db, &[]).await;
+    assert_eq!(count(&server), 2, "the changed bundle was not published");
+    common::stop_bot(third).await;
+}

@@ -9,6 +9,11 @@ use crate::sql::{identity_key_from_sql, time_to_sql};
 use crate::trust::{level_in, set_level_and_settle, Cause, TrustEvent, TrustLevel, TrustSource};
 use crate::Store;
 
+/// The most decisions kept per sender JID until the sender is authenticated. A contact's
+/// devices vouch only for that contact's own keys, so an honest sender needs a handful; the
+/// oldest beyond this are dropped, so that strangers cannot grow the database without bound.
+pub const MAX_PENDING_PER_SENDER: usize = 256;
+
 /// The decisions of one `<key-owner>` element of a trust message (XEP-0434).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyOwnerDecisions {
@@ -30,6 +35,9 @@ pub struct TrustMessageOutcome {
     pub stored: usize,
     /// Decisions the sender may not make (a contact's device vouching for another JID).
     pub refused: usize,
+    /// Stored decisions of this sender dropped, oldest first, to stay within
+    /// [`MAX_PENDING_PER_SENDER`] (counting decisions of this message that did not fit).
+    pub dropped: usize,
 }
 
 /// A stored decision, waiting for its sender to be authenticated.
@@ -66,6 +74,22 @@ pub(crate) fn take_pending(
     tx.prepare_cached("DELETE FROM atm_pending WHERE sender_jid = ?1 AND sender_key = ?2")?
         .execute(params![sender_jid, &sender_key.as_bytes()[..]])?;
     Ok(decisions)
+}
+
+/// Deletes `sender_jid`'s oldest stored decisions beyond [`MAX_PENDING_PER_SENDER`]; returns
+/// how many.
+fn trim_pending(tx: &Transaction<'_>, sender_jid: &str) -> Result<usize> {
+    let limit = i64::try_from(MAX_PENDING_PER_SENDER).unwrap_or(i64::MAX);
+    Ok(tx
+        .prepare_cached(
+            "DELETE FROM atm_pending
+             WHERE sender_jid = ?1 AND (sender_key, target_jid, target_key) NOT IN (
+                 SELECT sender_key, target_jid, target_key FROM atm_pending
+                 WHERE sender_jid = ?1
+                 ORDER BY received_at DESC, sender_key, target_jid, target_key
+                 LIMIT ?2)",
+        )?
+        .execute(params![sender_jid, limit])?)
 }
 
 impl Store {
@@ -148,6 +172,9 @@ impl Store {
                 }
                 outcome.stored += count;
             }
+        }
+        if outcome.stored > 0 {
+            outcome.dropped = trim_pending(&tx, sender_jid)?;
         }
         tx.commit()?;
         Ok(outcome)

@@ -42,6 +42,12 @@ impl Namespace {
     }
 }
 
+/// The most devices the store keeps per JID and namespace. A longer device list is recorded
+/// up to this many entries (in list order); beyond it, the devices that are not in the list
+/// go first, those that left it longest ago before those only seen in messages. No honest
+/// account has this many devices; a hostile one cannot grow the database without bound.
+pub const MAX_DEVICES_PER_JID: usize = 500;
+
 /// One `<device>` entry of a fetched device list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedDevice {
@@ -64,6 +70,10 @@ pub struct DeviceListChanges {
     pub removed: Vec<DeviceId>,
     /// Listed devices whose label or label verification changed.
     pub relabelled: Vec<DeviceId>,
+    /// Listed devices beyond [`MAX_DEVICES_PER_JID`], not recorded.
+    pub ignored: usize,
+    /// Unlisted devices deleted (with their sessions) to stay within [`MAX_DEVICES_PER_JID`].
+    pub pruned: Vec<DeviceId>,
 }
 
 impl DeviceListChanges {
@@ -73,6 +83,8 @@ impl DeviceListChanges {
             && self.reactivated.is_empty()
             && self.removed.is_empty()
             && self.relabelled.is_empty()
+            && self.ignored == 0
+            && self.pruned.is_empty()
     }
 }
 
@@ -139,6 +151,48 @@ pub(crate) fn device_from_row(
     })
 }
 
+/// Deletes `jid`'s unlisted devices beyond [`MAX_DEVICES_PER_JID`] (never `keep`): first
+/// those that left the list longest ago, then those only seen in messages, least recently
+/// seen first. Their sessions go with them. Returns the deleted ids.
+pub(crate) fn trim_devices(
+    tx: &rusqlite::Transaction<'_>,
+    namespace: Namespace,
+    jid: &str,
+    keep: Option<DeviceId>,
+) -> Result<Vec<DeviceId>> {
+    let ns = namespace.as_str();
+    let rows: i64 = tx
+        .prepare_cached("SELECT count(*) FROM devices WHERE namespace = ?1 AND jid = ?2")?
+        .query_row(params![ns, jid], |row| row.get(0))?;
+    let excess = usize::try_from(rows)
+        .unwrap_or(0)
+        .saturating_sub(MAX_DEVICES_PER_JID);
+    if excess == 0 {
+        return Ok(Vec::new());
+    }
+    let mut victims = Vec::with_capacity(excess);
+    {
+        let mut stmt = tx.prepare_cached(
+            "SELECT device_id FROM devices
+             WHERE namespace = ?1 AND jid = ?2 AND active = 0 AND device_id IS NOT ?3
+             ORDER BY removed_at IS NULL, removed_at, last_seen, device_id
+             LIMIT ?4",
+        )?;
+        let excess_sql = i64::try_from(excess).unwrap_or(i64::MAX);
+        let mut rows = stmt.query(params![ns, jid, keep.map(DeviceId::get), excess_sql])?;
+        while let Some(row) = rows.next()? {
+            victims.push(device_id_from_sql("devices", row.get(0)?)?);
+        }
+    }
+    let mut delete = tx.prepare_cached(
+        "DELETE FROM devices WHERE namespace = ?1 AND jid = ?2 AND device_id = ?3",
+    )?;
+    for id in &victims {
+        delete.execute(params![ns, jid, id.get()])?;
+    }
+    Ok(victims)
+}
+
 struct KnownDevice {
     active: bool,
     label: Option<String>,
@@ -183,9 +237,14 @@ impl Store {
         let mut changes = DeviceListChanges::default();
         let mut listed = BTreeSet::new();
         for device in devices {
-            if !listed.insert(device.device_id) {
+            if listed.contains(&device.device_id) {
                 continue;
             }
+            if listed.len() >= MAX_DEVICES_PER_JID {
+                changes.ignored += 1;
+                continue;
+            }
+            listed.insert(device.device_id);
             let id = device.device_id.get();
             match known.get(&device.device_id) {
                 None => {
@@ -237,6 +296,7 @@ impl Store {
                 changes.removed.push(*id);
             }
         }
+        changes.pruned = trim_devices(&tx, namespace, jid, None)?;
         tx.commit()?;
         Ok(changes)
     }

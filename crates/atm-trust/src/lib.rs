@@ -95,8 +95,8 @@ mod store;
 mod trust;
 mod versions;
 
-pub use atm::{KeyOwnerDecisions, TrustMessageOutcome};
-pub use devices::{DeviceListChanges, ListedDevice, Namespace, RemoteDevice};
+pub use atm::{KeyOwnerDecisions, TrustMessageOutcome, MAX_PENDING_PER_SENDER};
+pub use devices::{DeviceListChanges, ListedDevice, Namespace, RemoteDevice, MAX_DEVICES_PER_JID};
 pub use error::{Result, StoreError};
 pub use inbox::{InboxMessage, NewInboxMessage};
 pub use own::OwnDevice;

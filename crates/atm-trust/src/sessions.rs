@@ -223,6 +223,19 @@ impl Store {
         )?)
     }
 
+    /// Counts one more send of the outbox message `id` (its first send is counted when it is
+    /// queued) and returns how often it has been sent now, or `None` if it is no longer in
+    /// the outbox (acknowledged or expired meanwhile).
+    pub fn outbox_count_send(&mut self, id: i64) -> Result<Option<u32>> {
+        let tx = self.write()?;
+        let sends: Option<i64> = tx
+            .prepare_cached("UPDATE outbox SET sends = sends + 1 WHERE id = ?1 RETURNING sends")?
+            .query_row(params![id], |row| row.get(0))
+            .optional()?;
+        tx.commit()?;
+        Ok(sends.map(|n| u32::try_from(n).unwrap_or(u32::MAX)))
+    }
+
     /// Forgets acknowledged messages.
     pub fn outbox_remove(&mut self, ids: &[i64]) -> Result<()> {
         let tx = self.write()?;

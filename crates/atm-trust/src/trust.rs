@@ -414,6 +414,8 @@ impl Store {
                     &key.as_bytes()[..],
                     now_sql
                 ])?;
+                // Devices seen only in messages count towards the per-JID bound too.
+                crate::devices::trim_devices(&tx, namespace, jid, Some(device_id))?;
             }
         }
         let recorded = match level_in(&tx, jid, key)? {

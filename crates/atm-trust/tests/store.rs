@@ -418,7 +418,12 @@ fn the_outbox_is_written_with_the_ratchet_steps_and_emptied_on_acknowledgement()
         .commit_encryption_queued(NS, &[update(b"")], NOW, "<message id='3'/>", &[])
         .is_err());
     assert_eq!(store.outbox().unwrap().len(), 2);
+    // Sends are counted from the first one, which the commit records.
+    assert_eq!(store.outbox_count_send(first).unwrap(), Some(2));
+    assert_eq!(store.outbox_count_send(first).unwrap(), Some(3));
+    assert_eq!(store.outbox_count_send(second).unwrap(), Some(2));
     store.outbox_remove(&[first]).unwrap();
+    assert_eq!(store.outbox_count_send(first).unwrap(), None);
     assert_eq!(
         store.outbox().unwrap(),
         [(second, "<message id='2'/>".to_owned())]
@@ -817,4 +822,49 @@ fn damaged_rows_give_typed_errors() {
             ..
         })
     ));
+}
+
+#[test]
+fn device_rows_per_jid_are_bounded() {
+    let max = u32::try_from(atm_trust::MAX_DEVICES_PER_JID).unwrap();
+    let mut store = Store::open_in_memory().unwrap();
+    // A list longer than the bound is recorded up to it, in list order.
+    let first: Vec<u32> = (1..=max + 10).collect();
+    let changes = store
+        .update_device_list(NS, BOB, &listed(&first), NOW)
+        .unwrap();
+    assert_eq!(changes.added.len(), atm_trust::MAX_DEVICES_PER_JID);
+    assert_eq!(changes.ignored, 10);
+    assert!(store.device(NS, BOB, dev(max)).unwrap().is_some());
+    assert!(store.device(NS, BOB, dev(max + 1)).unwrap().is_none());
+    store
+        .update_device_list(NS, ALICE, &listed(&[1, 2]), NOW)
+        .unwrap();
+
+    // A list of 50 new devices: the 50 that left the list first make room (with their
+    // sessions); the others stay, marked removed.
+    let second: Vec<u32> = (max + 100..max + 150).collect();
+    let changes = store
+        .update_device_list(NS, BOB, &listed(&second), NOW + 10)
+        .unwrap();
+    assert_eq!(changes.removed.len(), atm_trust::MAX_DEVICES_PER_JID);
+    assert_eq!(changes.pruned, (1..=50).map(dev).collect::<Vec<_>>());
+    assert_eq!(
+        store.devices(NS, BOB).unwrap().len(),
+        atm_trust::MAX_DEVICES_PER_JID
+    );
+    assert_eq!(store.active_devices(NS, BOB).unwrap().len(), 50);
+    assert_eq!(store.devices(NS, ALICE).unwrap().len(), 2);
+
+    // A device known only from a message counts too, and is never the one pruned for it.
+    let key = IdentityKeyPair::from_seed(&[7; 32]).public_key();
+    store
+        .record_identity_key(NS, BOB, dev(9_999), &key, TrustPolicy::Toakafa, NOW + 20)
+        .unwrap();
+    assert!(store.device(NS, BOB, dev(9_999)).unwrap().is_some());
+    assert!(store.device(NS, BOB, dev(51)).unwrap().is_none());
+    assert_eq!(
+        store.devices(NS, BOB).unwrap().len(),
+        atm_trust::MAX_DEVICES_PER_JID
+    );
 }

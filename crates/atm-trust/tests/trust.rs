@@ -599,3 +599,59 @@ fn trust_events_since_pages_through_the_log() {
     assert!(rest[0].id > first[2].id);
     assert_eq!(rest[1].at, NOW);
 }
+
+#[test]
+fn pending_decisions_are_bounded_per_sender_oldest_dropped() {
+    let max = atm_trust::MAX_PENDING_PER_SENDER;
+    let mut store = Store::open_in_memory().unwrap();
+    record(&mut store, BOB, 1, &key(1), TrustPolicy::Toakafa);
+    let many: Vec<IdentityPublicKey> = (0..max + 44)
+        .map(|n| {
+            let mut seed = [0xa5; 32];
+            seed[..8].copy_from_slice(&(n as u64).to_le_bytes());
+            IdentityKeyPair::from_seed(&seed).public_key()
+        })
+        .collect();
+    let (older, newer) = many.split_at(200);
+    let message = |keys: &[IdentityPublicKey]| KeyOwnerDecisions {
+        jid: BOB.to_owned(),
+        trust: keys.to_vec(),
+        distrust: Vec::new(),
+    };
+    let outcome = store
+        .apply_trust_message(ALICE, BOB, &key(1), &[message(older)], NOW)
+        .unwrap();
+    assert_eq!((outcome.stored, outcome.dropped), (200, 0));
+    let outcome = store
+        .apply_trust_message(ALICE, BOB, &key(1), &[message(newer)], NOW + 1)
+        .unwrap();
+    assert_eq!((outcome.stored, outcome.dropped), (newer.len(), 44));
+    assert_eq!(store.pending_trust_decisions().unwrap(), max);
+    // Another sender has its own bound.
+    record(&mut store, CAROL, 1, &key(2), TrustPolicy::Toakafa);
+    let outcome = store
+        .apply_trust_message(
+            ALICE,
+            CAROL,
+            &key(2),
+            &[decisions(CAROL, &[3], &[])],
+            NOW + 2,
+        )
+        .unwrap();
+    assert_eq!((outcome.stored, outcome.dropped), (1, 0));
+    assert_eq!(store.pending_trust_decisions().unwrap(), max + 1);
+
+    // Authenticating bob's key applies what was kept: all of the newer message, the rest of
+    // the older one.
+    store
+        .set_trust_level(BOB, &key(1), Authenticated, NOW + 3)
+        .unwrap();
+    let authenticated = |keys: &[IdentityPublicKey]| {
+        keys.iter()
+            .filter(|k| store.trust_level(BOB, k).unwrap() == Some(Authenticated))
+            .count()
+    };
+    assert_eq!(authenticated(newer), newer.len());
+    assert_eq!(authenticated(older), 200 - 44);
+    assert_eq!(store.pending_trust_decisions().unwrap(), 1);
+}

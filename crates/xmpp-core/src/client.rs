@@ -8,7 +8,7 @@ use atm_trust::TrustPolicy;
 use omemo_crypto::DeviceId;
 use omemo_pep::{hints, pep};
 use rand_core::{OsRng, RngCore as _};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use xmpp_parsers::jid::{BareJid, Jid};
 use xmpp_parsers::message::{Lang, Message, MessageType};
@@ -79,6 +79,8 @@ pub struct Client {
     tasks: [JoinHandle<()>; 2],
     /// The inbound queues, to tell at close whether anything was left unhandled.
     inbound: Arc<Queues>,
+    /// The outbound answer queues.
+    answers: Answers,
 }
 
 /// The program's end of a client: events in order, `None` once the client stopped. Read it
@@ -401,9 +403,14 @@ impl Client {
             manager.own().jid.clone(),
         ));
         let worker = tokio::spawn(work(Arc::clone(&manager), Arc::clone(&inbound), tx));
+        let answers = Answers {
+            manager: Arc::clone(&manager),
+            queues: Arc::new(Mutex::new(HashMap::new())),
+        };
         Ok((
             Client {
                 manager,
+                answers,
                 inbound,
                 tasks: [dispatcher, worker],
             },
@@ -449,6 +456,12 @@ impl Client {
         self.manager.send_answer(to, content, answering).await
     }
 
+    /// A handle that sends answers in the background, in order per recipient (see
+    /// [`Answers`]). Every handle of one client shares the same queues.
+    pub fn answers(&self) -> Answers {
+        self.answers.clone()
+    }
+
     /// Takes a handled message out of the inbox at once. Dropping the event does that a
     /// moment later; a program that reports progress calls this first, so that a crash after
     /// the report cannot hand the message over again.
@@ -464,6 +477,7 @@ impl Client {
     pub async fn send_plaintext(&self, to: Jid, body: &str) -> Result<(), OmemoError> {
         let mut message = Message::new_with_type(MessageType::Chat, Some(to));
         message.bodies.insert(Lang::default(), body.to_owned());
+        crate::omemo::check_size(String::from(&Element::from(message.clone())).len())?;
         self.manager
             .connection()
             .send(message)
@@ -512,12 +526,25 @@ async fn handle_event(
                 if let Err(e) = manager.publish_device_list().await {
                     tracing::warn!(error = %e, "re-checking our device list failed");
                 }
+                // A long-running program forgets departed devices without a restart.
+                let pruned = manager
+                    .with_store(crate::omemo::prune_removed_devices)
+                    .await
+                    .and_then(|result| result.map_err(OmemoError::from));
+                if let Err(e) = pruned {
+                    tracing::warn!(error = %e, "cannot forget departed devices");
+                }
             }
             if !resumed {
-                // What a dead process or connection may not have delivered goes out again.
-                if let Err(e) = manager.resend_outbox().await {
-                    tracing::warn!(error = %e, "sending the outbox again failed");
-                }
+                // What a dead process or connection may not have delivered goes out again,
+                // one message at a time (see `resend_outbox`), without holding up the inbound
+                // messages.
+                let manager = Arc::clone(manager);
+                tokio::spawn(async move {
+                    if let Err(e) = manager.resend_outbox().await {
+                        tracing::warn!(error = %e, "sending the outbox again failed");
+                    }
+                });
             }
             *first_online = false;
             Some(ClientEvent::Online { resumed })
@@ -571,6 +598,13 @@ async fn handle_message(
         if archived {
             return None;
         }
+        // A device list lives in its owner's PEP node, and the PEP service sends its
+        // notifications from the owner's bare JID. A client's stanzas always carry its full
+        // JID (the server stamps it), so one from a full JID is a client's forgery.
+        if !message.from.as_ref().is_some_and(Jid::is_bare) {
+            tracing::warn!(from = ?message.from, "ignoring a device-list notification that does not come from a PEP service (a bare JID)");
+            return None;
+        }
         match notification {
             Ok(n) => {
                 if let Err(e) = manager
@@ -617,6 +651,31 @@ async fn handle_message(
                 from,
                 device: None,
                 reason: ReceiveError::Malformed(e).to_string(),
+            })
+        }
+        Some(Ok(_))
+            if matches!(
+                message.type_,
+                MessageType::Groupchat | MessageType::Headline
+            ) =>
+        {
+            // Group chats are not supported yet: such a message must not be decrypted and
+            // answered as if it were a one-to-one chat.
+            if archived || sent_carbon {
+                return None;
+            }
+            tracing::warn!(%from, type_ = ?message.type_, "ignoring an OMEMO message that is not a one-to-one chat");
+            Some(ClientEvent::Undecryptable {
+                from,
+                device: None,
+                reason: format!(
+                    "OMEMO in {} messages is not supported",
+                    if message.type_ == MessageType::Groupchat {
+                        "group chat"
+                    } else {
+                        "headline"
+                    }
+                ),
             })
         }
         Some(Ok(encrypted)) => {
@@ -669,5 +728,144 @@ async fn handle_message(
                 }
             }
         }
+    }
+}
+
+/// Answers waiting per recipient in [`Answers`]; more are refused with [`OmemoError::Busy`].
+const ANSWERS_PER_RECIPIENT: usize = 128;
+
+/// Sends answers in the background: one queue and one task per recipient, so that answers to
+/// one JID leave in the order they were queued, and a recipient whose answers are slow to
+/// build (bundles to fetch for many new devices, a slow server) never holds up the answers to
+/// anybody else. Each queue is bounded; cheap to clone.
+#[derive(Clone)]
+pub struct Answers {
+    manager: Arc<OmemoManager>,
+    queues: Arc<Mutex<HashMap<BareJid, AnswerQueue>>>,
+}
+
+struct AnswerQueue {
+    jobs: mpsc::Sender<AnswerJob>,
+    /// Whether a refusal was already logged for this queue (it lives until it is empty, so
+    /// that is once per backlog).
+    full: bool,
+}
+
+struct AnswerJob {
+    content: Vec<Element>,
+    answering: Option<Receipt>,
+    done: oneshot::Sender<Result<SendReport, OmemoError>>,
+}
+
+impl std::fmt::Debug for Answers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Answers").finish_non_exhaustive()
+    }
+}
+
+impl Answers {
+    /// Queues an encrypted `<body>` for `to`, as the answer to the message whose receipt is
+    /// `answering` (see [`Client::send_body_answering`]), and returns its outcome as a future.
+    /// The answer is queued by this call, so answers to one recipient go out in call order;
+    /// the future need not be awaited for the answer to be sent.
+    pub fn send_body(
+        &self,
+        to: BareJid,
+        body: &str,
+        answering: Option<Receipt>,
+    ) -> impl std::future::Future<Output = Result<SendReport, OmemoError>> + Send + 'static {
+        let (done, outcome) = oneshot::channel();
+        let job = AnswerJob {
+            content: vec![omemo_pep::sce::Envelope::body_element(body)],
+            answering,
+            done,
+        };
+        let refused = self.enqueue(to, job).err();
+        async move {
+            match refused {
+                Some(e) => Err(e),
+                None => outcome.await.unwrap_or(Err(OmemoError::Task)),
+            }
+        }
+    }
+
+    /// Waits until every queued answer was sent (or failed), at most `within`; true if none
+    /// is left. Call it before [`Client::close`], which would make queued answers fail.
+    pub async fn flush(&self, within: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if self
+                .queues
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty()
+            {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    fn enqueue(&self, to: BareJid, job: AnswerJob) -> Result<(), OmemoError> {
+        let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+        let job = match queues.get_mut(&to) {
+            Some(queue) => match queue.jobs.try_send(job) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    if !queue.full {
+                        queue.full = true;
+                        tracing::warn!(%to, queued = ANSWERS_PER_RECIPIENT, "too many answers waiting for this recipient; refusing new ones");
+                    }
+                    return Err(OmemoError::Busy(to));
+                }
+                // Its task has ended (it removes the queue first, so this is unexpected).
+                Err(mpsc::error::TrySendError::Closed(job)) => job,
+            },
+            None => job,
+        };
+        let (jobs, rx) = mpsc::channel(ANSWERS_PER_RECIPIENT);
+        // A fresh channel has room.
+        let _ = jobs.try_send(job);
+        queues.insert(to.clone(), AnswerQueue { jobs, full: false });
+        tokio::spawn(serve_answers(
+            Arc::clone(&self.manager),
+            Arc::clone(&self.queues),
+            to,
+            rx,
+        ));
+        Ok(())
+    }
+}
+
+/// Sends one recipient's queued answers in order; ends when its queue is empty.
+async fn serve_answers(
+    manager: Arc<OmemoManager>,
+    queues: Arc<Mutex<HashMap<BareJid, AnswerQueue>>>,
+    to: BareJid,
+    mut rx: mpsc::Receiver<AnswerJob>,
+) {
+    loop {
+        let job = match rx.try_recv() {
+            Ok(job) => job,
+            Err(_) => {
+                // Jobs are queued under the map's lock: an empty queue seen under it stays
+                // empty, and the next answer starts a new task.
+                let mut map = queues.lock().unwrap_or_else(PoisonError::into_inner);
+                match rx.try_recv() {
+                    Ok(job) => job,
+                    Err(_) => {
+                        map.remove(&to);
+                        return;
+                    }
+                }
+            }
+        };
+        let sent = manager
+            .send_answer(&to, job.content, job.answering.as_ref())
+            .await;
+        let _ = job.done.send(sent);
     }
 }

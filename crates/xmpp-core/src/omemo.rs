@@ -13,6 +13,7 @@ use atm_trust::{
     DecryptionCommit, KeyOwnerDecisions, ListedDevice, Namespace, NewInboxMessage, SessionUpdate,
     Store, StoreError, TrustLevel, TrustPolicy,
 };
+use futures::StreamExt as _;
 use omemo_crypto::{
     payload, Bundle, DecryptionError, DeviceId, IdentityKeyPair, IdentityPublicKey, KeyMaterial,
     KeyMessage, Session,
@@ -42,6 +43,12 @@ pub const SIGNED_PRE_KEY_GRACE: Duration = Duration::from_secs(4 * 7 * 24 * 3600
 pub const USED_PRE_KEY_GRACE: Duration = Duration::from_secs(24 * 3600);
 /// Re-fetch a contact's device list when sending if the last fetch is older than this.
 pub const DEVICE_LIST_MAX_AGE: Duration = Duration::from_secs(300);
+/// Forget a device (and its session) this long after it left its device list (QXmpp's
+/// period: 12 weeks).
+pub const REMOVED_DEVICE_RETENTION: Duration = Duration::from_secs(12 * 7 * 24 * 3600);
+/// The most JIDs whose device-list fetch time is remembered; beyond it, entries older than
+/// [`DEVICE_LIST_MAX_AGE`] are forgotten (anyone can make us fetch their list).
+const FETCH_TIMES_KEPT: usize = 1024;
 
 /// How long an unacknowledged message is sent again after reconnects and restarts. Older
 /// ones are dropped: a server without stream management never acknowledges anything, and a
@@ -51,6 +58,54 @@ const OUTBOX_MAX_AGE: Duration = Duration::from_secs(3600);
 /// How often a message lost with its stream is sent again at once (after that it waits in
 /// the outbox for the next fresh session or start).
 const LOST_RESENDS: u32 = 2;
+
+/// How often one outbox message is sent in all (live, again after a lost stream, and by the
+/// outbox resends of fresh sessions and restarts) before it is dropped. A message the server
+/// refuses is never acknowledged, and one that costs the stream (Prosody closes it for an
+/// oversized stanza) would otherwise do so again on every fresh session.
+pub const MAX_SENDS: u32 = 5;
+
+/// How long an outbox resend waits for the server's acknowledgement of one message before it
+/// sends the next one. The resends go one at a time so that a message that costs the stream
+/// is the only one whose sends are counted for it; a server without stream management never
+/// acknowledges, and then the rest go out without waiting.
+const RESEND_ACK_WAIT: Duration = Duration::from_secs(10);
+
+/// The largest stanza this library sends, as serialized. Servers close the stream of a client
+/// that sends a larger stanza than they accept (Prosody's default `c2s_stanza_size_limit` is
+/// 256 KiB); this leaves room for the difference between our serialization and the wire.
+pub const MAX_STANZA_BYTES: usize = 192 * 1024;
+
+/// The most devices of one JID a message is encrypted for (QXmpp's limit); devices we have a
+/// session with come first. A contact listing more devices gets no more work per message.
+pub const MAX_DEVICES_PER_MESSAGE: usize = 200;
+
+/// The most bundles fetched for one JID while sending one message. Devices beyond it get no
+/// key this time and are fetched for later messages (those that failed are backing off by
+/// then), so a contact that keeps publishing lists of new devices gets a bounded number of
+/// requests per message out of us.
+pub const MAX_BUNDLE_FETCHES_PER_MESSAGE: usize = 32;
+
+/// Bundles fetched at the same time for one message.
+const CONCURRENT_BUNDLE_FETCHES: usize = 4;
+
+/// After a failed bundle fetch the device is not asked again for this long, doubling with
+/// each further failure up to [`BUNDLE_RETRY_MAX`].
+const BUNDLE_RETRY_FIRST: Duration = Duration::from_secs(60);
+/// The longest back-off after failed bundle fetches.
+const BUNDLE_RETRY_MAX: Duration = Duration::from_secs(24 * 3600);
+/// The most failed devices remembered; beyond it, the ones whose back-off ends first go.
+const BUNDLE_FAILURES_KEPT: usize = 10_000;
+
+/// A burst of key exchanges is over (and our bundle is republished) when none came for this
+/// long.
+const REPUBLISH_QUIET: Duration = Duration::from_secs(1);
+/// The longest a republication waits for a burst of key exchanges to end.
+const REPUBLISH_MAX_DELAY: Duration = Duration::from_secs(10);
+
+/// How long an empty message (session confirmation, heartbeat) waits for an answer that would
+/// make it unnecessary.
+const CONFIRM_DELAY: Duration = Duration::from_secs(2);
 
 /// How often a message from a device missing from its sender's list may trigger a fresh
 /// fetch of that list.
@@ -86,9 +141,20 @@ pub enum OmemoError {
     /// An XML element could not be built or parsed.
     #[error("XML: {0}")]
     Xml(#[from] omemo_pep::Error),
+    /// The stanza would be larger than [`MAX_STANZA_BYTES`]; nothing was committed or sent.
+    #[error("the stanza would be {bytes} bytes, more than the {limit} a server accepts")]
+    StanzaTooLarge {
+        /// Its size as serialized.
+        bytes: usize,
+        /// [`MAX_STANZA_BYTES`].
+        limit: usize,
+    },
     /// No known key of this JID has that fingerprint.
     #[error("no known key of {0} has that fingerprint (run `devices` first)")]
     UnknownKey(BareJid),
+    /// Too many answers to this JID are waiting to be sent (see [`crate::client::Answers`]).
+    #[error("too many answers to {0} are waiting; this one was not sent")]
+    Busy(BareJid),
     /// A background task panicked or was cancelled.
     #[error("internal task failed")]
     Task,
@@ -217,6 +283,8 @@ pub struct SendReport {
     pub skipped: Vec<(BareJid, DeviceId, String)>,
     /// The id of the sent stanza.
     pub stanza_id: String,
+    /// Devices left out because their JID lists more than [`MAX_DEVICES_PER_MESSAGE`].
+    pub over_limit: usize,
 }
 
 /// One device of a JID, for display.
@@ -265,8 +333,16 @@ pub struct OmemoManager {
     own: Arc<OwnIdentity>,
     policy: TrustPolicy,
     device_lists_fetched: AsyncMutex<HashMap<BareJid, Instant>>,
+    /// Devices whose bundle could not be fetched: failures so far and when to try again.
+    bundle_failures: Mutex<HashMap<(BareJid, DeviceId), (u32, Instant)>>,
     /// Serialises bundle republication.
     publishing: AsyncMutex<()>,
+    /// Devices with an empty message (confirmation, heartbeat) pending.
+    confirming: Mutex<std::collections::HashSet<(BareJid, DeviceId)>>,
+    /// A pending republication after key exchanges: the first and the latest of them.
+    republish: Mutex<Option<(Instant, Instant)>>,
+    /// Serialises outbox resends.
+    resending: AsyncMutex<()>,
     next_id: std::sync::atomic::AtomicU64,
     /// Distinguishes this process's stanza ids from an earlier one's (outbox resends).
     id_tag: u32,
@@ -274,6 +350,36 @@ pub struct OmemoManager {
     acknowledged: Arc<Removals>,
     /// Inbox messages the program has handled, to delete.
     handled: Arc<Removals>,
+}
+
+/// Forgets devices that left their list more than [`REMOVED_DEVICE_RETENTION`] ago.
+pub(crate) fn prune_removed_devices(store: &mut Store) -> Result<(), StoreError> {
+    let pruned = store.purge_removed_devices(REMOVED_DEVICE_RETENTION.as_secs(), now())?;
+    if pruned > 0 {
+        tracing::info!(
+            pruned,
+            "forgot devices that left their device list more than 12 weeks ago"
+        );
+    }
+    Ok(())
+}
+
+/// Notes that `jid`'s device list was fetched now, keeping the map bounded.
+fn note_fetched(fetched: &mut HashMap<BareJid, Instant>, jid: BareJid) {
+    if fetched.len() >= FETCH_TIMES_KEPT && !fetched.contains_key(&jid) {
+        fetched.retain(|_, t| t.elapsed() < DEVICE_LIST_MAX_AGE);
+        if fetched.len() >= FETCH_TIMES_KEPT {
+            // All recent: forget the oldest.
+            if let Some(oldest) = fetched
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(j, _)| j.clone())
+            {
+                fetched.remove(&oldest);
+            }
+        }
+    }
+    fetched.insert(jid, Instant::now());
 }
 
 pub(crate) fn now() -> u64 {
@@ -315,6 +421,7 @@ impl OmemoManager {
         store.prune_signed_pre_keys(SIGNED_PRE_KEY_GRACE.as_secs(), t)?;
         store.remove_used_pre_keys(USED_PRE_KEY_GRACE.as_secs(), t)?;
         store.ensure_pre_keys(PRE_KEY_TARGET, &mut OsRng, t)?;
+        prune_removed_devices(&mut store)?;
         let own = OwnIdentity {
             jid: jid.clone(),
             device_id: device.device_id(),
@@ -348,7 +455,11 @@ impl OmemoManager {
             own: Arc::new(own),
             policy,
             device_lists_fetched: AsyncMutex::new(HashMap::new()),
+            bundle_failures: Mutex::new(HashMap::new()),
             publishing: AsyncMutex::new(()),
+            republish: Mutex::new(None),
+            confirming: Mutex::new(std::collections::HashSet::new()),
+            resending: AsyncMutex::new(()),
             next_id: std::sync::atomic::AtomicU64::new(1),
             id_tag: OsRng.next_u32(),
         }
@@ -400,9 +511,9 @@ impl OmemoManager {
         what: &'static str,
     ) -> Result<(), OmemoError> {
         loop {
-            let answer = self
-                .request(publication.request(&self.iq_id("publish")))
-                .await?;
+            let request = publication.request(&self.iq_id("publish"));
+            check_size(String::from(&Element::from(request.clone())).len())?;
+            let answer = self.request(request).await?;
             match publication.handle_response(&answer) {
                 PublishProgress::Done => return Ok(()),
                 PublishProgress::Continue => continue,
@@ -425,7 +536,7 @@ impl OmemoManager {
     /// Publishes our device in our device list (keeping every other device) and our bundle.
     pub async fn set_up(&self) -> Result<(), OmemoError> {
         self.publish_device_list().await?;
-        self.publish_bundle().await?;
+        self.publish_bundle_if_changed().await?;
         Ok(())
     }
 
@@ -491,26 +602,63 @@ impl OmemoManager {
     /// Publishes our bundle (signed pre-key and unused pre-keys).
     pub async fn publish_bundle(&self) -> Result<(), OmemoError> {
         let _guard = self.publishing.lock().await;
+        let (bundle, ids) = self.own_bundle().await?;
+        self.publish_own_bundle(bundle, ids).await
+    }
+
+    /// Publishes our bundle unless the server holds exactly this one already (a restart with
+    /// the same database changes nothing, and republishing would only cost a round trip and a
+    /// notification to every contact).
+    async fn publish_bundle_if_changed(&self) -> Result<(), OmemoError> {
+        let _guard = self.publishing.lock().await;
+        let (bundle, ids) = self.own_bundle().await?;
+        let device = self.own.device_id;
+        let answer = self
+            .request(pep::fetch_bundle(
+                &self.own.jid,
+                device,
+                &self.iq_id("own-bundle"),
+            ))
+            .await?;
+        if let Fetched::Found(published) = pep::parse_bundle_response(&answer, device) {
+            if same_bundle(&published, &bundle) {
+                tracing::info!(%device, "our bundle on the server is current");
+                self.with_store(move |store| store.mark_bundle_published(&ids))
+                    .await??;
+                return Ok(());
+            }
+        }
+        self.publish_own_bundle(bundle, ids).await
+    }
+
+    /// Our bundle as the store has it now (topping up the pre-keys first), with the ids of
+    /// its pre-keys.
+    async fn own_bundle(&self) -> Result<(Bundle, Vec<omemo_crypto::PreKeyId>), OmemoError> {
         let own = Arc::clone(&self.own);
-        let (bundle, ids) = self
-            .with_store(move |store| -> Result<_, OmemoError> {
-                let t = now();
-                store.ensure_pre_keys(PRE_KEY_TARGET, &mut OsRng, t)?;
-                let spk = store
-                    .current_signed_pre_key()?
-                    .ok_or(StoreError::NoOwnDevice)?;
-                let pre_keys = store.unused_pre_keys()?;
-                let ids: Vec<_> = pre_keys.iter().map(|pk| pk.id()).collect();
-                let bundle =
-                    Bundle::from_own_keys(&own.identity, &spk, &pre_keys).map_err(|e| {
-                        OmemoError::Publish {
-                            what: "bundle",
-                            reason: e.to_string(),
-                        }
-                    })?;
-                Ok((bundle, ids))
-            })
-            .await??;
+        self.with_store(move |store| -> Result<_, OmemoError> {
+            let t = now();
+            store.ensure_pre_keys(PRE_KEY_TARGET, &mut OsRng, t)?;
+            let spk = store
+                .current_signed_pre_key()?
+                .ok_or(StoreError::NoOwnDevice)?;
+            let pre_keys = store.unused_pre_keys()?;
+            let ids: Vec<_> = pre_keys.iter().map(|pk| pk.id()).collect();
+            let bundle = Bundle::from_own_keys(&own.identity, &spk, &pre_keys).map_err(|e| {
+                OmemoError::Publish {
+                    what: "bundle",
+                    reason: e.to_string(),
+                }
+            })?;
+            Ok((bundle, ids))
+        })
+        .await?
+    }
+
+    async fn publish_own_bundle(
+        &self,
+        bundle: Bundle,
+        ids: Vec<omemo_crypto::PreKeyId>,
+    ) -> Result<(), OmemoError> {
         tracing::info!(device = %self.own.device_id, pre_keys = ids.len(), "publishing our bundle");
         self.publish(Publication::bundle(self.own.device_id, &bundle), "bundle")
             .await?;
@@ -546,9 +694,19 @@ impl OmemoManager {
                 label_verified: d.label().verified().is_some(),
             })
             .collect();
+        let jid_for_log = jid.clone();
         let changes = self
             .with_store(move |store| store.update_device_list(NS, jid.as_str(), &listed, now()))
             .await??;
+        if changes.ignored > 0 || !changes.pruned.is_empty() {
+            tracing::warn!(
+                jid = %jid_for_log,
+                ignored = changes.ignored,
+                pruned = changes.pruned.len(),
+                limit = atm_trust::MAX_DEVICES_PER_JID,
+                "device list over the per-contact bound: extra devices ignored, the oldest unlisted ones forgotten"
+            );
+        }
         if !changes.is_empty() {
             tracing::debug!(?changes, "device list changed");
         }
@@ -562,10 +720,7 @@ impl OmemoManager {
         list: DeviceList,
     ) -> Result<(), OmemoError> {
         self.record_device_list(jid.clone(), &list).await?;
-        self.device_lists_fetched
-            .lock()
-            .await
-            .insert(jid.clone(), Instant::now());
+        note_fetched(&mut *self.device_lists_fetched.lock().await, jid.clone());
         if jid == self.own.jid && !list.contains(self.own.device_id) {
             tracing::warn!("our device vanished from our device list; re-adding it");
             self.publish_own_entry(Some(&list)).await?;
@@ -599,25 +754,59 @@ impl OmemoManager {
                 false
             }
         };
-        self.device_lists_fetched
-            .lock()
-            .await
-            .insert(jid.clone(), Instant::now());
+        note_fetched(&mut *self.device_lists_fetched.lock().await, jid.clone());
         Ok(found)
     }
 
+    /// Whether an earlier bundle fetch for this device failed and its back-off has not ended.
+    fn backing_off(&self, jid: &BareJid, device: DeviceId) -> bool {
+        self.bundle_failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(jid.clone(), device))
+            .is_some_and(|(_, retry_at)| Instant::now() < *retry_at)
+    }
+
+    /// Fetches a device's bundle, unless an earlier fetch failed and its back-off has not
+    /// ended; a failure starts or doubles the back-off.
     async fn fetch_bundle(
         &self,
         jid: &BareJid,
         device: DeviceId,
     ) -> Result<Option<Bundle>, OmemoError> {
+        let key = (jid.clone(), device);
+        if self.backing_off(jid, device) {
+            tracing::debug!(%jid, %device, "bundle fetch failed before; not asking again yet");
+            return Ok(None);
+        }
         let answer = self
             .request(pep::fetch_bundle(jid, device, &self.iq_id("bundle")))
             .await?;
+        let mut failures = self
+            .bundle_failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         Ok(match pep::parse_bundle_response(&answer, device) {
-            Fetched::Found(bundle) => Some(bundle),
+            Fetched::Found(bundle) => {
+                failures.remove(&key);
+                Some(bundle)
+            }
             other => {
-                tracing::warn!(%jid, %device, outcome = ?other, "no usable bundle");
+                let failed = failures.get(&key).map_or(1, |(n, _)| n.saturating_add(1));
+                let wait = BUNDLE_RETRY_FIRST
+                    .saturating_mul(1 << failed.saturating_sub(1).min(16))
+                    .min(BUNDLE_RETRY_MAX);
+                tracing::warn!(%jid, %device, outcome = ?other, failed, retry_in = ?wait, "no usable bundle");
+                if failures.len() >= BUNDLE_FAILURES_KEPT && !failures.contains_key(&key) {
+                    let first = failures
+                        .iter()
+                        .min_by_key(|(_, (_, retry_at))| *retry_at)
+                        .map(|(k, _)| k.clone());
+                    if let Some(first) = first {
+                        failures.remove(&first);
+                    }
+                }
+                failures.insert(key, (failed, Instant::now() + wait));
                 None
             }
         })
@@ -687,27 +876,43 @@ impl OmemoManager {
                 move |store| -> Result<Vec<(BareJid, DeviceId)>, StoreError> {
                     let mut missing = Vec::new();
                     for jid in &recipients_for_query {
-                        for device in store.active_devices(NS, jid.as_str())? {
-                            if jid == &own_jid && device.device_id == own_device {
-                                continue;
-                            }
-                            if store
-                                .load_session(NS, jid.as_str(), device.device_id)?
-                                .is_none()
-                            {
-                                missing.push((jid.clone(), device.device_id));
-                            }
-                        }
+                        let skip = (jid == &own_jid).then_some(own_device);
+                        let (chosen, _) = chosen_devices(store, jid, skip)?;
+                        missing.extend(
+                            chosen
+                                .into_iter()
+                                .filter(|(_, session)| session.is_none())
+                                .map(|(device, _)| (jid.clone(), device)),
+                        );
                     }
                     Ok(missing)
                 },
             )
             .await??;
+        // Not those backing off after a failure; a bounded number per JID; a few at a time: a
+        // contact with many new devices costs a few round trips, not one per device.
+        let mut per_jid: HashMap<BareJid, usize> = HashMap::new();
+        let missing: Vec<(BareJid, DeviceId)> = missing
+            .into_iter()
+            .filter(|(jid, device)| !self.backing_off(jid, *device))
+            .filter(|(jid, _)| {
+                let count = per_jid.entry(jid.clone()).or_default();
+                *count += 1;
+                *count <= MAX_BUNDLE_FETCHES_PER_MESSAGE
+            })
+            .collect();
+        let fetched: Vec<Result<Option<FetchedBundle>, OmemoError>> =
+            futures::stream::iter(missing)
+                .map(|(jid, device)| async move {
+                    let bundle = self.fetch_bundle(&jid, device).await?;
+                    Ok(bundle.map(|bundle| (jid, device, bundle)))
+                })
+                .buffer_unordered(CONCURRENT_BUNDLE_FETCHES)
+                .collect()
+                .await;
         let mut bundles = Vec::new();
-        for (jid, device) in missing {
-            if let Some(bundle) = self.fetch_bundle(&jid, device).await? {
-                bundles.push((jid, device, bundle));
-            }
+        for result in fetched {
+            bundles.extend(result?);
         }
 
         let own = Arc::clone(&self.own);
@@ -748,6 +953,87 @@ impl OmemoManager {
         })
     }
 
+    /// Republishes our bundle once a burst of key exchanges is over: when none came for
+    /// [`REPUBLISH_QUIET`], or [`REPUBLISH_MAX_DELAY`] after the first one. Until then the
+    /// bundle on the server still offers the used pre-keys, which we keep for a day anyway.
+    fn republish_bundle_soon(self: &Arc<Self>) {
+        let now = Instant::now();
+        {
+            let mut due = self
+                .republish
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((_, last)) = due.as_mut() {
+                *last = now;
+                return;
+            }
+            *due = Some((now, now));
+        }
+        let manager = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                let wake = {
+                    let mut due = manager
+                        .republish
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let Some((first, last)) = *due else { return };
+                    let wake = (last + REPUBLISH_QUIET).min(first + REPUBLISH_MAX_DELAY);
+                    if Instant::now() >= wake {
+                        *due = None;
+                        break;
+                    }
+                    wake
+                };
+                tokio::time::sleep_until(wake.into()).await;
+            }
+            if let Err(e) = manager.publish_bundle().await {
+                tracing::warn!(error = %e, "republishing the bundle after key exchanges failed");
+            }
+        });
+    }
+
+    /// Sends an empty message to a device that needs one from us (a new session to confirm,
+    /// a heartbeat) after [`CONFIRM_DELAY`], unless something was sent to it by then: an
+    /// answer confirms the session just as well.
+    /// One is pending per device at a time: a flood of messages that each ask for one (every
+    /// message past the heartbeat threshold does) costs one.
+    fn confirm_soon(self: &Arc<Self>, jid: BareJid, device: DeviceId) {
+        let key = (jid.clone(), device);
+        let newly_pending = self
+            .confirming
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key.clone());
+        if !newly_pending {
+            return;
+        }
+        let manager = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(CONFIRM_DELAY).await;
+            manager
+                .confirming
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&key);
+            let jid_owned = jid.clone();
+            let unanswered = manager
+                .with_store(move |store| store.device(NS, jid_owned.as_str(), device))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten()
+                .is_none_or(|d| d.received_without_reply > 0);
+            if !unanswered {
+                tracing::debug!(%jid, %device, "answered meanwhile; no empty message needed");
+                return;
+            }
+            if let Err(e) = manager.send_empty(&jid, device).await {
+                tracing::warn!(error = %e, "sending an empty OMEMO message failed");
+            }
+        });
+    }
+
     /// Sends an empty OMEMO message to one device (session confirmation, heartbeat).
     async fn send_empty(&self, jid: &BareJid, device: DeviceId) -> Result<(), OmemoError> {
         let own = Arc::clone(&self.own);
@@ -778,6 +1064,7 @@ impl OmemoManager {
                     payload: None,
                 };
                 let message = outgoing_message(&jid_owned, &encrypted, &stanza_id);
+                let text = stanza_text(&message)?;
                 let outbox_id = store.commit_encryption_queued(
                     NS,
                     &[SessionUpdate {
@@ -786,7 +1073,7 @@ impl OmemoManager {
                         session_state: &state,
                     }],
                     now(),
-                    &stanza_text(&message),
+                    &text,
                     &[],
                 )?;
                 Ok(Some((outbox_id, message)))
@@ -801,15 +1088,24 @@ impl OmemoManager {
 
     /// Sends a message from the outbox; it leaves the outbox once the server acknowledged it.
     async fn send_queued(&self, outbox_id: i64, message: Message) -> Result<(), OmemoError> {
-        let mut delivery = self
+        let delivery = self
             .connection
             .send_tracked(message.clone())
             .await
             .map_err(|_| OmemoError::Closed)?;
+        self.watch(outbox_id, message, delivery);
+        Ok(())
+    }
+
+    /// Waits in the background for the server to acknowledge an outbox message; a message lost
+    /// with a stream that could not be resumed is sent again at once, up to [`LOST_RESENDS`]
+    /// times.
+    fn watch(&self, outbox_id: i64, message: Message, mut delivery: crate::connection::Delivery) {
         let acknowledged = Arc::clone(&self.acknowledged);
         let connection = self.connection.clone();
+        let store = Arc::clone(&self.store);
         tokio::spawn(async move {
-            for resends in 0.. {
+            for resent in 0.. {
                 // Without stream management no acknowledgement ever comes: stop waiting at
                 // some point (the entry expires from the outbox later).
                 match tokio::time::timeout(OUTBOX_MAX_AGE, delivery.acknowledged()).await {
@@ -820,8 +1116,12 @@ impl OmemoManager {
                     // Lost with a stream that could not be resumed. The next fresh session
                     // resends the outbox, but may have done so before this message was
                     // committed: send it again now (the recipient's ratchet drops a copy that
-                    // did arrive).
-                    Ok(false) if resends < LOST_RESENDS => {
+                    // did arrive), unless it was sent too often already.
+                    Ok(false) if resent < LOST_RESENDS => {
+                        let counted = count_send(Arc::clone(&store), outbox_id).await;
+                        if !matches!(counted, Some(sends) if sends <= MAX_SENDS) {
+                            return;
+                        }
                         match connection.send_tracked(message.clone()).await {
                             Ok(again) => delivery = again,
                             Err(_) => return, // the connection was closed for good
@@ -837,14 +1137,20 @@ impl OmemoManager {
                 }
             }
         });
-        Ok(())
     }
 
     /// Sends again what the outbox holds, on every fresh (not resumed) session: messages a
     /// previous process committed but may not have got to the server, and messages lost with
     /// a connection that could not be resumed. A copy that did arrive is dropped by the
     /// recipient's ratchet as a duplicate, so sending one too many is harmless.
+    ///
+    /// The messages go one at a time, each after the previous one was acknowledged, and a
+    /// lost stream ends the round: a message the server refuses (it closes the stream for it)
+    /// is then the only one whose sends are counted, and after [`MAX_SENDS`] it is dropped with
+    /// a warning while the messages behind it go out.
     pub async fn resend_outbox(&self) -> Result<(), OmemoError> {
+        // One round at a time; a round whose stream was lost ends soon.
+        let _round = self.resending.lock().await;
         let before = now().saturating_sub(OUTBOX_MAX_AGE.as_secs());
         let (expired, rows) = self
             .with_store(move |store| {
@@ -858,19 +1164,62 @@ impl OmemoManager {
             );
         }
         let mut resent = 0usize;
+        let mut wait_for_acks = true;
         for (outbox_id, text) in rows {
             let parsed = text
                 .parse::<Element>()
                 .ok()
                 .and_then(|element| Message::try_from(element).ok());
-            let Some(message) = parsed else {
-                tracing::warn!(outbox_id, "unreadable message in the outbox; dropping it");
+            let Some(message) = parsed.filter(|_| check_size(text.len()).is_ok()) else {
+                tracing::warn!(
+                    outbox_id,
+                    bytes = text.len(),
+                    "unreadable or oversized message in the outbox; dropping it"
+                );
                 self.with_store(move |store| store.outbox_remove(&[outbox_id]))
                     .await??;
                 continue;
             };
-            self.send_queued(outbox_id, message).await?;
+            match count_send(Arc::clone(&self.store), outbox_id).await {
+                Some(sends) if sends <= MAX_SENDS => {}
+                _ => continue, // acknowledged meanwhile, or dropped
+            }
+            let delivery = self
+                .connection
+                .send_tracked(message)
+                .await
+                .map_err(|_| OmemoError::Closed)?;
             resent += 1;
+            // Without stream management no acknowledgement ever comes: stop waiting at some
+            // point (the entry expires from the outbox later).
+            let acknowledged = Arc::clone(&self.acknowledged);
+            let (tell, told) = tokio::sync::oneshot::channel();
+            tokio::spawn(async move {
+                let acked = matches!(
+                    tokio::time::timeout(OUTBOX_MAX_AGE, delivery.acknowledged()).await,
+                    Ok(true)
+                );
+                if acked {
+                    acknowledged.push(outbox_id);
+                }
+                let _ = tell.send(acked);
+            });
+            if !wait_for_acks {
+                continue;
+            }
+            match tokio::time::timeout(RESEND_ACK_WAIT, told).await {
+                Ok(Ok(true)) => {}
+                Ok(_) => {
+                    tracing::info!(
+                        outbox_id,
+                        "the stream was lost while resending the outbox; the next session goes on"
+                    );
+                    return Ok(());
+                }
+                // No acknowledgement in time (a server without stream management): the rest
+                // goes out without waiting.
+                Err(_) => wait_for_acks = false,
+            }
         }
         if resent > 0 {
             tracing::info!(resent, "sent unacknowledged messages from the outbox again");
@@ -882,7 +1231,7 @@ impl OmemoManager {
     /// message we sent from another device, our own JID) and `recipient` the bare JID it was
     /// addressed to (for messages to us, our own JID).
     pub(crate) async fn receive(
-        &self,
+        self: &Arc<Self>,
         message: &Message,
         encrypted: EncryptedMessage,
         sender: BareJid,
@@ -925,14 +1274,10 @@ impl OmemoManager {
         let receipt = outcome.inbox_id.map(|id| self.receipt(id));
 
         if outcome.used_pre_key {
-            if let Err(e) = self.publish_bundle().await {
-                tracing::warn!(error = %e, "republishing the bundle after a key exchange failed");
-            }
+            self.republish_bundle_soon();
         }
         if outcome.e2ee.key_exchange || outcome.heartbeat_due {
-            if let Err(e) = self.send_empty(&sender, sid).await {
-                tracing::warn!(error = %e, "sending an empty OMEMO message failed");
-            }
+            self.confirm_soon(sender.clone(), sid);
         }
         Ok(match outcome.envelope {
             // Trust messages in carbons of messages our other devices sent to someone else are
@@ -1254,6 +1599,9 @@ impl OmemoManager {
                 }
                 if outcome.stored > 0 || outcome.refused > 0 {
                     tracing::info!(%sender, stored = outcome.stored, refused = outcome.refused, "ATM decisions kept for later or refused");
+                }
+                if outcome.dropped > 0 {
+                    tracing::warn!(%sender, dropped = outcome.dropped, limit = atm_trust::MAX_PENDING_PER_SENDER, "too many ATM decisions waiting for this sender: the oldest were dropped");
                 }
             }
             Ok(Err(e)) => tracing::warn!(%sender, error = %e, "applying a trust message failed"),
@@ -1637,12 +1985,14 @@ fn encrypt_for_devices(
         .collect();
 
     for jid in recipients {
-        for device in store.active_devices(NS, jid.as_str())? {
-            let id = device.device_id;
-            if jid == &own.jid && id == own.device_id {
-                continue;
-            }
-            let session = match store.load_session(NS, jid.as_str(), id)? {
+        let skip = (jid == &own.jid).then_some(own.device_id);
+        let (chosen, over_limit) = chosen_devices(store, jid, skip)?;
+        if over_limit > 0 {
+            tracing::debug!(%jid, over_limit, "more devices than one message is encrypted for");
+            report.over_limit += over_limit;
+        }
+        for (id, blob) in chosen {
+            let session = match blob {
                 Some(blob) => match Session::restore(&blob) {
                     Ok(session) => Some(session),
                     Err(e) => {
@@ -1745,9 +2095,105 @@ fn encrypt_for_devices(
         payload: Some(ciphertext),
     };
     let message = outgoing_message(to, &encrypted, stanza_id);
-    let outbox_id =
-        store.commit_encryption_queued(NS, &updates, t, &stanza_text(&message), answers)?;
+    let text = stanza_text(&message)?;
+    let outbox_id = store.commit_encryption_queued(NS, &updates, t, &text, answers)?;
     Ok((message, report, outbox_id))
+}
+
+/// Counts one more send of an outbox message; drops it, with a warning, once it was sent more
+/// than [`MAX_SENDS`] times. `None` when it is gone (acknowledged, expired, dropped) or the
+/// store failed.
+async fn count_send(store: Arc<Mutex<Store>>, outbox_id: i64) -> Option<u32> {
+    let counted = tokio::task::spawn_blocking(move || {
+        let mut store = lock(&store);
+        let sends = store.outbox_count_send(outbox_id)?;
+        if sends.is_some_and(|n| n > MAX_SENDS) {
+            store.outbox_remove(&[outbox_id])?;
+        }
+        Ok::<_, StoreError>(sends)
+    })
+    .await;
+    match counted {
+        Ok(Ok(Some(sends))) if sends > MAX_SENDS => {
+            tracing::warn!(
+                outbox_id,
+                sends = MAX_SENDS,
+                "dropping an outgoing message the server never acknowledged (it may have closed \
+                 the stream for it)"
+            );
+            None
+        }
+        Ok(Ok(sends)) => sends,
+        Ok(Err(e)) => {
+            tracing::warn!(outbox_id, error = %e, "cannot count a send of an outbox message");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// A device's bundle, fetched for a message.
+type FetchedBundle = (BareJid, DeviceId, Bundle);
+
+/// Whether two bundles offer the same keys (pre-keys in any order).
+fn same_bundle(a: &Bundle, b: &Bundle) -> bool {
+    let pre_keys = |bundle: &Bundle| {
+        let mut keys: Vec<(u32, [u8; 32])> = bundle
+            .pre_keys()
+            .iter()
+            .map(|(id, key)| (id.get(), key.to_bytes()))
+            .collect();
+        keys.sort_unstable();
+        keys
+    };
+    let parts = |bundle: &Bundle| {
+        (
+            bundle.identity_key().to_bytes(),
+            bundle.signed_pre_key_id().get(),
+            bundle.signed_pre_key().to_bytes(),
+            bundle.signed_pre_key_signature().to_bytes(),
+        )
+    };
+    let same = parts(a) == parts(b) && pre_keys(a) == pre_keys(b);
+    if !same {
+        tracing::debug!(
+            identity = a.identity_key() == b.identity_key(),
+            signed_pre_key = a.signed_pre_key_id() == b.signed_pre_key_id(),
+            signature =
+                a.signed_pre_key_signature().to_bytes() == b.signed_pre_key_signature().to_bytes(),
+            pre_keys = pre_keys(a).len(),
+            published_pre_keys = pre_keys(b).len(),
+            "our bundle changed"
+        );
+    }
+    same
+}
+
+/// The listed devices of `jid` (without `skip`) a message is encrypted for, each with its
+/// stored session if there is one: those with a session first, at most
+/// [`MAX_DEVICES_PER_MESSAGE`]. Also returns how many were left out.
+#[allow(clippy::type_complexity)] // a list of pairs, named at its one use
+fn chosen_devices(
+    store: &Store,
+    jid: &BareJid,
+    skip: Option<DeviceId>,
+) -> Result<(Vec<(DeviceId, Option<zeroize::Zeroizing<Vec<u8>>>)>, usize), StoreError> {
+    let mut with_session = Vec::new();
+    let mut without = Vec::new();
+    for device in store.active_devices(NS, jid.as_str())? {
+        let id = device.device_id;
+        if Some(id) == skip {
+            continue;
+        }
+        match store.load_session(NS, jid.as_str(), id)? {
+            Some(blob) => with_session.push((id, Some(blob))),
+            None => without.push((id, None)),
+        }
+    }
+    with_session.extend(without);
+    let over_limit = with_session.len().saturating_sub(MAX_DEVICES_PER_MESSAGE);
+    with_session.truncate(MAX_DEVICES_PER_MESSAGE);
+    Ok((with_session, over_limit))
 }
 
 /// The `<message>` that carries `encrypted` to `to`.
@@ -1757,7 +2203,84 @@ fn outgoing_message(to: &BareJid, encrypted: &EncryptedMessage, stanza_id: &str)
     message
 }
 
-/// A stanza as kept in the outbox.
-fn stanza_text(message: &Message) -> String {
-    String::from(&Element::from(message.clone()))
+/// A stanza as kept in the outbox (and sent), refused if a server would refuse it.
+fn stanza_text(message: &Message) -> Result<String, OmemoError> {
+    let text = String::from(&Element::from(message.clone()));
+    check_size(text.len())?;
+    Ok(text)
+}
+
+/// Refuses a stanza of `bytes` bytes if it is over [`MAX_STANZA_BYTES`].
+pub(crate) fn check_size(bytes: usize) -> Result<(), OmemoError> {
+    if bytes > MAX_STANZA_BYTES {
+        return Err(OmemoError::StanzaTooLarge {
+            bytes,
+            limit: MAX_STANZA_BYTES,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use atm_trust::ListedDevice;
+
+    #[test]
+    fn a_message_is_encrypted_for_a_bounded_number_of_devices_sessions_first() {
+        let mut store = Store::open_in_memory().unwrap();
+        let bob = BareJid::new("bob@example.org").unwrap();
+        let extra = 50;
+        let count = u32::try_from(MAX_DEVICES_PER_MESSAGE + extra).unwrap();
+        let listed: Vec<ListedDevice> = (1..=count)
+            .map(|id| ListedDevice {
+                device_id: DeviceId::new(id).unwrap(),
+                label: None,
+                label_verified: false,
+            })
+            .collect();
+        store
+            .update_device_list(NS, bob.as_str(), &listed, 0)
+            .unwrap();
+        // Sessions with the three highest ids, which sort last by id.
+        let with_session: Vec<DeviceId> = (count - 2..=count)
+            .map(|id| DeviceId::new(id).unwrap())
+            .collect();
+        for device in &with_session {
+            store
+                .store_session(NS, bob.as_str(), *device, b"state", 0)
+                .unwrap();
+        }
+        let skip = DeviceId::new(1).unwrap();
+        let (chosen, over_limit) = chosen_devices(&store, &bob, Some(skip)).unwrap();
+        assert_eq!(chosen.len(), MAX_DEVICES_PER_MESSAGE);
+        assert_eq!(over_limit, extra - 1);
+        let first: Vec<DeviceId> = chosen.iter().take(3).map(|(id, _)| *id).collect();
+        assert_eq!(first, with_session);
+        assert!(chosen[..3].iter().all(|(_, session)| session.is_some()));
+        assert!(chosen[3..].iter().all(|(_, session)| session.is_none()));
+        assert!(chosen.iter().all(|(id, _)| *id != skip));
+    }
+
+    #[test]
+    fn bundles_compare_by_their_keys_not_the_order_of_their_pre_keys() {
+        let identity = IdentityKeyPair::from_seed(&[3; 32]);
+        let spk = omemo_crypto::SignedPreKey::generate(
+            omemo_crypto::SignedPreKeyId::new(1).unwrap(),
+            &identity,
+            0,
+            &mut OsRng,
+        );
+        let keys: Vec<omemo_crypto::PreKey> = (1..=3)
+            .map(|id| {
+                omemo_crypto::PreKey::generate(omemo_crypto::PreKeyId::new(id).unwrap(), &mut OsRng)
+            })
+            .collect();
+        let bundle = Bundle::from_own_keys(&identity, &spk, &keys).unwrap();
+        let reversed: Vec<&omemo_crypto::PreKey> = keys.iter().rev().collect();
+        let same = Bundle::from_own_keys(&identity, &spk, reversed).unwrap();
+        assert!(same_bundle(&bundle, &same));
+        let fewer = Bundle::from_own_keys(&identity, &spk, &keys[..2]).unwrap();
+        assert!(!same_bundle(&bundle, &fewer));
+    }
 }
