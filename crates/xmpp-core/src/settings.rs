@@ -1,5 +1,5 @@
 //! Account settings shared by every program: command-line flags, environment variables and a
-//! TOML file, merged as flag > environment > file (DESIGN.md, "Contracts").
+//! TOML file, merged as flag > environment > file (the README's "Configuration" table lists them).
 //!
 //! Passwords never come from the command line: `--password-file`, the `XMPP_PASSWORD`
 //! environment variable, or `password_file` / `password` in the configuration file.
