@@ -1,0 +1,921 @@
+//! The engine: the synchronous protocol core, crypto plus store, without I/O.
+//!
+//! Every step takes the store (locked by its caller), our device, the trust policy, the time
+//! and a random source as arguments, does its ratchet steps, commits them in one SQLite
+//! transaction and returns what is to be sent: a stanza already in the outbox, or what the
+//! manager should do next (republish the bundle, send an empty message). The manager above
+//! runs these steps on a blocking thread and does the network part. Because nothing here reads
+//! the clock or the OS random source, the steps replay exactly under a seeded generator.
+
+use rand_core::CryptoRngCore;
+
+use super::*;
+
+pub(super) struct DecryptOutcome {
+    pub(super) envelope: Option<sce::Envelope>,
+    pub(super) e2ee: E2eeMetadata,
+    pub(super) heartbeat_due: bool,
+    pub(super) used_pre_key: bool,
+    /// The message's inbox id, when it was kept.
+    pub(super) inbox_id: Option<i64>,
+}
+
+/// The parts of an incoming stanza a decrypted message keeps.
+#[derive(Debug, Clone)]
+pub(crate) struct Header {
+    pub(super) from: Jid,
+    pub(super) id: Option<String>,
+    pub(super) type_: MessageType,
+}
+
+pub(super) const MESSAGE_TYPES: [(MessageType, &str); 5] = [
+    (MessageType::Chat, "chat"),
+    (MessageType::Normal, "normal"),
+    (MessageType::Groupchat, "groupchat"),
+    (MessageType::Headline, "headline"),
+    (MessageType::Error, "error"),
+];
+
+pub(super) fn message_type_str(type_: &MessageType) -> &'static str {
+    MESSAGE_TYPES
+        .iter()
+        .find(|(t, _)| t == type_)
+        .map_or("normal", |(_, name)| name)
+}
+
+pub(super) fn message_type_from_str(name: &str) -> Option<MessageType> {
+    MESSAGE_TYPES
+        .iter()
+        .find(|(_, n)| *n == name)
+        .map(|(t, _)| t.clone())
+}
+
+/// One step of the protocol on the store, synchronous and without I/O: what it needs comes in
+/// as arguments (the store, locked by the caller, our device, the trust policy, the time and a
+/// random source) and what is to be sent comes back, already committed to the store.
+pub(crate) struct Engine<'a, R> {
+    /// The store; each step ends with one transaction.
+    pub(crate) store: &'a mut Store,
+    /// Our own device.
+    pub(crate) own: &'a OwnIdentity,
+    /// How new identity keys are trusted.
+    pub(crate) policy: TrustPolicy,
+    /// The time, in seconds since the Unix epoch.
+    pub(crate) now: u64,
+    /// The random source for key exchanges, ratchet keys and payload keys.
+    pub(crate) rng: &'a mut R,
+}
+
+/// A message to encrypt, as [`Engine::encrypt`] takes it.
+pub(crate) struct Outgoing<'a> {
+    /// Which trust levels may read the message.
+    pub(crate) accept: fn(TrustLevel) -> bool,
+    /// Every JID whose devices get the message (the addressee and our own account).
+    pub(crate) recipients: &'a [BareJid],
+    /// Bundles fetched for devices without a session.
+    pub(crate) bundles: Vec<(BareJid, DeviceId, Bundle)>,
+    /// The plaintext (the SCE envelope).
+    pub(crate) envelope: &'a [u8],
+    /// The addressee.
+    pub(crate) to: &'a BareJid,
+    /// The stanza id.
+    pub(crate) stanza_id: &'a str,
+    /// Inbox messages this one answers: they leave the inbox by the same commit.
+    pub(crate) answers: &'a [i64],
+}
+
+impl<R: CryptoRngCore> Engine<'_, R> {
+    /// The receive path inside the store lock: decrypt, check, then commit in one transaction;
+    /// with `keep`, a message with content is kept in the inbox by that same commit.
+    pub(crate) fn decrypt(
+        self,
+        encrypted: &EncryptedMessage,
+        sender: &BareJid,
+        recipient: &BareJid,
+        keep: Option<&Header>,
+    ) -> Result<DecryptOutcome, ReceiveError> {
+        let Engine {
+            store,
+            own,
+            policy,
+            now,
+            rng,
+        } = self;
+        let key = encrypted
+            .key_for(&own.jid, own.device_id)
+            .ok_or(ReceiveError::NotForUs)?;
+        let message = KeyMessage::from_bytes(&key.data).map_err(ReceiveError::Decode)?;
+        let sid = encrypted.sid;
+        let (current_blob, previous_blob) = match store
+            .load_sessions(NS, sender.as_str(), sid)
+            .map_err(ReceiveError::Store)?
+        {
+            Some((current, previous)) => (Some(current), previous),
+            None => (None, None),
+        };
+        let current = current_blob
+            .as_ref()
+            .map(|blob| Session::restore(blob))
+            .transpose()
+            .map_err(ReceiveError::Snapshot)?;
+        // The previous session is read only when needed; one that no longer restores only helps
+        // less.
+        let previous = |blob: Option<&Vec<u8>>| blob.and_then(|blob| Session::restore(blob).ok());
+        let built_by = |session: &Option<Session>| match (&message, session) {
+            (KeyMessage::KeyExchange(kex), Some(session)) => session.was_built_by(kex),
+            _ => false,
+        };
+
+        // `kept` is the state stored as the previous session after this message.
+        let (session, kept, decrypted, key_exchange, used_pre_key) = match (&message, current) {
+            // A key exchange that built neither session: a new session; the current one is kept
+            // as the previous, for messages the peer sent on it (both sides started a session at
+            // the same moment, or messages still on their way).
+            (KeyMessage::KeyExchange(kex), current)
+                if !built_by(&current) && !built_by(&previous(previous_blob.as_deref())) =>
+            {
+                let spk = store
+                    .signed_pre_key(kex.signed_pre_key_id())
+                    .map_err(ReceiveError::Store)?
+                    .ok_or(ReceiveError::UnknownPreKey)?;
+                let pk = store
+                    .pre_key(kex.pre_key_id())
+                    .map_err(ReceiveError::Store)?
+                    .ok_or(ReceiveError::UnknownPreKey)?;
+                let (session, decrypted) =
+                    Session::respond(&own.identity, &spk, &pk, kex, &mut *rng)
+                        .map_err(ReceiveError::KeyExchange)?;
+                let kept = current_blob.or(previous_blob);
+                (session, kept, decrypted, true, Some(kex.pre_key_id()))
+            }
+            (_, Some(mut current)) => match current.decrypt(&message, &mut *rng) {
+                Ok(decrypted) => (current, previous_blob, decrypted, false, None),
+                Err(DecryptionError::Duplicate) => {
+                    return Err(ReceiveError::Decryption(DecryptionError::Duplicate))
+                }
+                Err(error) => {
+                    // Perhaps a message on the previous session: then that one becomes current.
+                    let Some(mut previous) = previous(previous_blob.as_deref()) else {
+                        return Err(ReceiveError::Decryption(error));
+                    };
+                    match previous.decrypt(&message, &mut *rng) {
+                        Ok(decrypted) => {
+                            tracing::info!(%sender, device = %sid, "message on the previous session; it is the current one again");
+                            (previous, current_blob, decrypted, false, None)
+                        }
+                        Err(DecryptionError::Duplicate) => {
+                            return Err(ReceiveError::Decryption(DecryptionError::Duplicate))
+                        }
+                        Err(_) => return Err(ReceiveError::Decryption(error)),
+                    }
+                }
+            },
+            (_, None) => return Err(ReceiveError::NoSession),
+        };
+
+        // The payload and its envelope must check out before anything is stored.
+        let (envelope, envelope_bytes) = match &encrypted.payload {
+            Some(ciphertext) => {
+                let bytes = payload::decrypt(ciphertext, decrypted.plaintext())
+                    .map_err(ReceiveError::Payload)?;
+                let envelope = sce::Envelope::from_bytes(&bytes).map_err(ReceiveError::Envelope)?;
+                envelope
+                    .verify_affixes(sender, recipient)
+                    .map_err(ReceiveError::Envelope)?;
+                (Some(envelope), Some(bytes))
+            }
+            None => (None, None),
+        };
+
+        let identity_key = session.peer_identity_key();
+        let recorded =
+            match store.record_identity_key(NS, sender.as_str(), sid, &identity_key, policy, now) {
+                Ok(recorded) => recorded,
+                Err(StoreError::IdentityKeyChanged { .. }) => {
+                    return Err(ReceiveError::IdentityChanged)
+                }
+                Err(e) => return Err(ReceiveError::Store(e)),
+            };
+        let state = session.snapshot();
+        let commit = DecryptionCommit {
+            namespace: NS,
+            jid: sender.as_str(),
+            device_id: sid,
+            session_state: &state,
+            previous_state: kept.as_deref().map(Vec::as_slice),
+            used_pre_key,
+            now,
+        };
+        let inbox_id = match (keep, &envelope_bytes) {
+            (Some(header), Some(bytes)) => {
+                let from = header.from.to_string();
+                let kept = NewInboxMessage {
+                    identity_key: &identity_key,
+                    from: &from,
+                    stanza_id: header.id.as_deref(),
+                    message_type: message_type_str(&header.type_),
+                    envelope: bytes,
+                    key_exchange,
+                };
+                let (_, id) = store
+                    .commit_decryption_kept(&commit, &kept)
+                    .map_err(ReceiveError::Store)?;
+                Some(id)
+            }
+            _ => {
+                store
+                    .commit_decryption(&commit)
+                    .map_err(ReceiveError::Store)?;
+                None
+            }
+        };
+        Ok(DecryptOutcome {
+            inbox_id,
+            envelope,
+            e2ee: E2eeMetadata {
+                sender: sender.clone(),
+                device: sid,
+                identity_key,
+                trust: recorded.level,
+                key_exchange,
+            },
+            heartbeat_due: decrypted.heartbeat_due(),
+            used_pre_key: used_pre_key.is_some(),
+        })
+    }
+
+    /// The send path inside the store lock: sessions for new devices, trust filter, one payload,
+    /// one ratchet step per device, one commit.
+    pub(crate) fn encrypt(
+        self,
+        outgoing: Outgoing<'_>,
+    ) -> Result<(Message, SendReport, i64), OmemoError> {
+        let Engine {
+            store,
+            own,
+            policy,
+            now: t,
+            rng,
+        } = self;
+        let Outgoing {
+            accept,
+            recipients,
+            bundles,
+            envelope,
+            to,
+            stanza_id,
+            answers,
+        } = outgoing;
+        let mut report = SendReport::default();
+        let mut sessions: Vec<(BareJid, DeviceId, Session)> = Vec::new();
+        let mut bundles: HashMap<(BareJid, DeviceId), Bundle> = bundles
+            .into_iter()
+            .map(|(jid, device, bundle)| ((jid, device), bundle))
+            .collect();
+
+        for jid in recipients {
+            let skip = (jid == &own.jid).then_some(own.device_id);
+            let (chosen, over_limit) = chosen_devices(store, jid, skip)?;
+            if over_limit > 0 {
+                tracing::debug!(%jid, over_limit, "more devices than one message is encrypted for");
+                report.over_limit += over_limit;
+            }
+            for (id, blob) in chosen {
+                let session = match blob {
+                    Some(blob) => match Session::restore(&blob) {
+                        Ok(session) => Some(session),
+                        Err(e) => {
+                            report
+                                .skipped
+                                .push((jid.clone(), id, format!("stored session: {e}")));
+                            continue;
+                        }
+                    },
+                    None => None,
+                };
+                let session = match session {
+                    Some(session) => session,
+                    None => {
+                        let Some(bundle) = bundles.remove(&(jid.clone(), id)) else {
+                            report
+                                .skipped
+                                .push((jid.clone(), id, "no bundle".to_owned()));
+                            continue;
+                        };
+                        match Session::initiate(
+                            &own.identity,
+                            &bundle,
+                            bundle.choose_pre_key(&mut *rng),
+                            &mut *rng,
+                        ) {
+                            Ok(session) => session,
+                            Err(e) => {
+                                report
+                                    .skipped
+                                    .push((jid.clone(), id, format!("session: {e}")));
+                                continue;
+                            }
+                        }
+                    }
+                };
+                let key = session.peer_identity_key();
+                let level = match store.record_identity_key(NS, jid.as_str(), id, &key, policy, t) {
+                    Ok(recorded) => recorded.level,
+                    Err(StoreError::IdentityKeyChanged { .. }) => {
+                        report
+                            .skipped
+                            .push((jid.clone(), id, "identity key changed".to_owned()));
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                if !accept(level) {
+                    report
+                        .skipped
+                        .push((jid.clone(), id, format!("trust level {level:?}")));
+                    continue;
+                }
+                sessions.push((jid.clone(), id, session));
+            }
+        }
+        if !sessions.iter().any(|(jid, _, _)| jid == to) {
+            return Err(OmemoError::NoTrustedDevice(to.clone()));
+        }
+
+        let (ciphertext, key_material) = payload::encrypt(envelope, &mut *rng);
+        let mut keys: Vec<RecipientKeys> = Vec::new();
+        let mut states = Vec::with_capacity(sessions.len());
+        for (jid, id, mut session) in sessions {
+            let key = match session.encrypt(key_material.as_bytes()) {
+                Ok(key) => key,
+                Err(e) => {
+                    report
+                        .skipped
+                        .push((jid.clone(), id, format!("encrypt: {e}")));
+                    continue;
+                }
+            };
+            let entry = EncryptedKey {
+                rid: id,
+                kex: key.is_key_exchange(),
+                data: key.to_bytes(),
+            };
+            match keys.iter_mut().find(|k| k.jid == jid) {
+                Some(group) => group.keys.push(entry),
+                None => keys.push(RecipientKeys {
+                    jid: jid.clone(),
+                    keys: vec![entry],
+                }),
+            }
+            report.encrypted_for.push((jid.clone(), id));
+            states.push((jid, id, session.snapshot()));
+        }
+        let updates: Vec<SessionUpdate<'_>> = states
+            .iter()
+            .map(|(jid, id, state)| SessionUpdate {
+                jid: jid.as_str(),
+                device_id: *id,
+                session_state: state,
+            })
+            .collect();
+        let encrypted = EncryptedMessage {
+            sid: own.device_id,
+            keys,
+            payload: Some(ciphertext),
+        };
+        let message = outgoing_message(to, &encrypted, stanza_id);
+        let text = stanza_text(&message)?;
+        let outbox_id = store.commit_encryption_queued(NS, &updates, t, &text, answers)?;
+        Ok((message, report, outbox_id))
+    }
+
+    /// An empty message (session confirmation, heartbeat) to `device` of `jid` on the stored
+    /// session, queued in the outbox: its outbox id and stanza. `None` when there is no usable
+    /// session.
+    pub(crate) fn empty_message(
+        self,
+        jid: &BareJid,
+        device: DeviceId,
+        stanza_id: &str,
+    ) -> Result<Option<(i64, Message)>, OmemoError> {
+        let Engine {
+            store, own, now, ..
+        } = self;
+        let Some(blob) = store.load_session(NS, jid.as_str(), device)? else {
+            return Ok(None);
+        };
+        let Ok(mut session) = Session::restore(&blob) else {
+            return Ok(None);
+        };
+        let Ok(key) = session.encrypt(KeyMaterial::empty().as_bytes()) else {
+            return Ok(None);
+        };
+        let state = session.snapshot();
+        let encrypted = EncryptedMessage {
+            sid: own.device_id,
+            keys: vec![RecipientKeys {
+                jid: jid.clone(),
+                keys: vec![EncryptedKey {
+                    rid: device,
+                    kex: key.is_key_exchange(),
+                    data: key.to_bytes(),
+                }],
+            }],
+            payload: None,
+        };
+        let message = outgoing_message(jid, &encrypted, stanza_id);
+        let text = stanza_text(&message)?;
+        let outbox_id = store.commit_encryption_queued(
+            NS,
+            &[SessionUpdate {
+                jid: jid.as_str(),
+                device_id: device,
+                session_state: &state,
+            }],
+            now,
+            &text,
+            &[],
+        )?;
+        Ok(Some((outbox_id, message)))
+    }
+
+    /// A new session with `device` of `jid` from its bundle, for a device that sent a message
+    /// we have no session for. True when one was built and stored (then an empty message is to
+    /// follow); false when a session exists, the bundle's identity key differs from the known
+    /// one, or the bundle is unusable.
+    pub(crate) fn build_session(
+        self,
+        jid: &BareJid,
+        device: DeviceId,
+        bundle: &Bundle,
+    ) -> Result<bool, OmemoError> {
+        let Engine {
+            store,
+            own,
+            policy,
+            now,
+            rng,
+        } = self;
+        let jid = jid.as_str();
+        if store.load_session(NS, jid, device)?.is_some() {
+            return Ok(false);
+        }
+        let key = bundle.identity_key();
+        match store.record_identity_key(NS, jid, device, &key, policy, now) {
+            Ok(_) => {}
+            Err(StoreError::IdentityKeyChanged { .. }) => {
+                tracing::warn!(%jid, %device, "bundle identity key differs from the known one; not rebuilding");
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let Ok(session) = Session::initiate(
+            &own.identity,
+            bundle,
+            bundle.choose_pre_key(&mut *rng),
+            &mut *rng,
+        ) else {
+            return Ok(false);
+        };
+        store.store_session(NS, jid, device, &session.snapshot(), now)?;
+        Ok(true)
+    }
+}
+
+/// The listed devices of `jid` (without `skip`) a message is encrypted for, each with its
+/// stored session if there is one: those with a session first, at most
+/// [`MAX_DEVICES_PER_MESSAGE`]. Also returns how many were left out.
+#[allow(clippy::type_complexity)] // a list of pairs, named at its one use
+pub(super) fn chosen_devices(
+    store: &Store,
+    jid: &BareJid,
+    skip: Option<DeviceId>,
+) -> Result<(Vec<(DeviceId, Option<zeroize::Zeroizing<Vec<u8>>>)>, usize), StoreError> {
+    let mut with_session = Vec::new();
+    let mut without = Vec::new();
+    for device in store.active_devices(NS, jid.as_str())? {
+        let id = device.device_id;
+        if Some(id) == skip {
+            continue;
+        }
+        match store.load_session(NS, jid.as_str(), id)? {
+            Some(blob) => with_session.push((id, Some(blob))),
+            None => without.push((id, None)),
+        }
+    }
+    with_session.extend(without);
+    let over_limit = with_session.len().saturating_sub(MAX_DEVICES_PER_MESSAGE);
+    with_session.truncate(MAX_DEVICES_PER_MESSAGE);
+    Ok((with_session, over_limit))
+}
+
+/// The `<message>` that carries `encrypted` to `to`.
+pub(super) fn outgoing_message(
+    to: &BareJid,
+    encrypted: &EncryptedMessage,
+    stanza_id: &str,
+) -> Message {
+    let mut message = hints::encrypted_message(Jid::from(to.clone()), MessageType::Chat, encrypted);
+    message.id = Some(xmpp_parsers::message::Id(stanza_id.to_owned()));
+    message
+}
+
+/// A stanza as kept in the outbox (and sent), refused if a server would refuse it.
+pub(super) fn stanza_text(message: &Message) -> Result<String, OmemoError> {
+    let text = String::from(&Element::from(message.clone()));
+    check_size(text.len())?;
+    Ok(text)
+}
+
+/// Refuses a stanza of `bytes` bytes if it is over [`MAX_STANZA_BYTES`].
+pub(crate) fn check_size(bytes: usize) -> Result<(), OmemoError> {
+    if bytes > MAX_STANZA_BYTES {
+        return Err(OmemoError::StanzaTooLarge {
+            bytes,
+            limit: MAX_STANZA_BYTES,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use atm_trust::ListedDevice;
+    use omemo_crypto::HEARTBEAT_THRESHOLD;
+
+    /// A deterministic random source (SplitMix64), so that a run replays exactly.
+    struct TestRng(u64);
+
+    impl rand_core::RngCore for TestRng {
+        fn next_u32(&mut self) -> u32 {
+            (self.next_u64() >> 32) as u32
+        }
+        fn next_u64(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+        fn fill_bytes(&mut self, dest: &mut [u8]) {
+            for chunk in dest.chunks_mut(8) {
+                let bytes = self.next_u64().to_le_bytes();
+                chunk.copy_from_slice(&bytes[..chunk.len()]);
+            }
+        }
+        fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+            self.fill_bytes(dest);
+            Ok(())
+        }
+    }
+
+    // Test-only: deterministic, not secret.
+    impl rand_core::CryptoRng for TestRng {}
+
+    const T0: u64 = 1_700_000_000;
+
+    /// One account's device on an in-memory store.
+    struct Peer {
+        store: Store,
+        own: OwnIdentity,
+        rng: TestRng,
+    }
+
+    impl Peer {
+        fn new(jid: &str, seed: u64) -> Self {
+            let mut rng = TestRng(seed);
+            let mut store = Store::open_in_memory().unwrap();
+            let device = store
+                .load_or_create_own_device(jid, Some("test"), &mut rng, T0)
+                .unwrap();
+            store.rotate_signed_pre_key(&mut rng, T0).unwrap();
+            store.ensure_pre_keys(5, &mut rng, T0).unwrap();
+            let own = OwnIdentity {
+                jid: BareJid::new(jid).unwrap(),
+                device_id: device.device_id(),
+                identity: IdentityKeyPair::from_seed(&device.identity().seed()),
+                label: "test".to_owned(),
+            };
+            Self { store, own, rng }
+        }
+
+        fn engine(&mut self, now: u64) -> Engine<'_, TestRng> {
+            Engine {
+                store: &mut self.store,
+                own: &self.own,
+                policy: TrustPolicy::Toakafa,
+                now,
+                rng: &mut self.rng,
+            }
+        }
+
+        fn bundle(&self) -> Bundle {
+            let spk = self.store.current_signed_pre_key().unwrap().unwrap();
+            let pre_keys = self.store.unused_pre_keys().unwrap();
+            Bundle::from_own_keys(&self.own.identity, &spk, &pre_keys).unwrap()
+        }
+
+        /// Lists `other`'s device as the one device of its account.
+        fn lists(&mut self, other: &Peer) {
+            let listed = [ListedDevice {
+                device_id: other.own.device_id,
+                label: None,
+                label_verified: false,
+            }];
+            self.store
+                .update_device_list(NS, other.own.jid.as_str(), &listed, T0)
+                .unwrap();
+        }
+
+        /// Encrypts `text` to `to`, with its bundle when given; returns the stanza.
+        fn send(&mut self, to: &Peer, text: &str, bundle: Option<Bundle>, now: u64) -> Message {
+            let envelope = sce::Envelope::new(
+                vec![sce::Envelope::body_element(text)],
+                self.own.jid.clone(),
+                to.own.jid.clone(),
+                None,
+                &mut self.rng,
+            )
+            .to_bytes()
+            .unwrap();
+            let recipients = [to.own.jid.clone()];
+            let bundles = bundle
+                .map(|b| vec![(to.own.jid.clone(), to.own.device_id, b)])
+                .unwrap_or_default();
+            let (message, report, outbox_id) = self
+                .engine(now)
+                .encrypt(Outgoing {
+                    accept: |_| true,
+                    recipients: &recipients,
+                    bundles,
+                    envelope: &envelope,
+                    to: &to.own.jid,
+                    stanza_id: "s1",
+                    answers: &[],
+                })
+                .unwrap();
+            assert_eq!(
+                report.encrypted_for,
+                vec![(to.own.jid.clone(), to.own.device_id)]
+            );
+            assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+            // The stanza is in the outbox before anything is sent.
+            assert!(outbox_id > 0);
+            message
+        }
+
+        /// Decrypts a stanza from `from`, keeping it in the inbox.
+        fn receive(
+            &mut self,
+            from: &Peer,
+            message: &Message,
+            now: u64,
+        ) -> Result<DecryptOutcome, ReceiveError> {
+            let encrypted = hints::find_encrypted(message).unwrap().unwrap();
+            let header = Header {
+                from: Jid::from(from.own.jid.clone()),
+                id: message.id.as_ref().map(|id| id.0.clone()),
+                type_: MessageType::Chat,
+            };
+            let me = self.own.jid.clone();
+            self.engine(now)
+                .decrypt(&encrypted, &from.own.jid, &me, Some(&header))
+        }
+    }
+
+    fn body(outcome: &DecryptOutcome) -> Option<String> {
+        outcome.envelope.as_ref().and_then(sce::Envelope::body)
+    }
+
+    #[test]
+    fn a_key_exchange_then_answers_both_ways() {
+        let mut alice = Peer::new("alice@example.org", 1);
+        let mut bob = Peer::new("bob@example.org", 2);
+        alice.lists(&bob);
+        let bundle = bob.bundle();
+        let pre_keys_before = bob.store.unused_pre_keys().unwrap().len();
+
+        let first = alice.send(&bob, "hello", Some(bundle), T0);
+        let got = bob.receive(&alice, &first, T0).unwrap();
+        assert_eq!(body(&got).as_deref(), Some("hello"));
+        assert!(got.e2ee.key_exchange);
+        assert!(got.used_pre_key, "the bundle is to be republished");
+        assert_eq!(got.e2ee.identity_key, alice.own.identity.public_key());
+        assert_eq!(
+            bob.store.unused_pre_keys().unwrap().len(),
+            pre_keys_before - 1
+        );
+        // Kept in the inbox by the same commit.
+        let inbox = bob.store.inbox().unwrap();
+        assert_eq!(inbox.len(), 1);
+        assert_eq!(Some(inbox[0].id), got.inbox_id);
+
+        // Bob answers on the session the key exchange built: no bundle needed.
+        bob.lists(&alice);
+        let answer = bob.send(&alice, "hi back", None, T0 + 1);
+        let got = alice.receive(&bob, &answer, T0 + 1).unwrap();
+        assert_eq!(body(&got).as_deref(), Some("hi back"));
+        assert!(!got.e2ee.key_exchange);
+        assert!(!got.used_pre_key);
+
+        // Alice's next message is an ordinary one now.
+        let next = alice.send(&bob, "again", None, T0 + 2);
+        let got = bob.receive(&alice, &next, T0 + 2).unwrap();
+        assert_eq!(body(&got).as_deref(), Some("again"));
+        assert!(!got.e2ee.key_exchange);
+    }
+
+    #[test]
+    fn a_replayed_or_misaddressed_message_is_refused_and_changes_nothing() {
+        let mut alice = Peer::new("alice@example.org", 3);
+        let mut bob = Peer::new("bob@example.org", 4);
+        alice.lists(&bob);
+        let message = alice.send(&bob, "once", Some(bob.bundle()), T0);
+        bob.receive(&alice, &message, T0).unwrap();
+        let state = bob
+            .store
+            .load_session(NS, alice.own.jid.as_str(), alice.own.device_id)
+            .unwrap()
+            .unwrap();
+
+        let again = bob.receive(&alice, &message, T0 + 1);
+        assert!(again.is_err(), "a replay decrypted");
+        let after = bob
+            .store
+            .load_session(NS, alice.own.jid.as_str(), alice.own.device_id)
+            .unwrap()
+            .unwrap();
+        assert_eq!(*state, *after);
+        assert_eq!(bob.store.inbox().unwrap().len(), 1);
+
+        // A third account is not a recipient of the stanza.
+        let mut carol = Peer::new("carol@example.org", 5);
+        assert!(matches!(
+            carol.receive(&alice, &message, T0),
+            Err(ReceiveError::NotForUs)
+        ));
+        // The same stanza claimed by another sender: the SCE affixes do not match (and
+        // there is no session), so nothing is stored.
+        let mut mallory = Peer::new("mallory@example.org", 6);
+        mallory.own.device_id = alice.own.device_id;
+        assert!(bob.receive(&mallory, &message, T0).is_err());
+        assert_eq!(bob.store.inbox().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_empty_message_confirms_a_session_and_heartbeats_come_due() {
+        let mut alice = Peer::new("alice@example.org", 7);
+        let mut bob = Peer::new("bob@example.org", 8);
+        alice.lists(&bob);
+        let first = alice.send(&bob, "hello", Some(bob.bundle()), T0);
+        bob.receive(&alice, &first, T0).unwrap();
+
+        // Bob's confirmation: an empty message, kept in his outbox, no payload.
+        let (outbox_id, empty) = bob
+            .engine(T0)
+            .empty_message(&alice.own.jid, alice.own.device_id, "e1")
+            .unwrap()
+            .unwrap();
+        assert!(outbox_id > 0);
+        let got = alice.receive(&bob, &empty, T0).unwrap();
+        assert!(got.envelope.is_none());
+        assert!(got.inbox_id.is_none(), "an empty message is not kept");
+        // No session with an unknown device: nothing to send.
+        let stranger = DeviceId::new(424_242).unwrap();
+        assert!(bob
+            .engine(T0)
+            .empty_message(&alice.own.jid, stranger, "e2")
+            .unwrap()
+            .is_none());
+
+        // Alice sends on without an answer: a heartbeat comes due at the threshold.
+        let mut due = Vec::new();
+        for i in 0..=HEARTBEAT_THRESHOLD {
+            let message = alice.send(&bob, &format!("m{i}"), None, T0 + 1);
+            due.push(bob.receive(&alice, &message, T0 + 1).unwrap().heartbeat_due);
+        }
+        let first_due = due.iter().position(|d| *d);
+        assert!(first_due.is_some(), "no heartbeat came due");
+        assert!(!due[0]);
+    }
+
+    #[test]
+    fn a_session_is_rebuilt_from_the_bundle_after_a_message_without_one() {
+        let mut alice = Peer::new("alice@example.org", 9);
+        let mut bob = Peer::new("bob@example.org", 10);
+        alice.lists(&bob);
+        let first = alice.send(&bob, "hello", Some(bob.bundle()), T0);
+        bob.receive(&alice, &first, T0).unwrap();
+        // Once Bob answered, Alice's messages are no longer key exchanges.
+        bob.lists(&alice);
+        let answer = bob.send(&alice, "answer", None, T0);
+        alice.receive(&bob, &answer, T0).unwrap();
+        let second = alice.send(&bob, "lost", None, T0 + 1);
+        // Bob loses the session: the next message cannot be decrypted.
+        assert!(bob
+            .store
+            .delete_session(NS, alice.own.jid.as_str(), alice.own.device_id)
+            .unwrap());
+        assert!(matches!(
+            bob.receive(&alice, &second, T0 + 1),
+            Err(ReceiveError::NoSession)
+        ));
+
+        // Bob builds a new session from Alice's bundle, once.
+        let alice_bundle = alice.bundle();
+        let (jid, device) = (alice.own.jid.clone(), alice.own.device_id);
+        assert!(bob
+            .engine(T0 + 2)
+            .build_session(&jid, device, &alice_bundle)
+            .unwrap());
+        assert!(!bob
+            .engine(T0 + 2)
+            .build_session(&jid, device, &alice_bundle)
+            .unwrap());
+        // The empty message that follows is a key exchange Alice accepts.
+        let (_, empty) = bob
+            .engine(T0 + 2)
+            .empty_message(&jid, device, "e1")
+            .unwrap()
+            .unwrap();
+        let got = alice.receive(&bob, &empty, T0 + 2).unwrap();
+        assert!(got.e2ee.key_exchange);
+        assert!(got.used_pre_key);
+        // From then on Alice's messages decrypt again.
+        let third = alice.send(&bob, "back", None, T0 + 3);
+        let got = bob.receive(&alice, &third, T0 + 3).unwrap();
+        assert_eq!(body(&got).as_deref(), Some("back"));
+
+        // A bundle with another identity key for a known device is not used.
+        let mut carol = Peer::new("carol@example.org", 11);
+        bob.store
+            .delete_session(NS, alice.own.jid.as_str(), alice.own.device_id)
+            .unwrap();
+        carol.own.device_id = device;
+        assert!(!bob
+            .engine(T0 + 4)
+            .build_session(&jid, device, &carol.bundle())
+            .unwrap());
+        assert!(bob
+            .store
+            .load_session(NS, jid.as_str(), device)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn the_same_inputs_give_the_same_stanzas() {
+        let run = || {
+            let mut alice = Peer::new("alice@example.org", 12);
+            let bob = Peer::new("bob@example.org", 13);
+            alice.lists(&bob);
+            let message = alice.send(&bob, "replay", Some(bob.bundle()), T0);
+            String::from(&Element::from(message))
+        };
+        let first = run();
+        assert_eq!(first, run());
+        // A different seed gives a different stanza (the comparison can fail).
+        let mut alice = Peer::new("alice@example.org", 14);
+        let bob = Peer::new("bob@example.org", 13);
+        alice.lists(&bob);
+        let other = alice.send(&bob, "replay", Some(bob.bundle()), T0);
+        assert_ne!(first, String::from(&Element::from(other)));
+    }
+
+    #[test]
+    fn a_message_is_encrypted_for_a_bounded_number_of_devices_sessions_first() {
+        let mut store = Store::open_in_memory().unwrap();
+        let bob = BareJid::new("bob@example.org").unwrap();
+        let extra = 50;
+        let count = u32::try_from(MAX_DEVICES_PER_MESSAGE + extra).unwrap();
+        let listed: Vec<ListedDevice> = (1..=count)
+            .map(|id| ListedDevice {
+                device_id: DeviceId::new(id).unwrap(),
+                label: None,
+                label_verified: false,
+            })
+            .collect();
+        store
+            .update_device_list(NS, bob.as_str(), &listed, 0)
+            .unwrap();
+        // Sessions with the three highest ids, which sort last by id.
+        let with_session: Vec<DeviceId> = (count - 2..=count)
+            .map(|id| DeviceId::new(id).unwrap())
+            .collect();
+        for device in &with_session {
+            store
+                .store_session(NS, bob.as_str(), *device, b"state", 0)
+                .unwrap();
+        }
+        let skip = DeviceId::new(1).unwrap();
+        let (chosen, over_limit) = chosen_devices(&store, &bob, Some(skip)).unwrap();
+        assert_eq!(chosen.len(), MAX_DEVICES_PER_MESSAGE);
+        assert_eq!(over_limit, extra - 1);
+        let first: Vec<DeviceId> = chosen.iter().take(3).map(|(id, _)| *id).collect();
+        assert_eq!(first, with_session);
+        assert!(chosen[..3].iter().all(|(_, session)| session.is_some()));
+        assert!(chosen[3..].iter().all(|(_, session)| session.is_none()));
+        assert!(chosen.iter().all(|(id, _)| *id != skip));
+    }
+}
