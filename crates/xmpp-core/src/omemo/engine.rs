@@ -7,6 +7,7 @@
 //! runs these steps on a blocking thread and does the network part. Because nothing here reads
 //! the clock or the OS random source, the steps replay exactly under a seeded generator.
 
+use omemo_crypto::{GenericSession, Legacy, Version};
 use rand_core::CryptoRngCore;
 
 use super::*;
@@ -389,44 +390,37 @@ impl<R: CryptoRngCore> Engine<'_, R> {
         Ok((message, report, outbox_id))
     }
 
-    /// An empty message (session confirmation, heartbeat) to `device` of `jid` on the stored
-    /// session, queued in the outbox: its outbox id and stanza. `None` when there is no usable
-    /// session.
-    pub(crate) fn empty_message(
+    /// An empty message (session confirmation, heartbeat, key transport) in version `V` to
+    /// `device` of `jid` on the stored session of that version, queued in the outbox: its
+    /// outbox id and stanza. `None` when there is no usable session.
+    pub(crate) fn empty_message<V: Flavour>(
         self,
         jid: &BareJid,
         device: DeviceId,
         stanza_id: &str,
     ) -> Result<Option<(i64, Message)>, OmemoError> {
         let Engine {
-            store, own, now, ..
+            store,
+            own,
+            now,
+            rng,
+            ..
         } = self;
-        let Some(blob) = store.load_session(NS, jid.as_str(), device)? else {
+        let Some(blob) = store.load_session(V::NS, jid.as_str(), device)? else {
             return Ok(None);
         };
-        let Ok(mut session) = Session::restore(&blob) else {
+        let Ok(mut session) = GenericSession::<V>::restore(&blob) else {
             return Ok(None);
         };
-        let Ok(key) = session.encrypt(KeyMaterial::empty().as_bytes()) else {
+        let Some(mut message) = V::empty_message(own.device_id, jid, device, &mut session, rng)
+        else {
             return Ok(None);
         };
+        message.id = Some(xmpp_parsers::message::Id(stanza_id.to_owned()));
         let state = session.snapshot();
-        let encrypted = EncryptedMessage {
-            sid: own.device_id,
-            keys: vec![RecipientKeys {
-                jid: jid.clone(),
-                keys: vec![EncryptedKey {
-                    rid: device,
-                    kex: key.is_key_exchange(),
-                    data: key.to_bytes(),
-                }],
-            }],
-            payload: None,
-        };
-        let message = outgoing_message(jid, &encrypted, stanza_id);
         let text = stanza_text(&message)?;
         let outbox_id = store.commit_encryption_queued(
-            NS,
+            V::NS,
             &[SessionUpdate {
                 jid: jid.as_str(),
                 device_id: device,
@@ -439,15 +433,15 @@ impl<R: CryptoRngCore> Engine<'_, R> {
         Ok(Some((outbox_id, message)))
     }
 
-    /// A new session with `device` of `jid` from its bundle, for a device that sent a message
-    /// we have no session for. True when one was built and stored (then an empty message is to
-    /// follow); false when a session exists, the bundle's identity key differs from the known
-    /// one, or the bundle is unusable.
-    pub(crate) fn build_session(
+    /// A new session in version `V` with `device` of `jid` from its bundle of that version,
+    /// for a device that sent a message we have no session for. True when one was built and
+    /// stored (then an empty message is to follow); false when a session exists, the
+    /// bundle's identity key differs from the known one, or the bundle is unusable.
+    pub(crate) fn build_session<V: Flavour>(
         self,
         jid: &BareJid,
         device: DeviceId,
-        bundle: &Bundle,
+        bundle: &V::Bundle,
     ) -> Result<bool, OmemoError> {
         let Engine {
             store,
@@ -457,11 +451,11 @@ impl<R: CryptoRngCore> Engine<'_, R> {
             rng,
         } = self;
         let jid = jid.as_str();
-        if store.load_session(NS, jid, device)?.is_some() {
+        if store.load_session(V::NS, jid, device)?.is_some() {
             return Ok(false);
         }
-        let key = bundle.identity_key();
-        match store.record_identity_key(NS, jid, device, &key, policy, now) {
+        let key = V::bundle_identity(bundle);
+        match store.record_identity_key(V::NS, jid, device, &key, policy, now) {
             Ok(_) => {}
             Err(StoreError::IdentityKeyChanged { .. }) => {
                 tracing::warn!(%jid, %device, "bundle identity key differs from the known one; not rebuilding");
@@ -469,16 +463,96 @@ impl<R: CryptoRngCore> Engine<'_, R> {
             }
             Err(e) => return Err(e.into()),
         }
-        let Ok(session) = Session::initiate(
-            &own.identity,
-            bundle,
-            bundle.choose_pre_key(&mut *rng),
-            &mut *rng,
-        ) else {
+        let pre_key = V::choose_pre_key(bundle, &mut *rng);
+        let Ok(session) = GenericSession::<V>::initiate(&own.identity, bundle, pre_key, &mut *rng)
+        else {
             return Ok(false);
         };
-        store.store_session(NS, jid, device, &session.snapshot(), now)?;
+        store.store_session(V::NS, jid, device, &session.snapshot(), now)?;
         Ok(true)
+    }
+}
+
+/// What the engine needs of a protocol version beyond its cryptography ([`Version`]): the
+/// store namespace its state lives in and its wire format. Implemented by OMEMO 2 and legacy,
+/// so that the steps above are written once for both.
+pub(crate) trait Flavour: Version {
+    /// The namespace of this version's device lists, sessions and pre-keys in the store.
+    const NS: Namespace;
+
+    /// Encrypts an empty message's key material for `device` of `to` on `session` and wraps
+    /// it in this version's `<message>` (without an id). `None` if the session cannot
+    /// encrypt.
+    fn empty_message(
+        sid: DeviceId,
+        to: &BareJid,
+        device: DeviceId,
+        session: &mut GenericSession<Self>,
+        rng: &mut impl CryptoRngCore,
+    ) -> Option<Message>;
+}
+
+impl Flavour for Omemo2 {
+    const NS: Namespace = Namespace::Omemo2;
+
+    fn empty_message(
+        sid: DeviceId,
+        to: &BareJid,
+        device: DeviceId,
+        session: &mut GenericSession<Self>,
+        _rng: &mut impl CryptoRngCore,
+    ) -> Option<Message> {
+        // OMEMO 2's empty message carries 32 zero bytes and no payload (XEP-0384 §empty).
+        let key = session.encrypt(KeyMaterial::empty().as_bytes()).ok()?;
+        let encrypted = EncryptedMessage {
+            sid,
+            keys: vec![RecipientKeys {
+                jid: to.clone(),
+                keys: vec![EncryptedKey {
+                    rid: device,
+                    kex: key.is_key_exchange(),
+                    data: key.to_bytes(),
+                }],
+            }],
+            payload: None,
+        };
+        Some(hints::encrypted_message(
+            Jid::from(to.clone()),
+            MessageType::Chat,
+            &encrypted,
+        ))
+    }
+}
+
+impl Flavour for Legacy {
+    const NS: Namespace = Namespace::Legacy;
+
+    fn empty_message(
+        sid: DeviceId,
+        to: &BareJid,
+        device: DeviceId,
+        session: &mut GenericSession<Self>,
+        rng: &mut impl CryptoRngCore,
+    ) -> Option<Message> {
+        // Legacy's key-transport message: a fresh 16-byte key through the ratchet, an
+        // `<iv>`, no payload (LEGACY-NOTES §7).
+        let (key_material, iv) = omemo_crypto::legacy::payload::empty(rng);
+        let key = session.encrypt(key_material.as_bytes()).ok()?;
+        let encrypted = omemo_pep::legacy::EncryptedMessage {
+            sid,
+            keys: vec![omemo_pep::legacy::EncryptedKey {
+                rid: device,
+                prekey: key.is_key_exchange(),
+                data: key.to_bytes(),
+            }],
+            iv: iv.to_vec(),
+            payload: None,
+        };
+        Some(hints::legacy_encrypted_message(
+            Jid::from(to.clone()),
+            MessageType::Chat,
+            &encrypted,
+        ))
     }
 }
 
@@ -591,6 +665,12 @@ mod tests {
                 .unwrap();
             store.rotate_signed_pre_key(&mut rng, T0).unwrap();
             store.ensure_pre_keys(5, &mut rng, T0).unwrap();
+            store
+                .rotate_signed_pre_key_for(Namespace::Legacy, &mut rng, T0)
+                .unwrap();
+            store
+                .ensure_pre_keys_for(Namespace::Legacy, 5, &mut rng, T0)
+                .unwrap();
             let own = OwnIdentity {
                 jid: BareJid::new(jid).unwrap(),
                 device_id: device.device_id(),
@@ -774,7 +854,7 @@ mod tests {
         // Bob's confirmation: an empty message, kept in his outbox, no payload.
         let (outbox_id, empty) = bob
             .engine(T0)
-            .empty_message(&alice.own.jid, alice.own.device_id, "e1")
+            .empty_message::<Omemo2>(&alice.own.jid, alice.own.device_id, "e1")
             .unwrap()
             .unwrap();
         assert!(outbox_id > 0);
@@ -785,7 +865,7 @@ mod tests {
         let stranger = DeviceId::new(424_242).unwrap();
         assert!(bob
             .engine(T0)
-            .empty_message(&alice.own.jid, stranger, "e2")
+            .empty_message::<Omemo2>(&alice.own.jid, stranger, "e2")
             .unwrap()
             .is_none());
 
@@ -827,16 +907,16 @@ mod tests {
         let (jid, device) = (alice.own.jid.clone(), alice.own.device_id);
         assert!(bob
             .engine(T0 + 2)
-            .build_session(&jid, device, &alice_bundle)
+            .build_session::<Omemo2>(&jid, device, &alice_bundle)
             .unwrap());
         assert!(!bob
             .engine(T0 + 2)
-            .build_session(&jid, device, &alice_bundle)
+            .build_session::<Omemo2>(&jid, device, &alice_bundle)
             .unwrap());
         // The empty message that follows is a key exchange Alice accepts.
         let (_, empty) = bob
             .engine(T0 + 2)
-            .empty_message(&jid, device, "e1")
+            .empty_message::<Omemo2>(&jid, device, "e1")
             .unwrap()
             .unwrap();
         let got = alice.receive(&bob, &empty, T0 + 2).unwrap();
@@ -855,13 +935,93 @@ mod tests {
         carol.own.device_id = device;
         assert!(!bob
             .engine(T0 + 4)
-            .build_session(&jid, device, &carol.bundle())
+            .build_session::<Omemo2>(&jid, device, &carol.bundle())
             .unwrap());
         assert!(bob
             .store
             .load_session(NS, jid.as_str(), device)
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn legacy_sessions_are_built_and_confirmed_with_key_transport_messages() {
+        use omemo_crypto::legacy;
+        let mut alice = Peer::new("alice@example.org", 15);
+        let mut bob = Peer::new("bob@example.org", 16);
+        let spk = alice
+            .store
+            .current_signed_pre_key_for(Namespace::Legacy)
+            .unwrap()
+            .unwrap();
+        let pre_keys = alice.store.unused_pre_keys_for(Namespace::Legacy).unwrap();
+        let bundle = legacy::Bundle::from_own_keys(&alice.own.identity, &spk, &pre_keys).unwrap();
+        let (jid, device) = (alice.own.jid.clone(), alice.own.device_id);
+
+        assert!(bob
+            .engine(T0)
+            .build_session::<Legacy>(&jid, device, &bundle)
+            .unwrap());
+        // The session is in the legacy namespace only, and the identity recorded is the
+        // device's one identity (the Ed25519 form, as OMEMO 2 records it).
+        assert!(bob
+            .store
+            .load_session(Namespace::Legacy, jid.as_str(), device)
+            .unwrap()
+            .is_some());
+        assert!(bob
+            .store
+            .load_session(Namespace::Omemo2, jid.as_str(), device)
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            bob.store.known_identity_key(jid.as_str(), device).unwrap(),
+            Some(alice.own.identity.public_key())
+        );
+        // No OMEMO 2 session: no OMEMO 2 empty message.
+        assert!(bob
+            .engine(T0)
+            .empty_message::<Omemo2>(&jid, device, "k0")
+            .unwrap()
+            .is_none());
+
+        let (outbox_id, message) = bob
+            .engine(T0)
+            .empty_message::<Legacy>(&jid, device, "k1")
+            .unwrap()
+            .unwrap();
+        assert!(outbox_id > 0);
+        // A key-transport message: legacy element only, no fallback body, no payload.
+        assert!(message.bodies.is_empty());
+        assert!(hints::find_encrypted(&message).is_none());
+        let encrypted = hints::find_legacy_encrypted(&message).unwrap().unwrap();
+        assert_eq!(encrypted.sid, bob.own.device_id);
+        assert!(encrypted.payload.is_none());
+        assert_eq!(encrypted.iv.len(), 12);
+        let key = encrypted.keys_for(device).next().unwrap();
+        assert!(key.prekey);
+
+        // Alice's side, with the crypto alone: the key exchange is from Bob's identity and
+        // carries a bare 16-byte key.
+        let legacy::KeyMessage::KeyExchange(kex) =
+            legacy::KeyMessage::from_bytes(&key.data).unwrap()
+        else {
+            panic!("not a key exchange");
+        };
+        assert!(kex.identity_key().matches(&bob.own.identity.public_key()));
+        let spk = alice
+            .store
+            .signed_pre_key_for(Namespace::Legacy, kex.signed_pre_key_id())
+            .unwrap()
+            .unwrap();
+        let pk = alice
+            .store
+            .pre_key_for(Namespace::Legacy, kex.pre_key_id())
+            .unwrap()
+            .unwrap();
+        let (_, decrypted) =
+            legacy::Session::respond(&alice.own.identity, &spk, &pk, &kex, &mut alice.rng).unwrap();
+        assert_eq!(decrypted.plaintext().len(), 16);
     }
 
     #[test]

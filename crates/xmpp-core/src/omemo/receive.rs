@@ -130,7 +130,7 @@ impl OmemoManager {
                     now: now(),
                     rng: &mut OsRng,
                 }
-                .build_session(&jid_owned, device, &bundle)
+                .build_session::<Omemo2>(&jid_owned, device, &bundle)
             })
             .await??;
         if built {

@@ -209,7 +209,7 @@ impl OmemoManager {
                     now: now(),
                     rng: &mut OsRng,
                 }
-                .empty_message(&jid_owned, device, &stanza_id)
+                .empty_message::<Omemo2>(&jid_owned, device, &stanza_id)
             })
             .await??;
         if let Some((outbox_id, message)) = queued {
