@@ -86,11 +86,12 @@ pub(crate) struct Outgoing<'a> {
 }
 
 impl<R: CryptoRngCore> Engine<'_, R> {
-    /// The receive path inside the store lock: decrypt, check, then commit in one transaction;
-    /// with `keep`, a message with content is kept in the inbox by that same commit.
-    pub(crate) fn decrypt(
+    /// The receive path inside the store lock, in version `V`: decrypt, check, then commit in
+    /// one transaction; with `keep`, a message with content is kept in the inbox by that same
+    /// commit.
+    pub(crate) fn decrypt<V: Flavour>(
         self,
-        encrypted: &EncryptedMessage,
+        encrypted: &V::Encrypted,
         sender: &BareJid,
         recipient: &BareJid,
         keep: Option<&Header>,
@@ -102,13 +103,11 @@ impl<R: CryptoRngCore> Engine<'_, R> {
             now,
             rng,
         } = self;
-        let key = encrypted
-            .key_for(&own.jid, own.device_id)
-            .ok_or(ReceiveError::NotForUs)?;
-        let message = KeyMessage::from_bytes(&key.data).map_err(ReceiveError::Decode)?;
-        let sid = encrypted.sid;
+        let key = V::key_for(encrypted, &own.jid, own.device_id).ok_or(ReceiveError::NotForUs)?;
+        let message = V::parse_key_message(key).map_err(ReceiveError::Decode)?;
+        let sid = V::sender_device(encrypted);
         let (current_blob, previous_blob) = match store
-            .load_sessions(NS, sender.as_str(), sid)
+            .load_sessions(V::NS, sender.as_str(), sid)
             .map_err(ReceiveError::Store)?
         {
             Some((current, previous)) => (Some(current), previous),
@@ -116,38 +115,44 @@ impl<R: CryptoRngCore> Engine<'_, R> {
         };
         let current = current_blob
             .as_ref()
-            .map(|blob| Session::restore(blob))
+            .map(|blob| GenericSession::<V>::restore(blob))
             .transpose()
             .map_err(ReceiveError::Snapshot)?;
-        // The previous session is read only when needed; one that no longer restores only helps
-        // less.
-        let previous = |blob: Option<&Vec<u8>>| blob.and_then(|blob| Session::restore(blob).ok());
-        let built_by = |session: &Option<Session>| match (&message, session) {
-            (KeyMessage::KeyExchange(kex), Some(session)) => session.was_built_by(kex),
+        // The previous session is read only when needed; one that no longer restores only
+        // helps less.
+        let previous =
+            |blob: Option<&Vec<u8>>| blob.and_then(|blob| GenericSession::<V>::restore(blob).ok());
+        let key_exchange = V::as_key_exchange(&message);
+        let built_by = |session: &Option<GenericSession<V>>| match (key_exchange, session) {
+            (Some(kex), Some(session)) => session.was_built_by(kex),
             _ => false,
         };
 
         // `kept` is the state stored as the previous session after this message.
-        let (session, kept, decrypted, key_exchange, used_pre_key) = match (&message, current) {
-            // A key exchange that built neither session: a new session; the current one is kept
-            // as the previous, for messages the peer sent on it (both sides started a session at
-            // the same moment, or messages still on their way).
-            (KeyMessage::KeyExchange(kex), current)
+        let (session, kept, decrypted, is_key_exchange, used_pre_key) = match (
+            key_exchange,
+            current,
+        ) {
+            // A key exchange that built neither session: a new session; the current one is
+            // kept as the previous, for messages the peer sent on it (both sides started a
+            // session at the same moment, or messages still on their way).
+            (Some(kex), current)
                 if !built_by(&current) && !built_by(&previous(previous_blob.as_deref())) =>
             {
                 let spk = store
-                    .signed_pre_key(kex.signed_pre_key_id())
+                    .signed_pre_key_for(V::NS, V::key_exchange_signed_pre_key_id(kex))
                     .map_err(ReceiveError::Store)?
                     .ok_or(ReceiveError::UnknownPreKey)?;
+                let pre_key_id = V::key_exchange_pre_key_id(kex);
                 let pk = store
-                    .pre_key(kex.pre_key_id())
+                    .pre_key_for(V::NS, pre_key_id)
                     .map_err(ReceiveError::Store)?
                     .ok_or(ReceiveError::UnknownPreKey)?;
                 let (session, decrypted) =
-                    Session::respond(&own.identity, &spk, &pk, kex, &mut *rng)
+                    GenericSession::<V>::respond(&own.identity, &spk, &pk, kex, &mut *rng)
                         .map_err(ReceiveError::KeyExchange)?;
                 let kept = current_blob.or(previous_blob);
-                (session, kept, decrypted, true, Some(kex.pre_key_id()))
+                (session, kept, decrypted, true, Some(pre_key_id))
             }
             (_, Some(mut current)) => match current.decrypt(&message, &mut *rng) {
                 Ok(decrypted) => (current, previous_blob, decrypted, false, None),
@@ -174,32 +179,32 @@ impl<R: CryptoRngCore> Engine<'_, R> {
             (_, None) => return Err(ReceiveError::NoSession),
         };
 
-        // The payload and its envelope must check out before anything is stored.
-        let (envelope, envelope_bytes) = match &encrypted.payload {
-            Some(ciphertext) => {
-                let bytes = payload::decrypt(ciphertext, decrypted.plaintext())
-                    .map_err(ReceiveError::Payload)?;
-                let envelope = sce::Envelope::from_bytes(&bytes).map_err(ReceiveError::Envelope)?;
-                envelope
-                    .verify_affixes(sender, recipient)
-                    .map_err(ReceiveError::Envelope)?;
-                (Some(envelope), Some(bytes))
+        // The identity, the payload and its content must check out before anything is stored.
+        let identity_key = V::peer_identity(store, sender, sid, &session.peer_identity_key())?;
+        let content = V::open_payload(
+            encrypted,
+            decrypted.plaintext(),
+            sender,
+            recipient,
+            &mut *rng,
+        )?;
+        let recorded = match store.record_identity_key(
+            V::NS,
+            sender.as_str(),
+            sid,
+            &identity_key,
+            policy,
+            now,
+        ) {
+            Ok(recorded) => recorded,
+            Err(StoreError::IdentityKeyChanged { .. }) => {
+                return Err(ReceiveError::IdentityChanged)
             }
-            None => (None, None),
+            Err(e) => return Err(ReceiveError::Store(e)),
         };
-
-        let identity_key = session.peer_identity_key();
-        let recorded =
-            match store.record_identity_key(NS, sender.as_str(), sid, &identity_key, policy, now) {
-                Ok(recorded) => recorded,
-                Err(StoreError::IdentityKeyChanged { .. }) => {
-                    return Err(ReceiveError::IdentityChanged)
-                }
-                Err(e) => return Err(ReceiveError::Store(e)),
-            };
         let state = session.snapshot();
         let commit = DecryptionCommit {
-            namespace: NS,
+            namespace: V::NS,
             jid: sender.as_str(),
             device_id: sid,
             session_state: &state,
@@ -207,8 +212,8 @@ impl<R: CryptoRngCore> Engine<'_, R> {
             used_pre_key,
             now,
         };
-        let inbox_id = match (keep, &envelope_bytes) {
-            (Some(header), Some(bytes)) => {
+        let inbox_id = match (keep, &content) {
+            (Some(header), Some((_, bytes))) => {
                 let from = header.from.to_string();
                 let kept = NewInboxMessage {
                     identity_key: &identity_key,
@@ -216,7 +221,7 @@ impl<R: CryptoRngCore> Engine<'_, R> {
                     stanza_id: header.id.as_deref(),
                     message_type: message_type_str(&header.type_),
                     envelope: bytes,
-                    key_exchange,
+                    key_exchange: is_key_exchange,
                 };
                 let (_, id) = store
                     .commit_decryption_kept(&commit, &kept)
@@ -232,13 +237,13 @@ impl<R: CryptoRngCore> Engine<'_, R> {
         };
         Ok(DecryptOutcome {
             inbox_id,
-            envelope,
+            envelope: content.map(|(envelope, _)| envelope),
             e2ee: E2eeMetadata {
                 sender: sender.clone(),
                 device: sid,
                 identity_key,
                 trust: recorded.level,
-                key_exchange,
+                key_exchange: is_key_exchange,
             },
             heartbeat_due: decrypted.heartbeat_due(),
             used_pre_key: used_pre_key.is_some(),
@@ -479,6 +484,37 @@ impl<R: CryptoRngCore> Engine<'_, R> {
 pub(crate) trait Flavour: Version {
     /// The namespace of this version's device lists, sessions and pre-keys in the store.
     const NS: Namespace;
+    /// This version's checked `<encrypted>` element.
+    type Encrypted;
+
+    /// The sending device of a message.
+    fn sender_device(encrypted: &Self::Encrypted) -> DeviceId;
+
+    /// The `<key>` content for our device `device` of `jid`, if the message has one.
+    fn key_for<'a>(
+        encrypted: &'a Self::Encrypted,
+        jid: &BareJid,
+        device: DeviceId,
+    ) -> Option<&'a [u8]>;
+
+    /// The content of a message's payload with the key material the ratchet gave, as an SCE
+    /// envelope and its bytes (as kept in the inbox); `None` for an empty message.
+    fn open_payload(
+        encrypted: &Self::Encrypted,
+        key_material: &[u8],
+        sender: &BareJid,
+        recipient: &BareJid,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Option<(sce::Envelope, Vec<u8>)>, ReceiveError>;
+
+    /// The device identity (Ed25519 form, as the store records it) behind the identity key a
+    /// session of this version carries.
+    fn peer_identity(
+        store: &Store,
+        jid: &BareJid,
+        device: DeviceId,
+        key: &Self::IdentityKey,
+    ) -> Result<IdentityPublicKey, ReceiveError>;
 
     /// Encrypts an empty message's key material for `device` of `to` on `session` and wraps
     /// it in this version's `<message>` (without an id). `None` if the session cannot
@@ -494,6 +530,49 @@ pub(crate) trait Flavour: Version {
 
 impl Flavour for Omemo2 {
     const NS: Namespace = Namespace::Omemo2;
+    type Encrypted = EncryptedMessage;
+
+    fn sender_device(encrypted: &EncryptedMessage) -> DeviceId {
+        encrypted.sid
+    }
+
+    fn key_for<'a>(
+        encrypted: &'a EncryptedMessage,
+        jid: &BareJid,
+        device: DeviceId,
+    ) -> Option<&'a [u8]> {
+        encrypted
+            .key_for(jid, device)
+            .map(|key| key.data.as_slice())
+    }
+
+    fn open_payload(
+        encrypted: &EncryptedMessage,
+        key_material: &[u8],
+        sender: &BareJid,
+        recipient: &BareJid,
+        _rng: &mut impl CryptoRngCore,
+    ) -> Result<Option<(sce::Envelope, Vec<u8>)>, ReceiveError> {
+        let Some(ciphertext) = &encrypted.payload else {
+            return Ok(None);
+        };
+        let bytes = payload::decrypt(ciphertext, key_material).map_err(ReceiveError::Payload)?;
+        let envelope = sce::Envelope::from_bytes(&bytes).map_err(ReceiveError::Envelope)?;
+        // SCE binds the sender and the addressee inside the encryption.
+        envelope
+            .verify_affixes(sender, recipient)
+            .map_err(ReceiveError::Envelope)?;
+        Ok(Some((envelope, bytes.to_vec())))
+    }
+
+    fn peer_identity(
+        _store: &Store,
+        _jid: &BareJid,
+        _device: DeviceId,
+        key: &IdentityPublicKey,
+    ) -> Result<IdentityPublicKey, ReceiveError> {
+        Ok(*key)
+    }
 
     fn empty_message(
         sid: DeviceId,
@@ -526,6 +605,69 @@ impl Flavour for Omemo2 {
 
 impl Flavour for Legacy {
     const NS: Namespace = Namespace::Legacy;
+    type Encrypted = omemo_pep::legacy::EncryptedMessage;
+
+    fn sender_device(encrypted: &Self::Encrypted) -> DeviceId {
+        encrypted.sid
+    }
+
+    fn key_for<'a>(
+        encrypted: &'a Self::Encrypted,
+        _jid: &BareJid,
+        device: DeviceId,
+    ) -> Option<&'a [u8]> {
+        // Legacy keys name only the device, not the account.
+        encrypted
+            .keys_for(device)
+            .next()
+            .map(|key| key.data.as_slice())
+    }
+
+    fn open_payload(
+        encrypted: &Self::Encrypted,
+        key_material: &[u8],
+        sender: &BareJid,
+        recipient: &BareJid,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Option<(sce::Envelope, Vec<u8>)>, ReceiveError> {
+        // A key-transport message's plaintext is a bare key that decrypts nothing.
+        let Some(ciphertext) = &encrypted.payload else {
+            return Ok(None);
+        };
+        let body = omemo_crypto::legacy::payload::decrypt(ciphertext, &encrypted.iv, key_material)
+            .map_err(ReceiveError::Payload)?;
+        let text = std::str::from_utf8(&body).map_err(|_| ReceiveError::NotText)?;
+        // Legacy has no SCE: the body is the whole content and nothing inside the encryption
+        // names the sender or the addressee. The envelope built here records the stanza's
+        // addresses (as checked by the caller), so that the rest of the pipeline is the same.
+        let envelope = sce::Envelope::new(
+            vec![sce::Envelope::body_element(text)],
+            sender.clone(),
+            recipient.clone(),
+            None,
+            rng,
+        );
+        let bytes = envelope.to_bytes().map_err(ReceiveError::Envelope)?;
+        Ok(Some((envelope, bytes)))
+    }
+
+    fn peer_identity(
+        store: &Store,
+        jid: &BareJid,
+        device: DeviceId,
+        key: &omemo_crypto::legacy::IdentityKey,
+    ) -> Result<IdentityPublicKey, ReceiveError> {
+        // A legacy identity key lacks the Ed25519 sign bit: the device's bundle (either
+        // version) must have told us its identity first.
+        match store
+            .known_identity_key(jid.as_str(), device)
+            .map_err(ReceiveError::Store)?
+        {
+            Some(known) if Legacy::identity_matches(key, &known) => Ok(known),
+            Some(_) => Err(ReceiveError::IdentityChanged),
+            None => Err(ReceiveError::UnknownIdentity),
+        }
+    }
 
     fn empty_message(
         sid: DeviceId,
@@ -760,7 +902,7 @@ mod tests {
             };
             let me = self.own.jid.clone();
             self.engine(now)
-                .decrypt(&encrypted, &from.own.jid, &me, Some(&header))
+                .decrypt::<Omemo2>(&encrypted, &from.own.jid, &me, Some(&header))
         }
     }
 
@@ -1021,6 +1163,138 @@ mod tests {
             .unwrap();
         let (_, decrypted) =
             legacy::Session::respond(&alice.own.identity, &spk, &pk, &kex, &mut alice.rng).unwrap();
+        assert_eq!(decrypted.plaintext().len(), 16);
+    }
+
+    #[test]
+    fn a_legacy_message_is_decrypted_once_the_senders_identity_is_known() {
+        use omemo_crypto::legacy;
+        let alice = Peer::new("alice@example.org", 17);
+        let mut bob = Peer::new("bob@example.org", 18);
+        let mut rng = TestRng(19);
+        let spk = bob
+            .store
+            .current_signed_pre_key_for(Namespace::Legacy)
+            .unwrap()
+            .unwrap();
+        let pre_keys = bob.store.unused_pre_keys_for(Namespace::Legacy).unwrap();
+        let bundle = legacy::Bundle::from_own_keys(&bob.own.identity, &spk, &pre_keys).unwrap();
+        // Alice, with the legacy crypto alone, as a legacy client would.
+        let mut to_bob =
+            legacy::Session::initiate(&alice.own.identity, &bundle, pre_keys[0].id(), &mut rng)
+                .unwrap();
+        let (alice_device, bob_device) = (alice.own.device_id, bob.own.device_id);
+        let legacy_message = |session: &mut legacy::Session, text: &str, rng: &mut TestRng| {
+            let payload = legacy::payload::encrypt(text.as_bytes(), rng);
+            let key = session.encrypt(payload.key_material.as_bytes()).unwrap();
+            omemo_pep::legacy::EncryptedMessage {
+                sid: alice_device,
+                keys: vec![omemo_pep::legacy::EncryptedKey {
+                    rid: bob_device,
+                    prekey: key.is_key_exchange(),
+                    data: key.to_bytes(),
+                }],
+                iv: payload.iv.to_vec(),
+                payload: Some(payload.ciphertext),
+            }
+        };
+        let first = legacy_message(&mut to_bob, "hello legacy", &mut rng);
+        let header = Header {
+            from: Jid::from(alice.own.jid.clone()),
+            id: Some("l1".to_owned()),
+            type_: MessageType::Chat,
+        };
+        let (alice_jid, bob_jid) = (alice.own.jid.clone(), bob.own.jid.clone());
+        let pre_keys_before = pre_keys.len();
+
+        // The key exchange carries only the Curve25519 form of Alice's identity: without her
+        // bundle's identity on record, nothing is decrypted and nothing stored.
+        let unknown = bob
+            .engine(T0)
+            .decrypt::<Legacy>(&first, &alice_jid, &bob_jid, Some(&header));
+        assert!(matches!(unknown, Err(ReceiveError::UnknownIdentity)));
+        assert!(bob.store.inbox().unwrap().is_empty());
+        assert!(bob
+            .store
+            .load_session(Namespace::Legacy, alice_jid.as_str(), alice.own.device_id)
+            .unwrap()
+            .is_none());
+
+        // Once her bundle told us her identity, it decrypts.
+        bob.store
+            .record_identity_key(
+                Namespace::Legacy,
+                alice_jid.as_str(),
+                alice.own.device_id,
+                &alice.own.identity.public_key(),
+                TrustPolicy::Toakafa,
+                T0,
+            )
+            .unwrap();
+        let got = bob
+            .engine(T0)
+            .decrypt::<Legacy>(&first, &alice_jid, &bob_jid, Some(&header))
+            .unwrap();
+        assert_eq!(body(&got).as_deref(), Some("hello legacy"));
+        assert!(got.e2ee.key_exchange);
+        assert!(got.used_pre_key);
+        assert_eq!(got.e2ee.identity_key, alice.own.identity.public_key());
+        assert_eq!(
+            bob.store
+                .unused_pre_keys_for(Namespace::Legacy)
+                .unwrap()
+                .len(),
+            pre_keys_before - 1
+        );
+        assert_eq!(bob.store.inbox().unwrap().len(), 1);
+        // Nothing in the OMEMO 2 namespace.
+        assert!(bob
+            .store
+            .load_session(Namespace::Omemo2, alice_jid.as_str(), alice.own.device_id)
+            .unwrap()
+            .is_none());
+
+        // A tampered payload is refused and leaves the session as it was.
+        let second = legacy_message(&mut to_bob, "second", &mut rng);
+        let state = bob
+            .store
+            .load_session(Namespace::Legacy, alice_jid.as_str(), alice.own.device_id)
+            .unwrap()
+            .unwrap();
+        let mut tampered = legacy_message(&mut to_bob, "third", &mut rng);
+        if let Some(payload) = tampered.payload.as_mut() {
+            payload[0] ^= 1;
+        }
+        assert!(matches!(
+            bob.engine(T0)
+                .decrypt::<Legacy>(&tampered, &alice_jid, &bob_jid, None),
+            Err(ReceiveError::Payload(_))
+        ));
+        let after = bob
+            .store
+            .load_session(Namespace::Legacy, alice_jid.as_str(), alice.own.device_id)
+            .unwrap()
+            .unwrap();
+        assert_eq!(*state, *after);
+        // The untampered one still decrypts.
+        let got = bob
+            .engine(T0)
+            .decrypt::<Legacy>(&second, &alice_jid, &bob_jid, None)
+            .unwrap();
+        assert_eq!(body(&got).as_deref(), Some("second"));
+
+        // Bob confirms with a legacy key-transport message on the session the key exchange
+        // built, and Alice's session accepts it.
+        let (_, empty) = bob
+            .engine(T0)
+            .empty_message::<Legacy>(&alice_jid, alice.own.device_id, "k1")
+            .unwrap()
+            .unwrap();
+        let encrypted = hints::find_legacy_encrypted(&empty).unwrap().unwrap();
+        let key = encrypted.keys_for(alice.own.device_id).next().unwrap();
+        assert!(!key.prekey);
+        let message = legacy::KeyMessage::from_bytes(&key.data).unwrap();
+        let decrypted = to_bob.decrypt(&message, &mut rng).unwrap();
         assert_eq!(decrypted.plaintext().len(), 16);
     }
 

@@ -85,6 +85,13 @@ pub enum ReceiveError {
     /// The device's identity key differs from the one we know for it.
     #[error("the device's identity key changed")]
     IdentityChanged,
+    /// A legacy message from a device whose identity (Ed25519 form) we have not yet learned
+    /// from one of its bundles.
+    #[error("the device's identity key is not known yet (fetch its bundle)")]
+    UnknownIdentity,
+    /// A legacy body that is not UTF-8 text.
+    #[error("the decrypted body is not text")]
+    NotText,
     /// The stored session is corrupt.
     #[error("stored session: {0}")]
     Snapshot(omemo_crypto::SnapshotError),

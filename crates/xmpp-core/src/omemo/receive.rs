@@ -43,7 +43,12 @@ impl OmemoManager {
                     now: now(),
                     rng: &mut OsRng,
                 }
-                .decrypt(&encrypted, &sender_for_store, &recipient, keep.as_ref())
+                .decrypt::<Omemo2>(
+                    &encrypted,
+                    &sender_for_store,
+                    &recipient,
+                    keep.as_ref(),
+                )
             })
             .await
             .map_err(|_| ReceiveError::Internal)??;
