@@ -67,16 +67,16 @@ pub(crate) struct Engine<'a, R> {
     pub(crate) rng: &'a mut R,
 }
 
-/// A message to encrypt, as [`Engine::encrypt`] takes it.
-pub(crate) struct Outgoing<'a> {
+/// A message to encrypt in version `V`, as [`Engine::encrypt`] takes it.
+pub(crate) struct Outgoing<'a, V: Version> {
     /// Which trust levels may read the message.
     pub(crate) accept: fn(TrustLevel) -> bool,
     /// Every JID whose devices get the message (the addressee and our own account).
     pub(crate) recipients: &'a [BareJid],
-    /// Bundles fetched for devices without a session.
-    pub(crate) bundles: Vec<(BareJid, DeviceId, Bundle)>,
-    /// The plaintext (the SCE envelope).
-    pub(crate) envelope: &'a [u8],
+    /// Bundles of this version fetched for devices without a session.
+    pub(crate) bundles: Vec<(BareJid, DeviceId, V::Bundle)>,
+    /// What this version encrypts: the SCE envelope for OMEMO 2, the body text for legacy.
+    pub(crate) plaintext: &'a [u8],
     /// The addressee.
     pub(crate) to: &'a BareJid,
     /// The stanza id.
@@ -250,11 +250,11 @@ impl<R: CryptoRngCore> Engine<'_, R> {
         })
     }
 
-    /// The send path inside the store lock: sessions for new devices, trust filter, one payload,
-    /// one ratchet step per device, one commit.
-    pub(crate) fn encrypt(
+    /// The send path inside the store lock, in version `V`: sessions for new devices, trust
+    /// filter, one payload, one ratchet step per device, one commit.
+    pub(crate) fn encrypt<V: Flavour>(
         self,
-        outgoing: Outgoing<'_>,
+        outgoing: Outgoing<'_, V>,
     ) -> Result<(Message, SendReport, i64), OmemoError> {
         let Engine {
             store,
@@ -267,29 +267,41 @@ impl<R: CryptoRngCore> Engine<'_, R> {
             accept,
             recipients,
             bundles,
-            envelope,
+            plaintext,
             to,
             stanza_id,
             answers,
         } = outgoing;
         let mut report = SendReport::default();
-        let mut sessions: Vec<(BareJid, DeviceId, Session)> = Vec::new();
-        let mut bundles: HashMap<(BareJid, DeviceId), Bundle> = bundles
+        let mut sessions: Vec<(BareJid, DeviceId, GenericSession<V>)> = Vec::new();
+        let mut bundles: HashMap<(BareJid, DeviceId), V::Bundle> = bundles
             .into_iter()
             .map(|(jid, device, bundle)| ((jid, device), bundle))
             .collect();
 
         for jid in recipients {
             let skip = (jid == &own.jid).then_some(own.device_id);
-            let (chosen, over_limit) = chosen_devices(store, jid, skip)?;
+            let (chosen, over_limit) = chosen_devices(store, V::NS, jid, skip)?;
             if over_limit > 0 {
                 tracing::debug!(%jid, over_limit, "more devices than one message is encrypted for");
                 report.over_limit += over_limit;
             }
             for (id, blob) in chosen {
-                let session = match blob {
-                    Some(blob) => match Session::restore(&blob) {
-                        Ok(session) => Some(session),
+                let (session, key) = match blob {
+                    Some(blob) => match GenericSession::<V>::restore(&blob) {
+                        Ok(session) => {
+                            match V::peer_identity(store, jid, id, &session.peer_identity_key()) {
+                                Ok(key) => (session, key),
+                                Err(e) => {
+                                    report.skipped.push((
+                                        jid.clone(),
+                                        id,
+                                        format!("identity: {e}"),
+                                    ));
+                                    continue;
+                                }
+                            }
+                        }
                         Err(e) => {
                             report
                                 .skipped
@@ -297,10 +309,6 @@ impl<R: CryptoRngCore> Engine<'_, R> {
                             continue;
                         }
                     },
-                    None => None,
-                };
-                let session = match session {
-                    Some(session) => session,
                     None => {
                         let Some(bundle) = bundles.remove(&(jid.clone(), id)) else {
                             report
@@ -308,13 +316,14 @@ impl<R: CryptoRngCore> Engine<'_, R> {
                                 .push((jid.clone(), id, "no bundle".to_owned()));
                             continue;
                         };
-                        match Session::initiate(
+                        let pre_key = V::choose_pre_key(&bundle, &mut *rng);
+                        match GenericSession::<V>::initiate(
                             &own.identity,
                             &bundle,
-                            bundle.choose_pre_key(&mut *rng),
+                            pre_key,
                             &mut *rng,
                         ) {
-                            Ok(session) => session,
+                            Ok(session) => (session, V::bundle_identity(&bundle)),
                             Err(e) => {
                                 report
                                     .skipped
@@ -324,17 +333,19 @@ impl<R: CryptoRngCore> Engine<'_, R> {
                         }
                     }
                 };
-                let key = session.peer_identity_key();
-                let level = match store.record_identity_key(NS, jid.as_str(), id, &key, policy, t) {
-                    Ok(recorded) => recorded.level,
-                    Err(StoreError::IdentityKeyChanged { .. }) => {
-                        report
-                            .skipped
-                            .push((jid.clone(), id, "identity key changed".to_owned()));
-                        continue;
-                    }
-                    Err(e) => return Err(e.into()),
-                };
+                let level =
+                    match store.record_identity_key(V::NS, jid.as_str(), id, &key, policy, t) {
+                        Ok(recorded) => recorded.level,
+                        Err(StoreError::IdentityKeyChanged { .. }) => {
+                            report.skipped.push((
+                                jid.clone(),
+                                id,
+                                "identity key changed".to_owned(),
+                            ));
+                            continue;
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
                 if !accept(level) {
                     report
                         .skipped
@@ -348,8 +359,8 @@ impl<R: CryptoRngCore> Engine<'_, R> {
             return Err(OmemoError::NoTrustedDevice(to.clone()));
         }
 
-        let (ciphertext, key_material) = payload::encrypt(envelope, &mut *rng);
-        let mut keys: Vec<RecipientKeys> = Vec::new();
+        let (payload, key_material) = V::seal(plaintext, &mut *rng);
+        let mut keys: Vec<(BareJid, DeviceId, V::KeyMessage)> = Vec::new();
         let mut states = Vec::with_capacity(sessions.len());
         for (jid, id, mut session) in sessions {
             let key = match session.encrypt(key_material.as_bytes()) {
@@ -361,18 +372,7 @@ impl<R: CryptoRngCore> Engine<'_, R> {
                     continue;
                 }
             };
-            let entry = EncryptedKey {
-                rid: id,
-                kex: key.is_key_exchange(),
-                data: key.to_bytes(),
-            };
-            match keys.iter_mut().find(|k| k.jid == jid) {
-                Some(group) => group.keys.push(entry),
-                None => keys.push(RecipientKeys {
-                    jid: jid.clone(),
-                    keys: vec![entry],
-                }),
-            }
+            keys.push((jid.clone(), id, key));
             report.encrypted_for.push((jid.clone(), id));
             states.push((jid, id, session.snapshot()));
         }
@@ -384,14 +384,10 @@ impl<R: CryptoRngCore> Engine<'_, R> {
                 session_state: state,
             })
             .collect();
-        let encrypted = EncryptedMessage {
-            sid: own.device_id,
-            keys,
-            payload: Some(ciphertext),
-        };
-        let message = outgoing_message(to, &encrypted, stanza_id);
+        let mut message = V::message(own.device_id, to, &keys, payload);
+        message.id = Some(xmpp_parsers::message::Id(stanza_id.to_owned()));
         let text = stanza_text(&message)?;
-        let outbox_id = store.commit_encryption_queued(NS, &updates, t, &text, answers)?;
+        let outbox_id = store.commit_encryption_queued(V::NS, &updates, t, &text, answers)?;
         Ok((message, report, outbox_id))
     }
 
@@ -516,6 +512,20 @@ pub(crate) trait Flavour: Version {
         key: &Self::IdentityKey,
     ) -> Result<IdentityPublicKey, ReceiveError>;
 
+    /// This version's encrypted payload, before it goes into the element.
+    type Payload;
+
+    /// Encrypts a payload: the payload and the key material each device's ratchet carries.
+    fn seal(plaintext: &[u8], rng: &mut impl CryptoRngCore) -> (Self::Payload, KeyMaterial);
+
+    /// The `<message>` (without an id) carrying `payload` and one key per device.
+    fn message(
+        sid: DeviceId,
+        to: &BareJid,
+        keys: &[(BareJid, DeviceId, Self::KeyMessage)],
+        payload: Self::Payload,
+    ) -> Message;
+
     /// Encrypts an empty message's key material for `device` of `to` on `session` and wraps
     /// it in this version's `<message>` (without an id). `None` if the session cannot
     /// encrypt.
@@ -531,6 +541,40 @@ pub(crate) trait Flavour: Version {
 impl Flavour for Omemo2 {
     const NS: Namespace = Namespace::Omemo2;
     type Encrypted = EncryptedMessage;
+    type Payload = Vec<u8>;
+
+    fn seal(plaintext: &[u8], rng: &mut impl CryptoRngCore) -> (Vec<u8>, KeyMaterial) {
+        payload::encrypt(plaintext, rng)
+    }
+
+    fn message(
+        sid: DeviceId,
+        to: &BareJid,
+        keys: &[(BareJid, DeviceId, omemo_crypto::KeyMessage)],
+        payload: Vec<u8>,
+    ) -> Message {
+        let mut grouped: Vec<RecipientKeys> = Vec::new();
+        for (jid, id, key) in keys {
+            let entry = EncryptedKey {
+                rid: *id,
+                kex: key.is_key_exchange(),
+                data: key.to_bytes(),
+            };
+            match grouped.iter_mut().find(|k| &k.jid == jid) {
+                Some(group) => group.keys.push(entry),
+                None => grouped.push(RecipientKeys {
+                    jid: jid.clone(),
+                    keys: vec![entry],
+                }),
+            }
+        }
+        let encrypted = EncryptedMessage {
+            sid,
+            keys: grouped,
+            payload: Some(payload),
+        };
+        hints::encrypted_message(Jid::from(to.clone()), MessageType::Chat, &encrypted)
+    }
 
     fn sender_device(encrypted: &EncryptedMessage) -> DeviceId {
         encrypted.sid
@@ -606,6 +650,35 @@ impl Flavour for Omemo2 {
 impl Flavour for Legacy {
     const NS: Namespace = Namespace::Legacy;
     type Encrypted = omemo_pep::legacy::EncryptedMessage;
+    type Payload = omemo_crypto::legacy::payload::EncryptedPayload;
+
+    fn seal(plaintext: &[u8], rng: &mut impl CryptoRngCore) -> (Self::Payload, KeyMaterial) {
+        let mut sealed = omemo_crypto::legacy::payload::encrypt(plaintext, rng);
+        let key_material = std::mem::replace(&mut sealed.key_material, KeyMaterial::empty());
+        (sealed, key_material)
+    }
+
+    fn message(
+        sid: DeviceId,
+        to: &BareJid,
+        keys: &[(BareJid, DeviceId, omemo_crypto::legacy::KeyMessage)],
+        payload: Self::Payload,
+    ) -> Message {
+        let encrypted = omemo_pep::legacy::EncryptedMessage {
+            sid,
+            keys: keys
+                .iter()
+                .map(|(_, id, key)| omemo_pep::legacy::EncryptedKey {
+                    rid: *id,
+                    prekey: key.is_key_exchange(),
+                    data: key.to_bytes(),
+                })
+                .collect(),
+            iv: payload.iv.to_vec(),
+            payload: Some(payload.ciphertext),
+        };
+        hints::legacy_encrypted_message(Jid::from(to.clone()), MessageType::Chat, &encrypted)
+    }
 
     fn sender_device(encrypted: &Self::Encrypted) -> DeviceId {
         encrypted.sid
@@ -704,17 +777,18 @@ impl Flavour for Legacy {
 #[allow(clippy::type_complexity)] // a list of pairs, named at its one use
 pub(super) fn chosen_devices(
     store: &Store,
+    namespace: Namespace,
     jid: &BareJid,
     skip: Option<DeviceId>,
 ) -> Result<(Vec<(DeviceId, Option<zeroize::Zeroizing<Vec<u8>>>)>, usize), StoreError> {
     let mut with_session = Vec::new();
     let mut without = Vec::new();
-    for device in store.active_devices(NS, jid.as_str())? {
+    for device in store.active_devices(namespace, jid.as_str())? {
         let id = device.device_id;
         if Some(id) == skip {
             continue;
         }
-        match store.load_session(NS, jid.as_str(), id)? {
+        match store.load_session(namespace, jid.as_str(), id)? {
             Some(blob) => with_session.push((id, Some(blob))),
             None => without.push((id, None)),
         }
@@ -723,17 +797,6 @@ pub(super) fn chosen_devices(
     let over_limit = with_session.len().saturating_sub(MAX_DEVICES_PER_MESSAGE);
     with_session.truncate(MAX_DEVICES_PER_MESSAGE);
     Ok((with_session, over_limit))
-}
-
-/// The `<message>` that carries `encrypted` to `to`.
-pub(super) fn outgoing_message(
-    to: &BareJid,
-    encrypted: &EncryptedMessage,
-    stanza_id: &str,
-) -> Message {
-    let mut message = hints::encrypted_message(Jid::from(to.clone()), MessageType::Chat, encrypted);
-    message.id = Some(xmpp_parsers::message::Id(stanza_id.to_owned()));
-    message
 }
 
 /// A stanza as kept in the outbox (and sent), refused if a server would refuse it.
@@ -867,11 +930,11 @@ mod tests {
                 .unwrap_or_default();
             let (message, report, outbox_id) = self
                 .engine(now)
-                .encrypt(Outgoing {
+                .encrypt::<Omemo2>(Outgoing {
                     accept: |_| true,
                     recipients: &recipients,
                     bundles,
-                    envelope: &envelope,
+                    plaintext: &envelope,
                     to: &to.own.jid,
                     stanza_id: "s1",
                     answers: &[],
@@ -1299,6 +1362,98 @@ mod tests {
     }
 
     #[test]
+    fn two_engines_talk_legacy_both_ways() {
+        use omemo_crypto::legacy;
+        let mut alice = Peer::new("alice@example.org", 20);
+        let mut bob = Peer::new("bob@example.org", 21);
+        let legacy_bundle = |peer: &Peer| {
+            let spk = peer
+                .store
+                .current_signed_pre_key_for(Namespace::Legacy)
+                .unwrap()
+                .unwrap();
+            let pre_keys = peer.store.unused_pre_keys_for(Namespace::Legacy).unwrap();
+            legacy::Bundle::from_own_keys(&peer.own.identity, &spk, &pre_keys).unwrap()
+        };
+        let list = |store: &mut Store, peer: &Peer| {
+            let listed = [ListedDevice {
+                device_id: peer.own.device_id,
+                label: None,
+                label_verified: false,
+            }];
+            store
+                .update_device_list(Namespace::Legacy, peer.own.jid.as_str(), &listed, T0)
+                .unwrap();
+            // What fetching the device's bundle would have recorded.
+            store
+                .record_identity_key(
+                    Namespace::Legacy,
+                    peer.own.jid.as_str(),
+                    peer.own.device_id,
+                    &peer.own.identity.public_key(),
+                    TrustPolicy::Toakafa,
+                    T0,
+                )
+                .unwrap();
+        };
+        list(&mut alice.store, &bob);
+        list(&mut bob.store, &alice);
+        let send = |from: &mut Peer, to: &Peer, text: &str, bundle: Option<legacy::Bundle>| {
+            let recipients = [to.own.jid.clone()];
+            let bundles = bundle
+                .map(|b| vec![(to.own.jid.clone(), to.own.device_id, b)])
+                .unwrap_or_default();
+            let (message, report, _) = from
+                .engine(T0)
+                .encrypt::<Legacy>(Outgoing {
+                    accept: |_| true,
+                    recipients: &recipients,
+                    bundles,
+                    plaintext: text.as_bytes(),
+                    to: &to.own.jid,
+                    stanza_id: "l",
+                    answers: &[],
+                })
+                .unwrap();
+            assert_eq!(report.encrypted_for.len(), 1, "{:?}", report.skipped);
+            message
+        };
+        let receive = |to: &mut Peer, from: &Peer, message: &Message| {
+            // Only a legacy element, with the fallback body legacy clients expect.
+            assert!(hints::find_encrypted(message).is_none());
+            assert_eq!(message.bodies.len(), 1);
+            let encrypted = hints::find_legacy_encrypted(message).unwrap().unwrap();
+            let me = to.own.jid.clone();
+            to.engine(T0)
+                .decrypt::<Legacy>(&encrypted, &from.own.jid, &me, None)
+                .unwrap()
+        };
+
+        let first = send(&mut alice, &bob, "hi in legacy", Some(legacy_bundle(&bob)));
+        let got = receive(&mut bob, &alice, &first);
+        assert_eq!(body(&got).as_deref(), Some("hi in legacy"));
+        assert!(got.e2ee.key_exchange);
+        let answer = send(&mut bob, &alice, "answered in legacy", None);
+        let got = receive(&mut alice, &bob, &answer);
+        assert_eq!(body(&got).as_deref(), Some("answered in legacy"));
+        assert!(!got.e2ee.key_exchange);
+        let next = send(&mut alice, &bob, "and again", None);
+        let got = receive(&mut bob, &alice, &next);
+        assert_eq!(body(&got).as_deref(), Some("and again"));
+        assert!(!got.e2ee.key_exchange);
+        // All of it in the legacy namespace.
+        assert!(bob
+            .store
+            .load_session(
+                Namespace::Omemo2,
+                alice.own.jid.as_str(),
+                alice.own.device_id
+            )
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
     fn the_same_inputs_give_the_same_stanzas() {
         let run = || {
             let mut alice = Peer::new("alice@example.org", 12);
@@ -1343,7 +1498,7 @@ mod tests {
                 .unwrap();
         }
         let skip = DeviceId::new(1).unwrap();
-        let (chosen, over_limit) = chosen_devices(&store, &bob, Some(skip)).unwrap();
+        let (chosen, over_limit) = chosen_devices(&store, NS, &bob, Some(skip)).unwrap();
         assert_eq!(chosen.len(), MAX_DEVICES_PER_MESSAGE);
         assert_eq!(over_limit, extra - 1);
         let first: Vec<DeviceId> = chosen.iter().take(3).map(|(id, _)| *id).collect();

@@ -25,7 +25,7 @@ use atm_trust::{
 use futures::StreamExt as _;
 use omemo_crypto::{
     payload, Bundle, DecryptionError, DeviceId, IdentityKeyPair, IdentityPublicKey, KeyMaterial,
-    Omemo2, Session,
+    Omemo2,
 };
 use omemo_pep::omemo2::{DeviceEntry, DeviceList, EncryptedKey, EncryptedMessage, RecipientKeys};
 use omemo_pep::pep::{self, Fetched, Publication, PublishProgress};

@@ -69,7 +69,7 @@ impl OmemoManager {
                     let mut missing = Vec::new();
                     for jid in &recipients_for_query {
                         let skip = (jid == &own_jid).then_some(own_device);
-                        let (chosen, _) = chosen_devices(store, jid, skip)?;
+                        let (chosen, _) = chosen_devices(store, NS, jid, skip)?;
                         missing.extend(
                             chosen
                                 .into_iter()
@@ -131,11 +131,11 @@ impl OmemoManager {
                     now: now(),
                     rng: &mut OsRng,
                 }
-                .encrypt(Outgoing {
+                .encrypt::<Omemo2>(Outgoing {
                     accept,
                     recipients: &recipients,
                     bundles,
-                    envelope: &envelope_bytes,
+                    plaintext: &envelope_bytes,
                     to: &to_owned,
                     stanza_id: &id_for_store,
                     answers: &answers,
