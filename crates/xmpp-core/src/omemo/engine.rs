@@ -1441,6 +1441,23 @@ mod tests {
         let got = receive(&mut bob, &alice, &next);
         assert_eq!(body(&got).as_deref(), Some("and again"));
         assert!(!got.e2ee.key_exchange);
+        // A replay is refused.
+        let encrypted = hints::find_legacy_encrypted(&next).unwrap().unwrap();
+        let bob_jid = bob.own.jid.clone();
+        assert!(matches!(
+            bob.engine(T0)
+                .decrypt::<Legacy>(&encrypted, &alice.own.jid, &bob_jid, None),
+            Err(ReceiveError::Decryption(DecryptionError::Duplicate))
+        ));
+        // Without SCE nothing inside the encryption names the sender; the session is looked
+        // up by the stanza's sender JID and device, so the same stanza from another JID finds
+        // no session.
+        let mallory = BareJid::new("mallory@example.org").unwrap();
+        assert!(matches!(
+            bob.engine(T0)
+                .decrypt::<Legacy>(&encrypted, &mallory, &bob_jid, None),
+            Err(ReceiveError::NoSession)
+        ));
         // All of it in the legacy namespace.
         assert!(bob
             .store
