@@ -1,0 +1,114 @@
+//! The public types the OMEMO manager hands out: decrypted messages, their receipts, send
+//! reports, device information and our own identity.
+
+use super::*;
+
+/// End-to-end encryption facts about a decrypted message.
+#[derive(Debug, Clone)]
+pub struct E2eeMetadata {
+    /// The sender's bare JID.
+    pub sender: BareJid,
+    /// The sender's device id.
+    pub device: DeviceId,
+    /// The sender device's identity key.
+    pub identity_key: IdentityPublicKey,
+    /// Its trust level at the time of decryption.
+    pub trust: TrustLevel,
+    /// Whether the message was a key exchange (it built a new session).
+    pub key_exchange: bool,
+}
+
+/// A decrypted message: its SCE content and where it came from.
+#[derive(Debug, Clone)]
+pub struct DecryptedMessage {
+    /// The stanza's `from`.
+    pub from: Jid,
+    /// The stanza's `id`.
+    pub id: Option<String>,
+    /// The stanza's type.
+    pub type_: MessageType,
+    /// The sensitive content of the envelope (server-processed elements removed).
+    pub content: Vec<Element>,
+    /// The first `<body>` of the content.
+    pub body: Option<String>,
+    /// Encryption metadata.
+    pub e2ee: E2eeMetadata,
+    /// The message's place in the store's inbox, when it has one (see [`Receipt`]).
+    pub receipt: Option<Receipt>,
+}
+
+/// Keeps a decrypted message in the store's inbox until the program is done with it. The
+/// message leaves the inbox when the last clone of its receipt is dropped, or with the
+/// commit of an answer sent with [`OmemoManager::send_answer`]. A process that dies before
+/// either hands the message to the program again after its restart (at least once).
+#[derive(Clone)]
+pub struct Receipt(pub(super) Arc<ReceiptInner>);
+
+pub(super) struct ReceiptInner {
+    pub(super) id: i64,
+    pub(super) handled: Arc<Removals>,
+}
+
+impl Drop for ReceiptInner {
+    fn drop(&mut self) {
+        self.handled.push(self.id);
+    }
+}
+
+impl std::fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Receipt({})", self.0.id)
+    }
+}
+
+/// Devices a message was encrypted for and devices that were left out.
+#[derive(Debug, Clone, Default)]
+pub struct SendReport {
+    /// `(jid, device)` pairs that got a key.
+    pub encrypted_for: Vec<(BareJid, DeviceId)>,
+    /// `(jid, device, reason)` for devices left out.
+    pub skipped: Vec<(BareJid, DeviceId, String)>,
+    /// The id of the sent stanza.
+    pub stanza_id: String,
+    /// Devices left out because their JID lists more than [`MAX_DEVICES_PER_MESSAGE`].
+    pub over_limit: usize,
+}
+
+/// One device of a JID, for display.
+#[derive(Debug, Clone)]
+pub struct DeviceInfo {
+    /// The device id.
+    pub device: DeviceId,
+    /// Its label, if any.
+    pub label: Option<String>,
+    /// Whether the label's signature verified.
+    pub label_verified: bool,
+    /// Whether the device is in the current device list.
+    pub active: bool,
+    /// Its identity key, once known from its bundle or a message.
+    pub identity_key: Option<IdentityPublicKey>,
+    /// The key's trust level (`None` for our own device or an unknown key).
+    pub trust: Option<TrustLevel>,
+    /// True for this program's own device.
+    pub own: bool,
+}
+
+/// What the receive path hands back.
+pub(crate) enum Received {
+    /// An OMEMO message with content for the application.
+    Message(Box<DecryptedMessage>),
+    /// An empty OMEMO message (or one without content): state updated, nothing to show.
+    Empty,
+}
+
+/// Our own device.
+pub struct OwnIdentity {
+    /// Our bare JID.
+    pub jid: BareJid,
+    /// Our device id.
+    pub device_id: DeviceId,
+    /// Our identity key pair.
+    pub identity: IdentityKeyPair,
+    /// The label we publish.
+    pub label: String,
+}
