@@ -118,7 +118,13 @@ pub fn request_id() -> String {
     format!("r{:016x}", rand_core::OsRng.next_u64())
 }
 
+/// How long to wait for an answer before sending the same request again.
+pub const RESEND_AFTER: Duration = Duration::from_secs(5);
+
 /// Sends `request` to `bot` and waits for its answer (from a trusted device of the bot).
+/// Without an answer after [`RESEND_AFTER`], the same request (same id) goes again: the vault
+/// answers a repeat as the first time, and the bot may not have known this device yet when it
+/// answered (its answer was then encrypted for our other devices only).
 ///
 /// # Errors
 /// Sending failed, or no answer within `timeout`.
@@ -129,19 +135,31 @@ pub async fn exchange(
     request: &Request,
     timeout: Duration,
 ) -> anyhow::Result<Answer> {
-    for part in encode_request(request)? {
-        client
-            .send_sensitive(bot, vec![part])
-            .await
-            .context("cannot send a vault request")?;
-    }
+    let parts = encode_request(request)?;
     let deadline = tokio::time::Instant::now() + timeout;
     let mut assembler = Assembler::default();
+    let mut resend_at = tokio::time::Instant::now();
     loop {
-        let event = match tokio::time::timeout_at(deadline, events.recv()).await {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            bail!("no answer from the vault within {timeout:?}");
+        }
+        if now >= resend_at {
+            if resend_at != now {
+                tracing::info!(id = %request.id, "no answer yet; sending the request again");
+            }
+            for part in &parts {
+                client
+                    .send_sensitive(bot, vec![part.clone()])
+                    .await
+                    .context("cannot send a vault request")?;
+            }
+            resend_at = tokio::time::Instant::now() + RESEND_AFTER;
+        }
+        let event = match tokio::time::timeout_at(resend_at.min(deadline), events.recv()).await {
             Ok(Some(event)) => event,
             Ok(None) => bail!("the connection closed while waiting for the vault"),
-            Err(_) => bail!("no answer from the vault within {timeout:?}"),
+            Err(_) => continue,
         };
         let ClientEvent::Encrypted(message) = event else {
             continue;
@@ -151,6 +169,7 @@ pub async fn exchange(
             tracing::warn!(from = %message.from, trust = ?e2ee.trust, "ignoring a message that is not from a trusted device of the bot");
             continue;
         }
+        tracing::debug!(parts = message.content.len(), "message from the bot");
         let mut done = None;
         for element in message.content.iter().filter(|e| is_vault_element(e)) {
             match assembler.add(bot.as_str(), element) {
@@ -248,6 +267,7 @@ pub async fn sync(
             job.timeout,
         )
         .await?;
+        tracing::info!(answer = %describe(&answer), "pull answered");
         let (revision, remote) = match answer {
             Answer::State {
                 revision,
@@ -283,6 +303,7 @@ pub async fn sync(
                 job.timeout,
             )
             .await?;
+            tracing::info!(answer = %describe(&answer), "push answered");
             match answer {
                 Answer::Ok { revision } => new_revision = revision,
                 Answer::Conflict { revision } if conflicts + 1 < MAX_ATTEMPTS => {
