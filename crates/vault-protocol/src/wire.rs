@@ -1,4 +1,4 @@
-//! The elements on the wire: `<request/>` and `<answer/>` in [`NS`](crate::NS), one per
+//! The elements on the wire: `<request/>` and `<answer/>` in [`NS`], one per
 //! message, inside the OMEMO 2 SCE `<content>`.
 //!
 //! ```xml
