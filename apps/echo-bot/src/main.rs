@@ -16,8 +16,10 @@ use xmpp_core::omemo::{OmemoError, Receipt, SendReport};
 use xmpp_core::settings::{read_config_file, AccountArgs, AccountFile, AccountSettings};
 
 mod echo;
+mod vault;
 
 use echo::{decide, Action, PlaintextReply, PLAINTEXT_NOTICE};
+use vault::{carries_vault, SyncSection, VaultRole};
 
 /// OMEMO 2 echo bot: answers every encrypted message with an encrypted `Your message: <body>`.
 #[derive(Debug, Parser)]
@@ -52,6 +54,9 @@ struct ConfigFile {
     account: AccountFile,
     #[serde(default)]
     echo: EchoSection,
+    /// The vault role (`[sync.vault.NAME] allow = [...]`); off without a vault.
+    #[serde(default)]
+    sync: SyncSection,
 }
 
 /// An included file: only `[account]`.
@@ -195,6 +200,20 @@ async fn run(account: &AccountArgs, plaintext: Option<PlaintextReply>) -> anyhow
         "echo-bot",
     )?;
     let plaintext = plaintext.or(file.echo.plaintext_reply).unwrap_or_default();
+    let policy = file.sync.policy()?;
+    let mut vault = if policy.is_empty() {
+        None
+    } else {
+        let path = file
+            .sync
+            .db
+            .clone()
+            .unwrap_or_else(|| settings.db.with_extension("vault.sqlite3"));
+        let store = vault_protocol::sqlite::SqliteStore::open(&path)
+            .with_context(|| format!("cannot open the vault database {}", path.display()))?;
+        tracing::info!(vaults = file.sync.vault.len(), db = %path.display(), "vault role on");
+        Some(VaultRole::new(policy, store))
+    };
 
     xmpp_core::identity::reset_if_asked(account, &settings)
         .with_context(|| format!("cannot reset the identity in {}", settings.db.display()))?;
@@ -240,7 +259,7 @@ async fn run(account: &AccountArgs, plaintext: Option<PlaintextReply>) -> anyhow
             tracing::warn!("connection lost; reconnecting");
             continue;
         }
-        let handling = handle(&client, &answers, &event, plaintext);
+        let handling = handle(&client, &answers, &event, plaintext, &mut vault);
         tokio::pin!(handling);
         let signal = tokio::select! {
             () = &mut handling => continue,
@@ -268,13 +287,20 @@ async fn run(account: &AccountArgs, plaintext: Option<PlaintextReply>) -> anyhow
 
 /// Answers (or not) one message. Encrypted answers are queued: they go out in the
 /// background, in order per contact, so a contact whose answer is slow to build never delays
-/// the others.
+/// the others. Vault requests go to the vault role and are never echoed.
 async fn handle(
     client: &Client,
     answers: &Answers,
     event: &ClientEvent,
     plaintext: PlaintextReply,
+    vault: &mut Option<VaultRole>,
 ) {
+    if let ClientEvent::Encrypted(message) = event {
+        if carries_vault(message) {
+            handle_vault(client, message, vault).await;
+            return;
+        }
+    }
     match decide(event, client.jid(), plaintext) {
         Action::EncryptedReply { to, body } => {
             tracing::debug!(%to, %body, "echoing");
@@ -339,6 +365,49 @@ async fn report_answer(
     }
 }
 
+/// A message with vault elements: answered by the vault role, if it is on and the sender's
+/// device is trusted; never echoed.
+async fn handle_vault(
+    client: &Client,
+    message: &xmpp_core::omemo::DecryptedMessage,
+    vault: &mut Option<VaultRole>,
+) {
+    let e2ee = &message.e2ee;
+    let answers = match vault {
+        _ if &e2ee.sender == client.jid() => Vec::new(),
+        _ if !e2ee.trust.is_accepted() => {
+            tracing::info!(from = %message.from, device = %e2ee.device, trust = ?e2ee.trust, "vault request from an untrusted device, not answering");
+            Vec::new()
+        }
+        None => {
+            tracing::info!(from = %message.from, "vault request, but the vault role is off");
+            Vec::new()
+        }
+        Some(role) => role.on_message(message),
+    };
+    let count = answers.len();
+    for (index, part) in answers.into_iter().enumerate() {
+        // The last part's commit takes the request out of the inbox.
+        let sent = if index + 1 == count {
+            client
+                .manager()
+                .send_answer(&e2ee.sender, vec![part], message.receipt.as_ref())
+                .await
+        } else {
+            client.send_sensitive(&e2ee.sender, vec![part]).await
+        };
+        if let Err(e) = sent {
+            tracing::warn!(to = %e2ee.sender, error = %e, "cannot send a vault answer");
+            return;
+        }
+    }
+    if count == 0 {
+        if let Err(e) = client.handled(message).await {
+            tracing::warn!(error = %e, "cannot mark a vault message as handled");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::{CommandFactory as _, Parser as _};
@@ -397,5 +466,33 @@ mod tests {
             read_config(Some(&config)).is_err(),
             "only [account] may be included"
         );
+    }
+
+    #[test]
+    fn the_vault_role_is_off_by_default_and_configured_per_vault() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("bot.toml");
+        std::fs::write(&config, "[account]\njid = \"bot@example.org\"\n").unwrap();
+        assert!(read_config(Some(&config))
+            .unwrap()
+            .sync
+            .policy()
+            .unwrap()
+            .is_empty());
+        std::fs::write(
+            &config,
+            "[sync.vault.alice]\nallow = [\"alice@example.org\", \"alice@work.example\"]\n",
+        )
+        .unwrap();
+        let policy = read_config(Some(&config)).unwrap().sync.policy().unwrap();
+        assert!(policy.allows("alice", "alice@work.example"));
+        assert!(!policy.allows("alice", "eve@example.org"));
+        std::fs::write(&config, "[sync.vault.alice]\nallow = [\"not a jid@@\"]\n").unwrap();
+        let error = read_config(Some(&config))
+            .unwrap()
+            .sync
+            .policy()
+            .unwrap_err();
+        assert!(error.to_string().contains("invalid JID"), "{error}");
     }
 }

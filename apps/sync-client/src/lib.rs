@@ -7,4 +7,5 @@
 pub use ::bookmarks;
 pub use ::bookmarks::transfer;
 pub mod send;
+pub mod sync;
 pub mod write_back;

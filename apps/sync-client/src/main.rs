@@ -29,6 +29,8 @@ struct Cli {
 enum Command {
     /// Send bookmarks to the bot, encrypted, and verify every encrypted answer.
     Send(SendArgs),
+    /// Merge the browser's bookmarks with the bot's vault and write the result back.
+    Sync(SyncArgs),
     /// Fingerprint, devices, trust and distrust (shared with echo-bot).
     #[command(flatten)]
     Trust(TrustCommand),
@@ -59,6 +61,36 @@ struct SendArgs {
     save_echo: Option<PathBuf>,
 }
 
+#[derive(Debug, clap::Args)]
+struct SyncArgs {
+    #[command(flatten)]
+    account: AccountArgs,
+    /// The bot's JID.
+    #[arg(long, env = "SYNC_TO")]
+    to: Option<String>,
+    /// The vault's name (as in the bot's `[sync.vault.NAME]`).
+    #[arg(long, env = "SYNC_VAULT")]
+    vault: Option<String>,
+    /// Bookmarks file (default: the Falkon profile's bookmarks.json, if found).
+    #[arg(long, env = "SYNC_FILE")]
+    file: Option<PathBuf>,
+    /// Format of the file: auto, falkon, firefox-json, firefox-jsonlz4, chromium, netscape-html, xbel, canonical.
+    #[arg(long, env = "SYNC_FORMAT", default_value = "auto")]
+    format: String,
+    /// Seconds to wait for each answer of the vault.
+    #[arg(long, env = "SYNC_TIMEOUT")]
+    timeout: Option<u64>,
+    /// Show what would change on each side; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Merge even when the failsafe refuses (more than 20 % or 1,000 deletions on a side).
+    #[arg(long)]
+    force: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 /// The configuration file: `[account]` and `[sync]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -73,6 +105,7 @@ struct ConfigFile {
 #[serde(deny_unknown_fields)]
 struct SyncSection {
     to: Option<String>,
+    vault: Option<String>,
     file: Option<PathBuf>,
     format: Option<String>,
     timeout: Option<u64>,
@@ -82,6 +115,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let verbose = match &cli.command {
         Command::Send(a) => a.account.verbose,
+        Command::Sync(a) => a.account.verbose,
         Command::Trust(command) => command.account().verbose,
     };
     xmpp_core::logging::init(verbose, "warn");
@@ -132,6 +166,7 @@ fn parse_jid(jid: &str) -> anyhow::Result<BareJid> {
 async fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
         Command::Send(args) => send(args).await,
+        Command::Sync(args) => sync(args).await,
         Command::Trust(command) => {
             let (settings, _) = settings(command.account())?;
             trust::run(&command, &settings, Reach::Connect).await?;
@@ -334,6 +369,107 @@ async fn send(args: SendArgs) -> anyhow::Result<bool> {
             "only {verified} of {} chunks came back verified",
             transfer.chunks.len()
         );
+    }
+    Ok(true)
+}
+
+fn resolve_format(
+    args_format: String,
+    configured: Option<String>,
+) -> anyhow::Result<Option<Format>> {
+    let name = if args_format == "auto" {
+        configured.unwrap_or_else(|| "auto".to_owned())
+    } else {
+        args_format
+    };
+    match name.as_str() {
+        "auto" => Ok(None),
+        name => Ok(Some(
+            name.parse::<Format>()
+                .with_context(|| format!("--format {name}"))?,
+        )),
+    }
+}
+
+async fn sync(args: SyncArgs) -> anyhow::Result<bool> {
+    use sync_client::sync::{browser_lock, BaseStore, SyncJob};
+    let (settings, file) = settings(&args.account)?;
+    let to = args
+        .to
+        .or(file.sync.to)
+        .context("no bot JID: give --to (or `to` under [sync])")?;
+    let bot = parse_jid(&to)?;
+    let vault = args
+        .vault
+        .or(file.sync.vault)
+        .context("no vault: give --vault (or `vault` under [sync])")?;
+    let path = args
+        .file
+        .or(file.sync.file)
+        .or_else(default_bookmarks_file)
+        .context("no bookmarks file: give --file (no Falkon profile was found)")?;
+    let format = resolve_format(args.format, file.sync.format)?;
+    let timeout = Duration::from_secs(args.timeout.or(file.sync.timeout).unwrap_or(60));
+    if !args.dry_run {
+        if let Some(lock) = browser_lock(&path) {
+            bail!(
+                "the browser seems to be running ({} exists): close it and sync again",
+                lock.display()
+            );
+        }
+    }
+    // The file is read (and its format detected) before connecting.
+    let (format, _) = bookmarks::import_file(&path, format)
+        .with_context(|| format!("cannot import {}", path.display()))?;
+    let bases = BaseStore::open(&BaseStore::path_for(&settings.db))?;
+    let (client, mut events) = Client::start(&settings)
+        .await
+        .with_context(|| format!("cannot start as {}", settings.jid))?;
+    let job = SyncJob {
+        bot: &bot,
+        vault: &vault,
+        file: &path,
+        format,
+        dry_run: args.dry_run,
+        force: args.force,
+        timeout,
+    };
+    let outcome = sync_client::sync::sync(&client, &mut events, &bases, &job).await;
+    client.close().await;
+    let outcome = outcome?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "ok": true,
+                "dry_run": args.dry_run,
+                "revision": outcome.revision,
+                "local_changes": outcome.diff.local.len(),
+                "remote_changes": outcome.diff.remote.len(),
+                "conflicts": outcome.diff.conflicts.len(),
+                "cas_retries": outcome.conflicts,
+                "wrote_file": outcome.wrote_file,
+                "snapshot": outcome.snapshot,
+            })
+        );
+    } else {
+        print!("{}", outcome.diff.to_text());
+        if args.dry_run {
+            println!(
+                "dry run: nothing changed (vault revision {})",
+                outcome.revision
+            );
+        } else {
+            println!(
+                "synced with {bot} vault {vault:?}: revision {}{}",
+                outcome.revision,
+                if outcome.wrote_file {
+                    format!(", {} written", path.display())
+                } else {
+                    String::new()
+                }
+            );
+        }
     }
     Ok(true)
 }
