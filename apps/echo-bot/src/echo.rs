@@ -95,7 +95,7 @@ pub(crate) fn decide(event: &ClientEvent, own: &BareJid, plaintext: PlaintextRep
 #[cfg(test)]
 mod tests {
     use super::*;
-    use omemo_crypto::{DeviceId, IdentityKeyPair};
+    use omemo_crypto::DeviceId;
     use xmpp_core::omemo::{DecryptedMessage, E2eeMetadata};
     use xmpp_core::TrustLevel;
 
@@ -114,7 +114,7 @@ mod tests {
             e2ee: E2eeMetadata {
                 sender,
                 device: DeviceId::new(7).unwrap(),
-                identity_key: IdentityKeyPair::from_seed(&[1; 32]).public_key(),
+                identity_key: omemo_crypto::hazmat::identity_from_seed(&[1; 32]).public_key(),
                 trust,
                 key_exchange: false,
             },

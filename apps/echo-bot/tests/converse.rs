@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use atm_trust::Store;
-use omemo_crypto::IdentityKeyPair;
 use rand_core::{OsRng, RngCore};
 use serde_json::{json, Value};
 use test_prosody::TestServer;
@@ -46,7 +45,7 @@ fn prepare_bot_db(db: &Path, jid: &str, sign_bit_1: bool) -> omemo_crypto::Ident
         let seed = loop {
             let mut seed = [0u8; 32];
             OsRng.fill_bytes(&mut seed);
-            if IdentityKeyPair::from_seed(&seed)
+            if omemo_crypto::hazmat::identity_from_seed(&seed)
                 .public_key()
                 .ed25519_sign_bit()
             {

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 
 use atm_trust::{Namespace, Store, TrustEvent};
 use clap::Subcommand;
-use omemo_crypto::IdentityKeyPair;
 use xmpp_core::client::{Client, ClientError};
 use xmpp_core::jid::BareJid;
 use xmpp_core::omemo::{
@@ -244,7 +243,9 @@ fn own_identity(
     Ok(Some(OwnIdentity {
         jid: jid.clone(),
         device_id: device.device_id(),
-        identity: IdentityKeyPair::from_seed(&device.identity().seed()),
+        identity: omemo_crypto::hazmat::identity_from_seed(&omemo_crypto::hazmat::identity_seed(
+            device.identity(),
+        )),
         label: device.label().unwrap_or_default().to_owned(),
     }))
 }

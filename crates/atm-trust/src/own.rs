@@ -73,7 +73,7 @@ fn own_device_from_row(row: &Row<'_>) -> Result<OwnDevice> {
     Ok(OwnDevice {
         jid: row.get(0)?,
         device_id: device_id_from_sql(TABLE, row.get(1)?)?,
-        identity: IdentityKeyPair::from_seed(&seed),
+        identity: omemo_crypto::hazmat::identity_from_seed(&seed),
         label: row.get(3)?,
         created_at: time_from_sql(TABLE, row.get(4)?)?,
     })
@@ -229,7 +229,7 @@ impl Store {
             params![
                 jid,
                 device_id.get(),
-                &identity.seed()[..],
+                &omemo_crypto::hazmat::identity_seed(&identity)[..],
                 label,
                 time_to_sql(now)
             ],
@@ -300,7 +300,7 @@ impl Store {
         )?;
         tx.execute(
             "UPDATE own_device SET device_id = ?1, identity_seed = ?2, created_at = ?3 WHERE id = 1",
-            params![device_id.get(), &identity.seed()[..], time_to_sql(now)],
+            params![device_id.get(), &omemo_crypto::hazmat::identity_seed(&identity)[..], time_to_sql(now)],
         )?;
         let spk_id = allocate_signed_pre_key_id(&tx)?;
         let spk = SignedPreKey::generate(spk_id, &identity, now, rng);

@@ -25,7 +25,7 @@ fn sign_bit_1_seed() -> [u8; 32] {
     loop {
         let mut seed = [0u8; 32];
         rng.fill_bytes(&mut seed);
-        if IdentityKeyPair::from_seed(&seed)
+        if omemo_crypto::hazmat::identity_from_seed(&seed)
             .public_key()
             .ed25519_sign_bit()
         {
@@ -61,7 +61,7 @@ fn an_old_identity_with_sign_bit_1_is_kept_on_reopen() {
     };
     // Turn the database into one made before identities had to have sign bit 0.
     let seed = sign_bit_1_seed();
-    let old_key = IdentityKeyPair::from_seed(&seed).public_key();
+    let old_key = omemo_crypto::hazmat::identity_from_seed(&seed).public_key();
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute(

@@ -14,7 +14,7 @@ use atm_trust::{
     DecryptionCommit, Durability, ListedDevice, Namespace, NewInboxMessage, SessionUpdate, Store,
     StoreError, TrustLevel, TrustPolicy,
 };
-use omemo_crypto::{DeviceId, IdentityKeyPair, PreKeyId};
+use omemo_crypto::{DeviceId, PreKeyId};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -436,7 +436,7 @@ fn the_outbox_is_written_with_the_ratchet_steps_and_emptied_on_acknowledgement()
 #[test]
 fn a_decrypted_message_stays_in_the_inbox_until_handled_or_answered() {
     let mut store = Store::open_in_memory().unwrap();
-    let key = IdentityKeyPair::from_seed(&[3; 32]).public_key();
+    let key = omemo_crypto::hazmat::identity_from_seed(&[3; 32]).public_key();
     let kept = |envelope: &'static [u8], stanza_id: Option<&'static str>| NewInboxMessage {
         identity_key: &key,
         from: "bob@example.org/phone",
@@ -626,7 +626,7 @@ fn file_database_is_private_wal_and_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("account.sqlite");
     let mut rng = rng();
-    let bob_key = IdentityKeyPair::from_seed(&[5; 32]).public_key();
+    let bob_key = omemo_crypto::hazmat::identity_from_seed(&[5; 32]).public_key();
     let (device_id, identity, pre_keys) = {
         let mut store = Store::open(&path).unwrap();
         let own = store
@@ -765,7 +765,7 @@ fn newer_schema_is_refused() {
 fn damaged_rows_give_typed_errors() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("damaged.sqlite");
-    let bob_key = IdentityKeyPair::from_seed(&[5; 32]).public_key();
+    let bob_key = omemo_crypto::hazmat::identity_from_seed(&[5; 32]).public_key();
     {
         let mut store = Store::open(&path).unwrap();
         store
@@ -857,7 +857,7 @@ fn device_rows_per_jid_are_bounded() {
     assert_eq!(store.devices(NS, ALICE).unwrap().len(), 2);
 
     // A device known only from a message counts too, and is never the one pruned for it.
-    let key = IdentityKeyPair::from_seed(&[7; 32]).public_key();
+    let key = omemo_crypto::hazmat::identity_from_seed(&[7; 32]).public_key();
     store
         .record_identity_key(NS, BOB, dev(9_999), &key, TrustPolicy::Toakafa, NOW + 20)
         .unwrap();

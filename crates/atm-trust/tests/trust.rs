@@ -13,7 +13,7 @@ use atm_trust::{
     KeyOwnerDecisions, Namespace, Store, StoreError, TrustEvent, TrustLevel, TrustPolicy,
     TrustSource,
 };
-use omemo_crypto::{DeviceId, IdentityKeyPair, IdentityPublicKey};
+use omemo_crypto::{DeviceId, IdentityPublicKey};
 
 use TrustLevel::*;
 
@@ -27,7 +27,7 @@ fn key(n: u8) -> IdentityPublicKey {
     static KEYS: OnceLock<Vec<IdentityPublicKey>> = OnceLock::new();
     KEYS.get_or_init(|| {
         (0..=99u8)
-            .map(|n| IdentityKeyPair::from_seed(&[n; 32]).public_key())
+            .map(|n| omemo_crypto::hazmat::identity_from_seed(&[n; 32]).public_key())
             .collect()
     })[usize::from(n)]
 }
@@ -609,7 +609,7 @@ fn pending_decisions_are_bounded_per_sender_oldest_dropped() {
         .map(|n| {
             let mut seed = [0xa5; 32];
             seed[..8].copy_from_slice(&(n as u64).to_le_bytes());
-            IdentityKeyPair::from_seed(&seed).public_key()
+            omemo_crypto::hazmat::identity_from_seed(&seed).public_key()
         })
         .collect();
     let (older, newer) = many.split_at(200);

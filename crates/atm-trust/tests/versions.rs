@@ -74,7 +74,9 @@ fn dual_store() -> (Store, IdentityKeyPair) {
     store
         .ensure_pre_keys_for(LEGACY, 100, &mut rng, NOW)
         .unwrap();
-    let identity = IdentityKeyPair::from_seed(&own.identity().seed());
+    let identity = omemo_crypto::hazmat::identity_from_seed(&omemo_crypto::hazmat::identity_seed(
+        own.identity(),
+    ));
     (store, identity)
 }
 
@@ -384,8 +386,8 @@ fn each_device_is_encrypted_for_once_in_its_preferred_version() {
 #[test]
 fn trust_is_per_identity_key_whichever_version_recorded_it() {
     let (mut store, _) = dual_store();
-    let bob_key = IdentityKeyPair::from_seed(&[7; 32]).public_key();
-    let other_key = IdentityKeyPair::from_seed(&[8; 32]).public_key();
+    let bob_key = omemo_crypto::hazmat::identity_from_seed(&[7; 32]).public_key();
+    let other_key = omemo_crypto::hazmat::identity_from_seed(&[8; 32]).public_key();
 
     let first = store
         .record_identity_key(O2, BOB, dev(2), &bob_key, TrustPolicy::Toakafa, NOW)
@@ -430,8 +432,8 @@ fn trust_is_per_identity_key_whichever_version_recorded_it() {
 #[test]
 fn a_device_id_with_another_key_in_the_other_version_is_refused() {
     let (mut store, _) = dual_store();
-    let bob_key = IdentityKeyPair::from_seed(&[7; 32]).public_key();
-    let other_key = IdentityKeyPair::from_seed(&[8; 32]).public_key();
+    let bob_key = omemo_crypto::hazmat::identity_from_seed(&[7; 32]).public_key();
+    let other_key = omemo_crypto::hazmat::identity_from_seed(&[8; 32]).public_key();
     store
         .update_device_list(LEGACY, BOB, &listed(&[2]), NOW)
         .unwrap();

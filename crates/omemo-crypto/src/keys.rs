@@ -362,7 +362,7 @@ impl fmt::Debug for IdentityPublicKey {
 
 /// Our own identity key pair (`IK`), derived from a 32-byte Ed25519 seed.
 ///
-/// The seed is the only secret that needs storing; [`IdentityKeyPair::seed`] exports it in a
+/// The seed is the only secret that needs storing; [`crate::hazmat::identity_seed`] exports it in a
 /// zeroizing buffer. The private X25519 scalar is `clamp(SHA-512(seed)[..32])`.
 pub struct IdentityKeyPair {
     signing: Box<SigningKey>,
@@ -371,8 +371,9 @@ pub struct IdentityKeyPair {
 }
 
 impl IdentityKeyPair {
-    /// Rebuilds the key pair from its seed.
-    pub fn from_seed(seed: &[u8; 32]) -> Self {
+    /// Rebuilds the key pair from its seed ([`crate::hazmat::identity_from_seed`] outside
+    /// this crate).
+    pub(crate) fn from_seed(seed: &[u8; 32]) -> Self {
         let signing = Box::new(SigningKey::from_bytes(seed));
         // Unclamped SHA-512(seed)[..32]; X25519 clamps it, giving the libsodium conversion.
         let scalar = Zeroizing::new(signing.to_scalar_bytes());
@@ -407,8 +408,8 @@ impl IdentityKeyPair {
         }
     }
 
-    /// The seed, for storage.
-    pub fn seed(&self) -> Zeroizing<[u8; 32]> {
+    /// The seed, for storage ([`crate::hazmat::identity_seed`] outside this crate).
+    pub(crate) fn seed(&self) -> Zeroizing<[u8; 32]> {
         Zeroizing::new(self.signing.to_bytes())
     }
 

@@ -46,6 +46,7 @@
 //! ```
 
 mod error;
+pub mod hazmat;
 mod ids;
 mod kdf;
 mod keys;

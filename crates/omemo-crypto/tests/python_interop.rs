@@ -301,7 +301,7 @@ impl Harness {
             .py
             .call(json!({"cmd": "identity", "seed": hex::encode(seed)}));
         // Python's seed-based identity must map to the same public key in Rust.
-        let expected = IdentityKeyPair::from_seed(&seed).public_key();
+        let expected = omemo_crypto::hazmat::identity_from_seed(&seed).public_key();
         assert_eq!(hex_field(&id, "ik"), expected.as_bytes().to_vec());
         assert_eq!(
             hex_field(&id, "ik_x25519"),
@@ -903,7 +903,7 @@ fn python_initiates_with_python_reference() {
     let mut h = Harness::new(0x0e0e_2002);
     let python_seed = [0xa5; 32];
     h.py.call(json!({"cmd": "identity", "seed": hex::encode(python_seed)}));
-    h.python_ik = Some(IdentityKeyPair::from_seed(&python_seed).public_key());
+    h.python_ik = Some(omemo_crypto::hazmat::identity_from_seed(&python_seed).public_key());
     let spk = SignedPreKey::generate(
         SignedPreKeyId::new(7).expect("id"),
         &h.own,
@@ -1039,7 +1039,13 @@ struct LegacyHarness {
 fn seed_with_sign_bit(sign_bit: u8) -> [u8; 32] {
     (1u8..=255)
         .map(|i| [i; 32])
-        .find(|seed| IdentityKeyPair::from_seed(seed).public_key().as_bytes()[31] >> 7 == sign_bit)
+        .find(|seed| {
+            omemo_crypto::hazmat::identity_from_seed(seed)
+                .public_key()
+                .as_bytes()[31]
+                >> 7
+                == sign_bit
+        })
         .expect("some seed has each sign bit")
 }
 
@@ -1048,7 +1054,7 @@ impl LegacyHarness {
         Self {
             py: PythonPeer::spawn(),
             rng: ChaCha20Rng::seed_from_u64(rng_seed),
-            own: IdentityKeyPair::from_seed(&own_seed),
+            own: omemo_crypto::hazmat::identity_from_seed(&own_seed),
             signed_pre_key: None,
             pre_keys: Vec::new(),
             session: None,
@@ -1088,7 +1094,7 @@ impl LegacyHarness {
         let id = self
             .py
             .call(json!({"cmd": "identity", "seed": hex::encode(seed), "legacy": true}));
-        let expected = IdentityKeyPair::from_seed(&seed).public_key();
+        let expected = omemo_crypto::hazmat::identity_from_seed(&seed).public_key();
         assert_eq!(hex_field(&id, "ik"), expected.as_bytes().to_vec());
         self.python_ik = Some(expected);
     }

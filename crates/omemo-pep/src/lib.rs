@@ -29,7 +29,7 @@
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let me = BareJid::new("bot@example.org")?;
-//! let identity = IdentityKeyPair::from_seed(&[7; 32]);
+//! let identity = omemo_crypto::hazmat::identity_from_seed(&[7; 32]);
 //! let device = DeviceId::new(4223)?;
 //!
 //! // 1. Ask for our own device list …

@@ -103,7 +103,13 @@ fn id(value: u32) -> DeviceId {
 fn seed_with_sign_bit(bit: u8) -> [u8; 32] {
     (1u8..=255)
         .map(|i| [i; 32])
-        .find(|s| IdentityKeyPair::from_seed(s).public_key().as_bytes()[31] >> 7 == bit)
+        .find(|s| {
+            omemo_crypto::hazmat::identity_from_seed(s)
+                .public_key()
+                .as_bytes()[31]
+                >> 7
+                == bit
+        })
         .unwrap()
 }
 
@@ -118,7 +124,7 @@ struct Rust {
 impl Rust {
     fn new(seed: [u8; 32]) -> Self {
         let mut rng = ChaCha20Rng::seed_from_u64(13);
-        let identity = IdentityKeyPair::from_seed(&seed);
+        let identity = omemo_crypto::hazmat::identity_from_seed(&seed);
         let spk =
             SignedPreKey::generate_legacy(SignedPreKeyId::new(1).unwrap(), &identity, 0, &mut rng);
         let pre_keys = (1..=20)
@@ -212,7 +218,10 @@ fn is_prekey(xml: &str) -> bool {
 fn python(peer: &mut Peer, seed: [u8; 32]) -> IdentityPublicKey {
     let id = peer.call(json!({"cmd": "identity", "seed": hex::encode(seed), "legacy": true}));
     let ik = IdentityPublicKey::from_bytes(&hex_of(&id, "ik")).unwrap();
-    assert_eq!(ik, IdentityKeyPair::from_seed(&seed).public_key());
+    assert_eq!(
+        ik,
+        omemo_crypto::hazmat::identity_from_seed(&seed).public_key()
+    );
     ik
 }
 

@@ -23,7 +23,7 @@ fn id(value: u32) -> DeviceId {
 
 fn identity(keys: &serde_json::Value, who: &str) -> IdentityKeyPair {
     let seed: [u8; 32] = hex_field(keys, &[who, "seed"]).try_into().unwrap();
-    IdentityKeyPair::from_seed(&seed)
+    omemo_crypto::hazmat::identity_from_seed(&seed)
 }
 
 fn signed_pre_key(keys: &serde_json::Value, who: &str) -> SignedPreKey {

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{field, vectors, xml};
-use omemo_crypto::{DeviceId, IdentityKeyPair};
+use omemo_crypto::DeviceId;
 use omemo_pep::omemo2::{DeviceEntry, DeviceList, Label};
 use omemo_pep::pep::{
     self, add_own_device, Fetched, MaxItems, Publication, PublishFailure, PublishProgress,
@@ -150,7 +150,7 @@ fn bundle_answers() {
 fn own_device_is_added_and_others_kept() {
     let v = vectors("xml.json");
     let fetched = DeviceList::try_from(xml(field(&v, &["devices_bob"]))).unwrap();
-    let identity = IdentityKeyPair::from_seed(&[7; 32]);
+    let identity = omemo_crypto::hazmat::identity_from_seed(&[7; 32]);
     let me = DeviceId::new(99).unwrap();
     let own = DeviceEntry::with_signed_label(me, "echo-bot", &identity).unwrap();
 
@@ -188,7 +188,7 @@ fn retired_own_devices_leave_the_list() {
     let v = vectors("xml.json");
     let fetched = DeviceList::try_from(xml(field(&v, &["devices_bob"]))).unwrap();
     let ids: Vec<DeviceId> = fetched.ids().collect();
-    let identity = IdentityKeyPair::from_seed(&[7; 32]);
+    let identity = omemo_crypto::hazmat::identity_from_seed(&[7; 32]);
     let me = DeviceId::new(99).unwrap();
     let own = DeviceEntry::with_signed_label(me, "echo-bot", &identity).unwrap();
     let with_me = add_own_device(Some(&fetched), own.clone())

@@ -73,14 +73,13 @@ pub fn reset_if_asked(
 
 #[cfg(test)]
 mod tests {
-    use omemo_crypto::IdentityKeyPair;
 
     use super::*;
 
     /// The public key of the first seed `0, 1, 2, …` (all 32 bytes equal) with that sign bit.
     fn key_with_sign_bit(bit: bool) -> IdentityPublicKey {
         (0u8..=255)
-            .map(|b| IdentityKeyPair::from_seed(&[b; 32]).public_key())
+            .map(|b| omemo_crypto::hazmat::identity_from_seed(&[b; 32]).public_key())
             .find(|k| k.ed25519_sign_bit() == bit)
             .unwrap_or_else(|| unreachable!("about half of all keys have each sign bit"))
     }

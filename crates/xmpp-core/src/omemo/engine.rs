@@ -879,7 +879,9 @@ mod tests {
             let own = OwnIdentity {
                 jid: BareJid::new(jid).unwrap(),
                 device_id: device.device_id(),
-                identity: IdentityKeyPair::from_seed(&device.identity().seed()),
+                identity: omemo_crypto::hazmat::identity_from_seed(
+                    &omemo_crypto::hazmat::identity_seed(device.identity()),
+                ),
                 label: "test".to_owned(),
             };
             Self { store, own, rng }

@@ -240,7 +240,9 @@ impl OmemoManager {
         let own = OwnIdentity {
             jid: jid.clone(),
             device_id: device.device_id(),
-            identity: IdentityKeyPair::from_seed(&device.identity().seed()),
+            identity: omemo_crypto::hazmat::identity_from_seed(
+                &omemo_crypto::hazmat::identity_seed(device.identity()),
+            ),
             label: label.to_owned(),
         };
         Ok((store, own))

@@ -224,7 +224,7 @@ mod tests {
 
     #[test]
     fn bundles_compare_by_their_keys_not_the_order_of_their_pre_keys() {
-        let identity = IdentityKeyPair::from_seed(&[3; 32]);
+        let identity = omemo_crypto::hazmat::identity_from_seed(&[3; 32]);
         let spk = omemo_crypto::SignedPreKey::generate(
             omemo_crypto::SignedPreKeyId::new(1).unwrap(),
             &identity,
