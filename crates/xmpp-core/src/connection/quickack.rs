@@ -104,3 +104,71 @@ impl AsyncWrite for QuickAck {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+#[cfg(target_os = "linux")]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A client stream whose quick-ACK mode the test can read.
+    trait Probe: AsyncRead + AsyncWrite + Unpin {
+        fn quickack_mode(&self) -> bool;
+    }
+
+    impl Probe for QuickAck {
+        fn quickack_mode(&self) -> bool {
+            socket2::SockRef::from(&self.inner).tcp_quickack().unwrap()
+        }
+    }
+
+    impl Probe for TcpStream {
+        fn quickack_mode(&self) -> bool {
+            socket2::SockRef::from(self).tcp_quickack().unwrap()
+        }
+    }
+
+    /// The exchange after which Linux delays ACKs: we receive, answer at once (which puts the
+    /// socket in "ping-pong" mode), then receive again. Returns whether the socket is in
+    /// quick-ACK mode at the end, and the bytes the client read.
+    async fn exchange(wrap: bool) -> (bool, Vec<u8>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let mut client: Box<dyn Probe> = if wrap {
+            Box::new(QuickAck::new(client))
+        } else {
+            Box::new(client)
+        };
+        let mut received = Vec::new();
+        let mut buf = [0u8; 16];
+        for (request, answer) in [(b"one", b"ack1"), (b"two", b"ack2")] {
+            server.write_all(request).await.unwrap();
+            let n = client.read(&mut buf).await.unwrap();
+            received.extend_from_slice(&buf[..n]);
+            client.write_all(answer).await.unwrap();
+            let mut echoed = [0u8; 4];
+            server.read_exact(&mut echoed).await.unwrap();
+            assert_eq!(&echoed, answer);
+        }
+        server.write_all(b"three").await.unwrap();
+        let n = client.read(&mut buf).await.unwrap();
+        received.extend_from_slice(&buf[..n]);
+        let quick = client.quickack_mode();
+        (quick, received)
+    }
+
+    #[tokio::test]
+    async fn reads_leave_the_socket_in_quickack_mode() {
+        let (quick, received) = exchange(true).await;
+        assert_eq!(received, b"onetwothree");
+        assert!(quick, "after a read the socket must acknowledge at once");
+        // Control: the same exchange on a bare socket leaves it delaying ACKs.
+        let (quick, received) = exchange(false).await;
+        assert_eq!(received, b"onetwothree");
+        assert!(!quick, "a bare socket delays ACKs after this exchange");
+    }
+}
