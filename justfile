@@ -154,9 +154,11 @@ bench:
     cargo bench --locked -p atm-trust --bench store
     cargo bench --locked -p bookmarks --bench merge
 
-# End-to-end benchmark: N clients × M messages, plaintext echo vs OMEMO echo, on a local Prosody.
-bench-e2e clients="4" messages="100": prosody
-    BENCH_CLIENTS={{clients}} BENCH_MESSAGES={{messages}} cargo bench --locked -p echo-bot --bench e2e
+# End-to-end benchmark: N clients × M messages, plaintext echo vs OMEMO echo, on a local Prosody;
+# then a sequential sender (the Python reference client) against our bot and against the Python
+# reference echo through a Prosody with default network settings.
+bench-e2e clients="4" messages="100": prosody venv
+    OMEMO_PYTHON="{{python}}" BENCH_CLIENTS={{clients}} BENCH_MESSAGES={{messages}} cargo bench --locked -p echo-bot --bench e2e
 
 state := root / ".run" / "up"
 

@@ -8,11 +8,18 @@
 //!
 //! The plaintext echo is this same executable, re-run with `BENCH_PLAINTEXT_ECHO` set: a
 //! bench-only baseline, never part of the bot.
+//!
+//! Then a sequential sender: the Python reference client (`interop/xmpp_peer.py --mode
+//! client`, from `OMEMO_PYTHON` or the workspace's `.venv`) sends `BENCH_SEQUENTIAL` (default
+//! 100) messages one after another, each after the previous answer, to our bot, to our bot
+//! with `TCP_QUICKACK` off, and to the Python reference echo (`--mode echo`), all through one
+//! Prosody with its default network settings (Nagle on). The round-trip p50s are printed side
+//! by side. `BENCH_ONLY_SEQUENTIAL` runs only this part.
 
 // A benchmark driver: failures should stop it loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -276,7 +283,165 @@ fn add_sessions(db: &Path, bot_jid: &BareJid) {
     }
 }
 
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The Python reference interpreter (`OMEMO_PYTHON`, else the workspace's `.venv`), if present.
+fn python() -> Option<PathBuf> {
+    let python = std::env::var_os("OMEMO_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
+    python.exists().then_some(python)
+}
+
+fn python_peer(python: &Path, server: &TestServer, user: &str, mode: &str) -> Command {
+    let mut command = Command::new(python);
+    command
+        .arg(workspace_root().join("interop/xmpp_peer.py"))
+        .args(["--mode", mode, "--jid", server.jid(user).unwrap().as_str()])
+        .args(["--server", &format!("127.0.0.1:{}", server.port())])
+        .arg("--ca-file")
+        .arg(server.ca_file())
+        .args(["--timeout", "30"])
+        .env("XMPP_PASSWORD", format!("{user}-password"))
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+/// The Python reference client sends `messages` OMEMO messages to `to` one after another,
+/// each after the previous answer. Returns the round trips of all but the first (key
+/// exchange) message and their sum.
+async fn sequential_sender(
+    python: &Path,
+    server: &TestServer,
+    user: &str,
+    to: &str,
+    messages: usize,
+) -> (Vec<Duration>, f64) {
+    let mut command = python_peer(python, server, user, "client");
+    command
+        .args(["--to", to, "--bodies", "simple", "--count"])
+        .arg((messages + 1).to_string())
+        .stdout(Stdio::piped());
+    let output = tokio::time::timeout(Duration::from_secs(600), command.output())
+        .await
+        .expect("the Python sender did not finish in time")
+        .unwrap();
+    let mut rtts = Vec::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if value["event"] == "answer" && value["n"].as_u64() != Some(1) {
+            assert_eq!(value["ok"], true, "wrong answer: {value}");
+            rtts.push(Duration::from_secs_f64(
+                value["rtt_ms"].as_f64().unwrap() / 1000.0,
+            ));
+        }
+    }
+    assert!(
+        output.status.success() && rtts.len() == messages,
+        "the Python sender failed ({}): {} answers",
+        output.status,
+        rtts.len()
+    );
+    let total: f64 = rtts.iter().map(Duration::as_secs_f64).sum();
+    (rtts, total)
+}
+
+/// A sequential sender against our bot and against the Python reference echo, both through
+/// one Prosody with its default network settings (Nagle on), in this run.
+async fn sequential(messages: usize) {
+    let Some(python) = python() else {
+        println!(
+            "sequential sender: NOT RUN (no Python reference venv: run `just venv` or set OMEMO_PYTHON)"
+        );
+        return;
+    };
+    // test-prosody turns Nagle off for its tests; users run Prosody's default, which is on.
+    let server = TestServer::builder()
+        .option("network_settings = { nagle = true }")
+        .start()
+        .unwrap();
+    // One account per bot and per sender, so no bot sees another run's devices.
+    for user in ["bot", "bot2", "pybot", "seq1", "seq2", "seq3"] {
+        server
+            .create_account(user, &format!("{user}-password"))
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The bot as shipped, then with TCP_QUICKACK turned off (fresh store and sender each), to
+    // show what the option does in this run.
+    let mut ours = Vec::new();
+    for (name, quickack, user, sender) in [
+        ("echo-bot", "on", "bot", "seq1"),
+        ("echo-bot, no QUICKACK", "off", "bot2", "seq3"),
+    ] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_echo-bot"));
+        command
+            .args(["--jid", server.jid(user).unwrap().as_str(), "--server"])
+            .arg(format!("127.0.0.1:{}", server.port()))
+            .arg("--ca-file")
+            .arg(server.ca_file())
+            .arg("--db")
+            .arg(dir.path().join(format!("seq-{user}.sqlite3")))
+            .env("XMPP_PASSWORD", format!("{user}-password"))
+            .env("XMPP_TCP_QUICKACK", quickack)
+            .env("RUST_LOG", "warn");
+        let bot = Bot::spawn(command, "echo-bot ready").await;
+        let to = format!("{user}@localhost");
+        ours.push((
+            name,
+            sequential_sender(&python, &server, sender, &to, messages).await,
+        ));
+        bot.stop().await;
+    }
+
+    let mut command = python_peer(&python, &server, "pybot", "echo");
+    command.stdout(Stdio::piped());
+    let reference = Bot::spawn(command, "\"ready\"").await;
+    let theirs = sequential_sender(&python, &server, "seq2", "pybot@localhost", messages).await;
+    reference.stop().await;
+
+    let line = |name: &str, (rtts, total): &(Vec<Duration>, f64)| {
+        let mut sorted = rtts.clone();
+        sorted.sort();
+        let p50 = percentile(&sorted, 0.5);
+        println!(
+            "{name:<22} {:>5} msgs  1/mean RTT {:>6.1}/s  p50 {:>8.2?}  p99 {:>8.2?}",
+            sorted.len(),
+            sorted.len() as f64 / total,
+            p50,
+            percentile(&sorted, 0.99),
+        );
+        p50
+    };
+    println!(
+        "\nsequential sender (Python reference client), Prosody with default network settings:"
+    );
+    let ours_p50 = line(ours[0].0, &ours[0].1);
+    line(ours[1].0, &ours[1].1);
+    let theirs_p50 = line("python-omemo echo", &theirs);
+    println!(
+        "round trip p50, echo-bot vs python-omemo echo: {:.2}× ({})",
+        ours_p50.as_secs_f64() / theirs_p50.as_secs_f64(),
+        if ours_p50 < theirs_p50 {
+            "ours is lower"
+        } else {
+            "ours is NOT lower"
+        }
+    );
+}
+
 async fn bench() {
+    let sequential_messages = env_usize("BENCH_SEQUENTIAL", 100);
+    if std::env::var_os("BENCH_ONLY_SEQUENTIAL").is_some() {
+        sequential(sequential_messages).await;
+        return;
+    }
     let clients = env_usize("BENCH_CLIENTS", 4);
     let messages = env_usize("BENCH_MESSAGES", 100);
     let server = TestServer::start().unwrap();
@@ -385,8 +550,13 @@ async fn bench() {
     let plain_tp = report("plaintext", &plain);
     let omemo_tp = report("omemo", &omemo);
     println!(
+        "bot CPU per OMEMO echo / per plaintext echo: {:.1}× (target ≤ 3×)",
+        (omemo.cpu / omemo.rtts.len() as f64) / (plain.cpu / plain.rtts.len() as f64)
+    );
+    println!(
         "OMEMO/plaintext throughput: {:.0} % (target ≥ 80 %); bot RSS with {EXTRA_SESSIONS}+ stored sessions: {:.1} MB (target ≤ 50 MB)",
         omemo_tp / plain_tp * 100.0,
         omemo.rss_kib as f64 / 1024.0
     );
+    sequential(sequential_messages).await;
 }

@@ -193,6 +193,19 @@ pub(crate) fn trim_devices(
     Ok(victims)
 }
 
+/// The device query, one statement text per filter, without `ORDER BY` (the caller sorts).
+/// The bundled SQLite (built with STAT4) marks such a statement as depending on its bound
+/// values, and rusqlite clears the bindings of a cached statement after each use, which made
+/// SQLite recompile the former text (`(active = 1 OR ?3 = 0) ORDER BY device_id`) on every
+/// call.
+fn devices_sql(only_active: bool) -> String {
+    let filter = if only_active { " AND active = 1" } else { "" };
+    format!(
+        "SELECT {DEVICE_COLUMNS} FROM devices
+         WHERE namespace = ?1 AND jid = ?2{filter}"
+    )
+}
+
 struct KnownDevice {
     active: bool,
     label: Option<String>,
@@ -335,16 +348,13 @@ impl Store {
         jid: &str,
         only_active: bool,
     ) -> Result<Vec<RemoteDevice>> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {DEVICE_COLUMNS} FROM devices
-             WHERE namespace = ?1 AND jid = ?2 AND (active = 1 OR ?3 = 0)
-             ORDER BY device_id"
-        ))?;
-        let mut rows = stmt.query(params![namespace.as_str(), jid, only_active])?;
+        let mut stmt = self.conn.prepare_cached(&devices_sql(only_active))?;
+        let mut rows = stmt.query(params![namespace.as_str(), jid])?;
         let mut devices = Vec::new();
         while let Some(row) = rows.next()? {
             devices.push(device_from_row(namespace, jid, row)?);
         }
+        devices.sort_unstable_by_key(|device| device.device_id);
         Ok(devices)
     }
 
@@ -377,5 +387,73 @@ impl Store {
         )?;
         tx.commit()?;
         Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::StatementStatus;
+
+    fn listed(id: u32) -> ListedDevice {
+        ListedDevice {
+            device_id: DeviceId::new(id).unwrap(),
+            label: None,
+            label_verified: false,
+        }
+    }
+
+    #[test]
+    fn the_device_queries_are_not_recompiled_per_call() {
+        let mut store = Store::open_in_memory().unwrap();
+        let ns = Namespace::Omemo2;
+        store
+            .update_device_list(ns, "a@example.org", &[listed(1), listed(2)], 10)
+            .unwrap();
+        store
+            .update_device_list(ns, "a@example.org", &[listed(2)], 20)
+            .unwrap();
+        store
+            .update_device_list(ns, "b@example.org", &[listed(3)], 20)
+            .unwrap();
+        for _ in 0..5 {
+            for jid in ["a@example.org", "b@example.org", "c@example.org"] {
+                let active = store.active_devices(ns, jid).unwrap();
+                let all = store.devices(ns, jid).unwrap();
+                if jid == "a@example.org" {
+                    let ids = |d: &[RemoteDevice]| {
+                        d.iter().map(|d| d.device_id.get()).collect::<Vec<_>>()
+                    };
+                    assert_eq!(ids(&active), [2]);
+                    assert_eq!(ids(&all), [1, 2]);
+                }
+            }
+        }
+        for only_active in [true, false] {
+            let stmt = store
+                .conn
+                .prepare_cached(&devices_sql(only_active))
+                .unwrap();
+            assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0);
+            // The cached statement is the one the calls above used.
+            assert!(stmt.get_status(StatementStatus::VmStep) > 0);
+        }
+
+        // Control: the former text, used the same way (through the statement cache), is
+        // recompiled on every call, and the counter sees it.
+        let former = format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices
+             WHERE namespace = ?1 AND jid = ?2 AND (active = 1 OR ?3 = 0)
+             ORDER BY device_id"
+        );
+        for round in 0..6 {
+            let mut stmt = store.conn.prepare_cached(&former).unwrap();
+            let mut rows = stmt
+                .query(params![ns.as_str(), "a@example.org", round % 2 == 0])
+                .unwrap();
+            while rows.next().unwrap().is_some() {}
+        }
+        let stmt = store.conn.prepare_cached(&former).unwrap();
+        assert!(stmt.get_status(StatementStatus::RePrepare) >= 5);
     }
 }

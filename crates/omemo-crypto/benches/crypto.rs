@@ -115,10 +115,6 @@ const BATCH: u64 = 256;
 const ROUNDS: usize = 60;
 const MIN_BATCH_TIME: Duration = Duration::from_millis(1);
 
-/// python-omemo measured on this machine (µs per operation), for the record.
-const PYTHON_OMEMO_ENCRYPT_US: f64 = 1100.0;
-const PYTHON_OMEMO_DECRYPT_US: f64 = 1000.0;
-
 /// Runs a benchmark `iters` times and returns the time spent in what it measures.
 type Timed<'a> = Box<dyn FnMut(u64) -> Duration + 'a>;
 
@@ -1009,17 +1005,6 @@ fn print_report(rounds: &BTreeMap<String, Vec<f64>>, criterion: &Recorder, sampl
             id.trim_start_matches("part/"),
             fmt_time(rounds.get(id).and_then(|v| median(v)))
         );
-    }
-    for (label, id, python_us) in [
-        ("encrypt", "omemo/encrypt_1_device", PYTHON_OMEMO_ENCRYPT_US),
-        ("decrypt", "omemo/decrypt", PYTHON_OMEMO_DECRYPT_US),
-    ] {
-        if let Some(ns) = rounds.get(id).and_then(|v| median(v)) {
-            println!(
-                "{label}: {:.0}× faster than python-omemo (≈ {python_us:.0} µs here)",
-                python_us * 1e3 / ns
-            );
-        }
     }
     println!(
         "ratio = median over rounds of (operation ÷ floor in the same round); shared \

@@ -20,6 +20,7 @@
 mod backoff;
 mod caps;
 mod depth;
+mod quickack;
 mod transport;
 
 use std::collections::HashMap;

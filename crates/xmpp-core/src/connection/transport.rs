@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::depth::DepthLimit;
+use super::quickack::QuickAck;
 use futures::{SinkExt, StreamExt};
 use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
@@ -128,7 +129,8 @@ impl XmppConnector {
         match &self.security {
             Security::Plaintext(_) => {
                 tracing::warn!("using an unencrypted connection (loopback only)");
-                let stream: BoxedStream = Box::new(BufStream::new(DepthLimit::new(tcp)));
+                let stream: BoxedStream =
+                    Box::new(BufStream::new(DepthLimit::new(QuickAck::new(tcp))));
                 let pending = expect_xmpp(
                     &address,
                     initiate_stream(stream, ns::JABBER_CLIENT, header(), timeouts),
@@ -163,7 +165,7 @@ impl XmppConnector {
                 let name = ServerName::try_from(domain.to_owned())
                     .map_err(|_| ConnectError::InvalidServerName(domain.to_owned()))?;
                 let tls_stream = tokio_rustls::TlsConnector::from(tls.clone())
-                    .connect(name, tcp)
+                    .connect(name, QuickAck::new(tcp))
                     .await
                     .map_err(|e| self.tls_error(domain, e))?;
                 let channel_binding = channel_binding(tls_stream.get_ref().1);
