@@ -915,7 +915,8 @@ mod tests {
                 .unwrap();
         }
 
-        /// Encrypts `text` to `to`, with its bundle when given; returns the stanza.
+        /// Encrypts `text` to `to` in OMEMO 2 (inside an SCE envelope), with its bundle when
+        /// given; returns the stanza.
         fn send(&mut self, to: &Peer, text: &str, bundle: Option<Bundle>, now: u64) -> Message {
             let envelope = sce::Envelope::new(
                 vec![sce::Envelope::body_element(text)],
@@ -926,19 +927,33 @@ mod tests {
             )
             .to_bytes()
             .unwrap();
+            self.encrypt_to::<Omemo2>(to, &envelope, bundle, "s1", now)
+        }
+
+        /// Encrypts `plaintext` to `to`'s one device in version `V`, with its bundle when
+        /// given; checks that exactly that device got it and that the stanza is in the outbox
+        /// before anything is sent; returns the stanza.
+        fn encrypt_to<V: Flavour>(
+            &mut self,
+            to: &Peer,
+            plaintext: &[u8],
+            bundle: Option<V::Bundle>,
+            stanza_id: &str,
+            now: u64,
+        ) -> Message {
             let recipients = [to.own.jid.clone()];
             let bundles = bundle
                 .map(|b| vec![(to.own.jid.clone(), to.own.device_id, b)])
                 .unwrap_or_default();
             let (message, report, outbox_id) = self
                 .engine(now)
-                .encrypt::<Omemo2>(Outgoing {
+                .encrypt::<V>(Outgoing {
                     accept: |_| true,
                     recipients: &recipients,
                     bundles,
-                    plaintext: &envelope,
+                    plaintext,
                     to: &to.own.jid,
-                    stanza_id: "s1",
+                    stanza_id,
                     answers: &[],
                 })
                 .unwrap();
@@ -947,7 +962,6 @@ mod tests {
                 vec![(to.own.jid.clone(), to.own.device_id)]
             );
             assert!(report.skipped.is_empty(), "{:?}", report.skipped);
-            // The stanza is in the outbox before anything is sent.
             assert!(outbox_id > 0);
             message
         }
@@ -1401,24 +1415,7 @@ mod tests {
         list(&mut alice.store, &bob);
         list(&mut bob.store, &alice);
         let send = |from: &mut Peer, to: &Peer, text: &str, bundle: Option<legacy::Bundle>| {
-            let recipients = [to.own.jid.clone()];
-            let bundles = bundle
-                .map(|b| vec![(to.own.jid.clone(), to.own.device_id, b)])
-                .unwrap_or_default();
-            let (message, report, _) = from
-                .engine(T0)
-                .encrypt::<Legacy>(Outgoing {
-                    accept: |_| true,
-                    recipients: &recipients,
-                    bundles,
-                    plaintext: text.as_bytes(),
-                    to: &to.own.jid,
-                    stanza_id: "l",
-                    answers: &[],
-                })
-                .unwrap();
-            assert_eq!(report.encrypted_for.len(), 1, "{:?}", report.skipped);
-            message
+            from.encrypt_to::<Legacy>(to, text.as_bytes(), bundle, "l", T0)
         };
         let receive = |to: &mut Peer, from: &Peer, message: &Message| {
             // Only a legacy element, with the fallback body legacy clients expect.
