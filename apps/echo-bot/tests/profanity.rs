@@ -23,7 +23,7 @@
 // Test helpers outside #[test] functions fail loudly on purpose.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command as StdCommand, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -37,8 +37,8 @@ use tokio::process::{Child, Command};
 
 mod common;
 
-use common::legacy_pep;
 use common::raw::RawClient;
+use common::{legacy_pep, python};
 
 /// How long any one expected line may take to appear.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -332,22 +332,6 @@ fn outcome<T: std::fmt::Debug>(fetched: Fetched<T>) -> String {
     }
 }
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn python() -> PathBuf {
-    let python = std::env::var_os("OMEMO_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
-    assert!(
-        python.exists(),
-        "the Python reference venv is missing ({}): run `just venv`",
-        python.display()
-    );
-    python
-}
-
 /// The Python peer as a legacy-only device of `user`, keeping its state in `data`.
 fn legacy_peer(
     server: &TestServer,
@@ -356,23 +340,12 @@ fn legacy_peer(
     data: &Path,
     extra: &[&str],
 ) -> Command {
-    let mut command = Command::new(python());
+    let mut command = python::peer_command(server, user, &password(user), mode);
     command
-        .arg(workspace_root().join("interop/xmpp_peer.py"))
-        .args(["--mode", mode, "--versions", "legacy"])
-        .args(["--jid", server.jid(user).unwrap().as_str()])
-        .args(["--server", &format!("127.0.0.1:{}", server.port())])
-        .arg("--ca-file")
-        .arg(server.ca_file())
-        .arg("--data-dir")
+        .args(["--versions", "legacy", "--data-dir"])
         .arg(data)
-        .args(["--timeout", "30"])
         .args(extra)
-        .env("XMPP_PASSWORD", password(user))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .stderr(Stdio::piped());
     command
 }
 

@@ -8,7 +8,6 @@
 // Test helpers outside #[test] functions fail loudly on purpose.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -20,41 +19,13 @@ use xmpp_core::jid::Jid;
 
 mod common;
 
-use common::{settings, start_bot};
+use common::{python, settings, start_bot};
 
 const MESSAGES: usize = 50;
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn python() -> PathBuf {
-    let python = std::env::var_os("OMEMO_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
-    assert!(
-        python.exists(),
-        "the Python reference venv is missing ({}): run `just venv`",
-        python.display()
-    );
-    python
-}
-
 fn peer(server: &TestServer, user: &str, mode: &str, extra: &[&str]) -> Command {
-    let mut command = Command::new(python());
-    command
-        .arg(workspace_root().join("interop/xmpp_peer.py"))
-        .args(["--mode", mode, "--jid", server.jid(user).unwrap().as_str()])
-        .args(["--server", &format!("127.0.0.1:{}", server.port())])
-        .arg("--ca-file")
-        .arg(server.ca_file())
-        .args(["--timeout", "30"])
-        .args(extra)
-        .env("XMPP_PASSWORD", format!("{user}-password"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
+    let mut command = python::peer_command(server, user, &format!("{user}-password"), mode);
+    command.args(extra).stderr(Stdio::null());
     command
 }
 

@@ -14,7 +14,6 @@
 // Test helpers outside #[test] functions fail loudly on purpose.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -27,26 +26,10 @@ use tokio::process::{Child, Command};
 
 mod common;
 
-use common::legacy_pep;
 use common::raw::RawClient;
+use common::{legacy_pep, python};
 
 const MESSAGES: usize = 50;
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn python() -> PathBuf {
-    let python = std::env::var_os("OMEMO_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".venv/bin/python"));
-    assert!(
-        python.exists(),
-        "the Python reference venv is missing ({}): run `just venv`",
-        python.display()
-    );
-    python
-}
 
 fn password(user: &str) -> String {
     format!("{user}-password")
@@ -66,20 +49,8 @@ fn server(users: &[&str]) -> TestServer {
 }
 
 fn peer(server: &TestServer, user: &str, mode: &str, extra: &[&str]) -> Command {
-    let mut command = Command::new(python());
-    command
-        .arg(workspace_root().join("interop/xmpp_peer.py"))
-        .args(["--mode", mode, "--jid", server.jid(user).unwrap().as_str()])
-        .args(["--server", &format!("127.0.0.1:{}", server.port())])
-        .arg("--ca-file")
-        .arg(server.ca_file())
-        .args(["--timeout", "30"])
-        .args(extra)
-        .env("XMPP_PASSWORD", password(user))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    let mut command = python::peer_command(server, user, &password(user), mode);
+    command.args(extra).stderr(Stdio::piped());
     command
 }
 

@@ -16,6 +16,7 @@ use xmpp_core::jid::BareJid;
 use xmpp_core::settings::{AccountSettings, Password, ServerAddress, TrustPolicySetting};
 
 pub(crate) mod legacy_pep;
+pub(crate) mod python;
 pub(crate) mod raw;
 
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(20);
