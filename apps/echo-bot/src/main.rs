@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
+use app_common::config::{self, read_config_file, AccountArgs, AccountFile};
 use app_common::shutdown::{Shutdown, GRACE};
 use app_common::trust::{self, Reach, TrustCommand};
 use clap::Parser;
@@ -13,7 +14,6 @@ use serde::Deserialize;
 use xmpp_core::client::{Answers, Client, ClientEvent};
 use xmpp_core::jid::BareJid;
 use xmpp_core::omemo::{OmemoError, Receipt, SendReport};
-use xmpp_core::settings::{read_config_file, AccountArgs, AccountFile, AccountSettings};
 
 mod echo;
 mod vault;
@@ -82,7 +82,7 @@ fn main() -> ExitCode {
         Some(command) => command.account().verbose,
         None => cli.account.verbose,
     };
-    xmpp_core::logging::init(
+    app_common::logging::init(
         verbose,
         if cli.command.is_some() {
             "warn"
@@ -108,7 +108,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("echo-bot: {}", xmpp_core::logging::one_line(e.as_ref()));
+            eprintln!("echo-bot: {}", app_common::logging::one_line(e.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -179,7 +179,7 @@ async fn run_command(command: &TrustCommand) -> anyhow::Result<()> {
     account.password_file = None;
     file.account.password_file = None;
     file.account.password = None;
-    let settings = AccountSettings::resolve(
+    let settings = config::resolve(
         &account,
         &file.account,
         Some("not used without a connection".to_owned()),
@@ -193,7 +193,7 @@ async fn run(account: &AccountArgs, plaintext: Option<PlaintextReply>) -> anyhow
     // Installed first: a stop request while connecting counts too.
     let mut shutdown = Shutdown::install().context("cannot install the signal handlers")?;
     let file = read_config(account.config.as_deref())?;
-    let settings = AccountSettings::resolve(
+    let settings = config::resolve(
         account,
         &file.account,
         std::env::var("XMPP_PASSWORD").ok(),
@@ -215,7 +215,7 @@ async fn run(account: &AccountArgs, plaintext: Option<PlaintextReply>) -> anyhow
         Some(VaultRole::new(policy, store))
     };
 
-    xmpp_core::identity::reset_if_asked(account, &settings)
+    config::reset_if_asked(account, &settings)
         .with_context(|| format!("cannot reset the identity in {}", settings.db.display()))?;
     let started = tokio::select! {
         started = Client::start(&settings) => started,

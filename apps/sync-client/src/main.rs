@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use app_common::config::{self, read_config_file, AccountArgs, AccountFile};
 use app_common::shutdown::{Shutdown, GRACE};
 use app_common::trust::{self, Reach, TrustCommand};
 use clap::{Parser, Subcommand};
@@ -15,7 +16,7 @@ use sync_client::send::{send_transfer, ChunkOutcome};
 use sync_client::transfer::Transfer;
 use xmpp_core::client::Client;
 use xmpp_core::jid::BareJid;
-use xmpp_core::settings::{read_config_file, AccountArgs, AccountFile, AccountSettings};
+use xmpp_core::settings::AccountSettings;
 
 /// End-to-end encrypted bookmark sync over XMPP (OMEMO 2).
 #[derive(Debug, Parser)]
@@ -118,7 +119,7 @@ fn main() -> ExitCode {
         Command::Sync(a) => a.account.verbose,
         Command::Trust(command) => command.account().verbose,
     };
-    xmpp_core::logging::init(verbose, "warn");
+    app_common::logging::init(verbose, "warn");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -141,7 +142,7 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("sync-client: {}", xmpp_core::logging::one_line(e.as_ref()));
+            eprintln!("sync-client: {}", app_common::logging::one_line(e.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -149,13 +150,13 @@ fn main() -> ExitCode {
 
 fn settings(account: &AccountArgs) -> anyhow::Result<(AccountSettings, ConfigFile)> {
     let file: ConfigFile = read_config_file(account.config.as_deref())?;
-    let settings = AccountSettings::resolve(
+    let settings = config::resolve(
         account,
         &file.account,
         std::env::var("XMPP_PASSWORD").ok(),
         "sync-client",
     )?;
-    xmpp_core::identity::reset_if_asked(account, &settings)?;
+    config::reset_if_asked(account, &settings)?;
     Ok((settings, file))
 }
 

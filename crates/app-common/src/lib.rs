@@ -1,5 +1,8 @@
 //! What the two programs share above `xmpp-core`:
 //!
+//! - [`config`]: the account flags (clap), environment variables and TOML file, merged into
+//!   `xmpp-core`'s account settings, and `--reset-identity`;
+//! - [`logging`]: the `tracing` subscriber (`-v`, `RUST_LOG`) and one-line error messages;
 //! - [`trust`]: the operator's commands on an account's OMEMO trust — `fingerprint`,
 //!   `devices JID`, `trust JID FINGERPRINT`, `distrust JID FINGERPRINT` — either through a
 //!   connection (fresh device lists, ATM trust messages to our authenticated devices) or on
@@ -17,5 +20,7 @@
 //! # }
 //! ```
 
+pub mod config;
+pub mod logging;
 pub mod shutdown;
 pub mod trust;

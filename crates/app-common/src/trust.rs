@@ -12,6 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::config::AccountArgs;
 use atm_trust::{Namespace, Store, TrustEvent};
 use clap::Subcommand;
 use xmpp_core::client::{Client, ClientError};
@@ -19,7 +20,7 @@ use xmpp_core::jid::BareJid;
 use xmpp_core::omemo::{
     set_trust_by_fingerprint, DeviceInfo, OmemoError, OmemoManager, OwnIdentity,
 };
-use xmpp_core::settings::{AccountArgs, AccountSettings};
+use xmpp_core::settings::AccountSettings;
 use xmpp_core::TrustLevel;
 
 /// The trust subcommands; a program adds them to its own with `#[command(flatten)]`.

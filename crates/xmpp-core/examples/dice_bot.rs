@@ -6,27 +6,50 @@
 //!     --jid dice@example.org --db dice.sqlite3
 //! ```
 //!
-//! The account flags are those of [`AccountArgs`] (`--server host:port`, `--ca-file`, ...);
-//! `--config` names a TOML file of [`AccountFile`] keys (`jid = "..."`, `db = "..."`, ...).
+//! The library takes an [`AccountSettings`]; how a program fills it in is its own business
+//! (the echo bot and the sync client add a TOML file and more flags).
+
+use std::path::PathBuf;
 
 use clap::Parser;
 use xmpp_core::client::{Client, ClientEvent};
-use xmpp_core::settings::{read_config_file, AccountArgs, AccountFile, AccountSettings};
+use xmpp_core::settings::{AccountSettings, Password, ServerAddress, TrustPolicySetting};
 
-/// Answers `NdM` (N dice with M sides) with an encrypted roll.
+/// Answers `NdM` (N dice with M sides) with an encrypted roll. The password comes from
+/// `XMPP_PASSWORD`.
 #[derive(Parser)]
 struct Cli {
-    #[command(flatten)]
-    account: AccountArgs,
+    /// The bot's account.
+    #[arg(long)]
+    jid: xmpp_core::jid::BareJid,
+    /// The SQLite database with its OMEMO state.
+    #[arg(long)]
+    db: PathBuf,
+    /// Connect to HOST:PORT instead of looking up the domain's SRV records.
+    #[arg(long)]
+    server: Option<ServerAddress>,
+    /// Extra CA certificate (PEM) to trust.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
-    xmpp_core::logging::init(cli.account.verbose, "warn");
-    let file: AccountFile = read_config_file(cli.account.config.as_deref())?;
-    let password = std::env::var("XMPP_PASSWORD").ok();
-    let settings = AccountSettings::resolve(&cli.account, &file, password, "dice-bot")?;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::WARN)
+        .init();
+    let settings = AccountSettings {
+        jid: cli.jid,
+        password: Password::new(std::env::var("XMPP_PASSWORD")?),
+        server: cli.server,
+        ca_file: cli.ca_file,
+        insecure_plaintext: false,
+        db: cli.db,
+        label: "dice-bot".to_owned(),
+        trust_policy: TrustPolicySetting::Toakafa,
+    };
     // Opens the store (creating our identity on first use), logs in and publishes the
     // device list and bundle.
     let (client, mut events) = Client::start(&settings).await?;

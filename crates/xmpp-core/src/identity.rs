@@ -15,7 +15,6 @@ use rand_core::OsRng;
 use xmpp_parsers::jid::BareJid;
 
 use crate::omemo::OmemoError;
-use crate::settings::{AccountArgs, AccountSettings};
 
 /// What a person reads before asking for a reset, and after one.
 pub const RESET_WARNING: &str = "the OMEMO identity was reset: this account now has a new \
@@ -51,24 +50,6 @@ pub fn describe(key: &IdentityPublicKey) -> Vec<String> {
         );
     }
     lines
-}
-
-/// Resets the identity when the account flags ask for it (`--reset-identity`), logging
-/// [`RESET_WARNING`] at warn level. Returns the device id given up. Blocking; call it before
-/// the program opens the database for anything else.
-pub fn reset_if_asked(
-    args: &AccountArgs,
-    settings: &AccountSettings,
-) -> Result<Option<DeviceId>, OmemoError> {
-    if !args.reset_identity {
-        return Ok(None);
-    }
-    let retired = reset_identity(&settings.db, &settings.jid)?;
-    match retired {
-        Some(old) => tracing::warn!(old_device = %old, "{RESET_WARNING}"),
-        None => tracing::info!("--reset-identity: there was no identity yet; one is created"),
-    }
-    Ok(retired)
 }
 
 #[cfg(test)]

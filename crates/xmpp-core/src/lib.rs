@@ -21,7 +21,8 @@
 //! - [`connection`]: log in over StartTLS (native roots plus an optional private CA) or, to
 //!   loopback only, plain TCP; keep the session up with XEP-0198 and jittered reconnects;
 //!   carbons, entity capabilities, disco#info; tracked IQ requests; events for the app.
-//! - [`settings`]: the shared account flags, environment variables and config file.
+//! - [`settings`]: the account to log in with (the programs read it from flags, the
+//!   environment and a TOML file with their shared `app-common` crate).
 //! - [`omemo`]: the OMEMO 2 manager (device list, bundle, sessions, trust, send and receive)
 //!   over the sans-IO crates and the `atm-trust` store.
 //! - [`client`]: [`client::Client`], which ties them together for the programs.
@@ -53,7 +54,6 @@ pub mod client;
 pub mod connection;
 mod fair;
 pub mod identity;
-pub mod logging;
 pub mod omemo;
 mod removal;
 pub mod settings;
