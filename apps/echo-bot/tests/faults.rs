@@ -324,15 +324,20 @@ async fn a_prosody_restart_mid_stream_is_survived_without_loss() {
     let (echoes, mut online_rx) = collect_echoes(events);
 
     let mut sent = Vec::new();
+    let mut stanza_ids = HashMap::new();
     let send = |i: usize| format!("around the restart {i}");
     let mut stream = async |range: std::ops::Range<usize>, pause: u64| {
         for i in range {
-            alice.send_body(&bot_jid, &send(i)).await.unwrap();
+            let report = alice.send_body(&bot_jid, &send(i)).await.unwrap();
+            stanza_ids.insert(send(i), report.stanza_id);
             sent.push(send(i));
             tokio::time::sleep(Duration::from_millis(pause)).await;
         }
     };
-    stream(0..50, 20).await;
+    stream(0..45, 20).await;
+    // The last five back to back, so that some are in flight (not yet echoed, or echoed but
+    // not yet delivered) when the server stops.
+    stream(45..50, 0).await;
     // Down for two seconds; alice keeps sending (her client queues while offline).
     server.stop().unwrap();
     let down = Instant::now();
@@ -378,9 +383,21 @@ async fn a_prosody_restart_mid_stream_is_survived_without_loss() {
     let clients = std::fs::read_to_string(&client_log).unwrap_or_default();
     let tail: Vec<&str> = clients.lines().rev().take(400).collect();
     let tail: Vec<&str> = tail.into_iter().rev().collect();
+    // Where a lost message went: the server's debug log lines that name its stanza id (its
+    // arrival, routing, archiving, offline storage or bounce, and the stream-management
+    // handling of the queues when the server stopped).
+    let server_log = std::fs::read_to_string(server.log_file()).unwrap_or_default();
+    let traces: Vec<String> = lost
+        .iter()
+        .filter_map(|text| stanza_ids.get(*text))
+        .flat_map(|id| server_log.lines().filter(move |l| l.contains(id.as_str())))
+        .map(str::to_owned)
+        .collect();
     assert!(
         lost.is_empty(),
-        "messages were lost: {lost:?}\nbot log:\n{bot_log}\nlast client log lines:\n{}",
-        tail.join("\n")
+        "messages were lost: {lost:?}\nbot log:\n{bot_log}\nlast client log lines:\n{}\n\
+         server log lines naming the lost stanzas:\n{}",
+        tail.join("\n"),
+        traces.join("\n")
     );
 }
