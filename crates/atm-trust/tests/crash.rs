@@ -13,16 +13,13 @@
     reason = "test code: a failed step should fail the test"
 )]
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
 use atm_trust::{Namespace, SessionUpdate, Store};
 use omemo_crypto::DeviceId;
-use rand_chacha::ChaCha20Rng;
-use rand_core::{RngCore, SeedableRng};
+use rand_core::RngCore;
+
+mod crash_kit;
+
+use crash_kit::{next_commit, report_commit, run_child_and_kill, seq_of, state_for};
 
 /// Set in the child's environment to the database path.
 const CHILD_ENV: &str = "ATM_TRUST_CRASH_CHILD_DB";
@@ -30,19 +27,8 @@ const KILLS: usize = 60;
 const DEVICES: u32 = 3;
 const JID: &str = "bob@example.org";
 const NS: Namespace = Namespace::Omemo2;
-
-/// A ~1 KiB session state that encodes its sequence number and can be checked for tearing.
-fn state_for(seq: u64) -> Vec<u8> {
-    let mut state = seq.to_le_bytes().to_vec();
-    state.extend((0..1024u64).map(|i| (seq.wrapping_mul(31).wrapping_add(i) % 251) as u8));
-    state
-}
-
-fn seq_of(state: &[u8]) -> u64 {
-    let seq = u64::from_le_bytes(state[..8].try_into().unwrap());
-    assert_eq!(state, state_for(seq), "torn session state");
-    seq
-}
+/// About 1 KiB of session state per device.
+const STATE_LEN: u64 = 1024;
 
 fn dev(n: u32) -> DeviceId {
     DeviceId::new(n).unwrap()
@@ -74,10 +60,9 @@ fn committed_seq(store: &Store) -> u64 {
 fn crash_child(path: &str) {
     let mut store = Store::open(path).unwrap();
     let mut seq = committed_seq(&store);
-    let mut out = std::io::stdout().lock();
     loop {
         seq += 1;
-        let state = state_for(seq);
+        let state = state_for(seq, STATE_LEN);
         let updates: Vec<SessionUpdate<'_>> = (1..=DEVICES)
             .map(|n| SessionUpdate {
                 jid: JID,
@@ -86,63 +71,27 @@ fn crash_child(path: &str) {
             })
             .collect();
         store.commit_encryption(NS, &updates, seq).unwrap();
-        writeln!(out, "{seq}").unwrap();
-        out.flush().unwrap();
+        report_commit(seq);
     }
-}
-
-fn integrity_check(path: &Path) -> String {
-    let conn = rusqlite::Connection::open(path).unwrap();
-    conn.query_row("PRAGMA integrity_check", [], |row| row.get(0))
-        .unwrap()
 }
 
 fn sigkill_during_commits_leaves_exactly_a_committed_state() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("crash.sqlite");
     drop(Store::open(&path).unwrap());
-    let exe = std::env::current_exe().unwrap();
-    let seed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    eprintln!("crash test seed {seed}");
-    let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    let started = Instant::now();
+    let mut rng = crash_kit::seeded_rng("crash");
+    let started = std::time::Instant::now();
     let mut previous = 0u64;
     let mut landed_after_print = 0;
 
     for round in 0..KILLS {
-        let mut child = Command::new(&exe)
-            .env(CHILD_ENV, &path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(seq) = line.trim().parse::<u64>() {
-                    if tx.send(seq).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        // Wait for the first commit, so the kill lands in the commit loop, then a random
+        // After the first commit, so the kill lands in the commit loop, and a random
         // 0–20 ms more.
-        let first = rx.recv_timeout(Duration::from_secs(20));
-        assert!(first.is_ok(), "round {round}: the child committed nothing");
-        std::thread::sleep(Duration::from_micros(rng.next_u64() % 20_000));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        reader.join().unwrap();
-        let last_printed = rx.try_iter().last().or(first.ok()).unwrap();
-
-        assert_eq!(integrity_check(&path), "ok", "round {round}");
+        let last_printed = run_child_and_kill(CHILD_ENV, &path, round, |rx| {
+            let first = next_commit(rx, round);
+            std::thread::sleep(std::time::Duration::from_micros(rng.next_u64() % 20_000));
+            first
+        });
         let store = Store::open(&path).unwrap();
         let seq = committed_seq(&store);
         drop(store);
@@ -164,23 +113,13 @@ fn sigkill_during_commits_leaves_exactly_a_committed_state() {
         "{KILLS} kills in {:?}, {previous} commits, {landed_after_print} kills between commit and print",
         started.elapsed()
     );
-    assert!(started.elapsed() < Duration::from_secs(60));
 }
 
 fn main() {
-    if let Ok(path) = std::env::var(CHILD_ENV) {
-        crash_child(&path);
-        return;
-    }
-    // `cargo test -- --ignored` runs only ignored tests; this one is not ignored.
-    if std::env::args().any(|a| a == "--ignored") {
-        println!("test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out");
-        return;
-    }
-    let name = "sigkill_during_commits_leaves_exactly_a_committed_state";
-    println!("running 1 test");
-    sigkill_during_commits_leaves_exactly_a_committed_state();
-    println!("test {name} ... ok");
-    println!();
-    println!("test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out");
+    crash_kit::main(
+        CHILD_ENV,
+        crash_child,
+        "sigkill_during_commits_leaves_exactly_a_committed_state",
+        sigkill_during_commits_leaves_exactly_a_committed_state,
+    );
 }

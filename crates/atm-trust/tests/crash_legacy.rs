@@ -15,37 +15,26 @@
     reason = "test code: a failed step should fail the test"
 )]
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use atm_trust::{DecryptionCommit, Namespace, Store};
 use omemo_crypto::DeviceId;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
+mod crash_kit;
+
+use crash_kit::{next_commit, report_commit, run_child_and_kill, seq_of, state_for};
+
 const CHILD_ENV: &str = "ATM_TRUST_CRASH_LEGACY_DB";
 const KILLS: usize = 40;
 const POOL: usize = 100;
 const ALICE: &str = "alice@example.org";
 const BOB: &str = "bob@example.org";
+const STATE_LEN: u64 = 512;
 
 fn bob_device() -> DeviceId {
     DeviceId::new(7).unwrap()
-}
-
-fn state_for(seq: u64) -> Vec<u8> {
-    let mut state = seq.to_le_bytes().to_vec();
-    state.extend((0..512u64).map(|i| (seq.wrapping_mul(17).wrapping_add(i) % 251) as u8));
-    state
-}
-
-fn seq_of(state: &[u8]) -> u64 {
-    let seq = u64::from_le_bytes(state[..8].try_into().unwrap());
-    assert_eq!(state, state_for(seq), "torn session state");
-    seq
 }
 
 fn used_legacy_pre_keys(path: &Path) -> u64 {
@@ -109,11 +98,10 @@ fn crash_child(path: &str) {
     store
         .ensure_pre_keys_for(Namespace::Legacy, POOL, &mut rng, seq)
         .unwrap();
-    let mut out = std::io::stdout().lock();
     loop {
         seq += 1;
         let pre_key = store.unused_pre_keys_for(Namespace::Legacy).unwrap()[0].id();
-        let state = state_for(seq);
+        let state = state_for(seq, STATE_LEN);
         store
             .commit_decryption(&DecryptionCommit {
                 namespace: Namespace::Legacy,
@@ -125,8 +113,7 @@ fn crash_child(path: &str) {
                 now: seq,
             })
             .unwrap();
-        writeln!(out, "{seq}").unwrap();
-        out.flush().unwrap();
+        report_commit(seq);
         store
             .ensure_pre_keys_for(Namespace::Legacy, POOL, &mut rng, seq)
             .unwrap();
@@ -156,56 +143,17 @@ fn sigkill_during_legacy_key_exchanges_leaves_a_committed_state() {
             .map(|k| k.id().get())
             .collect()
     };
-    let exe = std::env::current_exe().unwrap();
-    let seed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    eprintln!("legacy crash test seed {seed}");
-    let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    let started = Instant::now();
+    let mut rng = crash_kit::seeded_rng("crash_legacy");
+    let started = std::time::Instant::now();
     let mut previous = 0u64;
     let mut before_refill = 0;
     for round in 0..KILLS {
-        let mut child = Command::new(&exe)
-            .env(CHILD_ENV, &path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(seq) = line.trim().parse::<u64>() {
-                    if tx.send(seq).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        // Wait for a random number (1–5) of commits, so the kill lands at a random point of
-        // the loop: in a commit, between a commit and its refill, or in a refill.
+        // After a random number (1–5) of commits, so the kill lands at a random point of the
+        // loop: in a commit, between a commit and its refill, or in a refill.
         let wanted = 1 + rng.next_u64() % 5;
-        let mut first = None;
-        for _ in 0..wanted {
-            let seq = rx.recv_timeout(Duration::from_secs(20));
-            assert!(seq.is_ok(), "round {round}: the child stopped committing");
-            first = seq.ok();
-        }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        reader.join().unwrap();
-        let last_printed = rx.try_iter().last().or(first).unwrap();
-
-        let conn = rusqlite::Connection::open(&path).unwrap();
-        let integrity: String = conn
-            .query_row("PRAGMA integrity_check", [], |row| row.get(0))
-            .unwrap();
-        drop(conn);
-        assert_eq!(integrity, "ok", "round {round}");
+        let last_printed = run_child_and_kill(CHILD_ENV, &path, round, |rx| {
+            (0..wanted).map(|_| next_commit(rx, round)).last().unwrap()
+        });
         let (seq, refill_missing) = committed_seq(&path, &omemo2_keys);
         before_refill += usize::from(refill_missing);
         assert!(
@@ -226,18 +174,10 @@ fn sigkill_during_legacy_key_exchanges_leaves_a_committed_state() {
 }
 
 fn main() {
-    if let Ok(path) = std::env::var(CHILD_ENV) {
-        crash_child(&path);
-        return;
-    }
-    if std::env::args().any(|a| a == "--ignored") {
-        println!("test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out");
-        return;
-    }
-    let name = "sigkill_during_legacy_key_exchanges_leaves_a_committed_state";
-    println!("running 1 test");
-    sigkill_during_legacy_key_exchanges_leaves_a_committed_state();
-    println!("test {name} ... ok");
-    println!();
-    println!("test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out");
+    crash_kit::main(
+        CHILD_ENV,
+        crash_child,
+        "sigkill_during_legacy_key_exchanges_leaves_a_committed_state",
+        sigkill_during_legacy_key_exchanges_leaves_a_committed_state,
+    );
 }
