@@ -14,7 +14,7 @@ use xmpp_core::jid::Jid;
 
 mod common;
 
-use common::{echo_round, settings, start_bot, stop_bot, Bot, TIMEOUT};
+use common::{echo_round, settings, start_bot, stop_bot, Bot, Scene, DEFAULT_BOT_LOG, TIMEOUT};
 
 fn count(haystack: &str, needle: &str) -> usize {
     haystack.matches(needle).count()
@@ -102,22 +102,16 @@ async fn wait_until_settled(db: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echoes_100_messages_and_survives_a_restart_without_new_key_exchange() {
-    let server = TestServer::start().unwrap();
-    server.create_account("bot", "bot-password").unwrap();
-    server.create_account("alice", "alice-password").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let bot_db = dir.path().join("bot.sqlite3");
-    let bot_jid = server.jid("bot").unwrap();
-
-    let bot = start_bot(&server, "bot", &bot_db, &[]).await;
+    let Scene {
+        server,
+        dir: _dir,
+        bot_db,
+        bot_jid,
+        bot,
+        client,
+        mut events,
+    } = Scene::start("alice", &[], DEFAULT_BOT_LOG).await;
     let first_device = bot.device.clone();
-    let (client, mut events) = Client::start(&settings(
-        &server,
-        "alice",
-        &dir.path().join("alice.sqlite3"),
-    ))
-    .await
-    .unwrap();
 
     let started = Instant::now();
     for i in 0..100 {
@@ -288,17 +282,15 @@ async fn a_distrusted_device_gets_no_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_session_is_rebuilt_from_a_fresh_bundle() {
-    let server = TestServer::start().unwrap();
-    server.create_account("bot", "bot-password").unwrap();
-    server.create_account("carol", "carol-password").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let bot_db = dir.path().join("bot.sqlite3");
-    let bot_jid = server.jid("bot").unwrap();
-    let bot = start_bot(&server, "bot", &bot_db, &[]).await;
-    let (client, mut events) =
-        Client::start(&settings(&server, "carol", &dir.path().join("c.sqlite3")))
-            .await
-            .unwrap();
+    let Scene {
+        server,
+        dir: _dir,
+        bot_db,
+        bot_jid,
+        bot,
+        client,
+        mut events,
+    } = Scene::start("carol", &[], DEFAULT_BOT_LOG).await;
     echo_round(&client, &mut events, &bot_jid, "before the loss").await;
 
     // The bot loses its session with carol (say, a database restored from an old backup).

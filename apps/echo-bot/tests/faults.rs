@@ -13,21 +13,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use omemo_crypto::KeyMessage;
 use rand_core::{OsRng, RngCore as _};
-use test_prosody::TestServer;
 use tokio::sync::mpsc;
-use xmpp_core::client::{Client, ClientEvent, ClientEvents};
-use xmpp_core::jid::BareJid;
+use xmpp_core::client::{ClientEvent, ClientEvents};
 
 mod common;
 
-use common::{echo_round, settings, start_bot, stop_bot, Bot, TIMEOUT};
+use common::{echo_round, start_bot, stop_bot, Bot, Scene, DEFAULT_BOT_LOG, TIMEOUT};
 
 /// Messages in the stream during which the bot is killed.
 const STREAM: usize = 500;
@@ -35,43 +33,16 @@ const STREAM: usize = 500;
 const KILLS: usize = 22;
 
 /// A server with a running bot and alice, who has had one echo from it.
-struct Scene {
-    server: TestServer,
-    dir: tempfile::TempDir,
-    db: PathBuf,
-    bot: Bot,
-    bot_jid: BareJid,
-    alice: Client,
-    events: ClientEvents,
-}
-
-impl Scene {
-    async fn start(first_message: &str) -> Self {
-        let server = TestServer::start().unwrap();
-        for user in ["bot", "alice"] {
-            server
-                .create_account(user, &format!("{user}-password"))
-                .unwrap();
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("bot.sqlite3");
-        let bot = start_bot(&server, "bot", &db, &[]).await;
-        let bot_jid = server.jid("bot").unwrap();
-        let alice_db = dir.path().join("alice.sqlite3");
-        let (alice, mut events) = Client::start(&settings(&server, "alice", &alice_db))
-            .await
-            .unwrap();
-        echo_round(&alice, &mut events, &bot_jid, first_message).await;
-        Scene {
-            server,
-            dir,
-            db,
-            bot,
-            bot_jid,
-            alice,
-            events,
-        }
-    }
+async fn scene(first_message: &str) -> Scene {
+    let mut scene = Scene::start("alice", &[], DEFAULT_BOT_LOG).await;
+    echo_round(
+        &scene.client,
+        &mut scene.events,
+        &scene.bot_jid,
+        first_message,
+    )
+    .await;
+    scene
 }
 
 /// The bot's echoes ("Your message: <text>") as they arrive, counted per text.
@@ -175,12 +146,12 @@ async fn sigkill_during_a_stream_loses_no_session_and_reuses_no_key() {
     let Scene {
         server,
         dir,
-        db,
+        bot_db: db,
         bot,
         bot_jid,
-        alice,
+        client: alice,
         events,
-    } = Scene::start("before the stream").await;
+    } = scene("before the stream").await;
     let bot_device = bot.device.clone();
     let alice_device = alice.manager().own().device_id.to_string();
     let (echoes, _online) = collect_echoes(events);
@@ -315,12 +286,12 @@ async fn a_prosody_restart_mid_stream_is_survived_without_loss() {
     let Scene {
         mut server,
         dir: _dir,
-        db,
+        bot_db: db,
         bot,
         bot_jid,
-        alice,
+        client: alice,
         events,
-    } = Scene::start("before the restart").await;
+    } = scene("before the restart").await;
     let (echoes, mut online_rx) = collect_echoes(events);
 
     let mut sent = Vec::new();

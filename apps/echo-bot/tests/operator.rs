@@ -15,7 +15,9 @@ use xmpp_core::jid::BareJid;
 
 mod common;
 
-use common::{echo_round, next_encrypted, settings, start_bot_logging, stop_bot, Bot, TIMEOUT};
+use common::{
+    echo_round, next_encrypted, settings, start_bot_logging, stop_bot, Bot, Scene, TIMEOUT,
+};
 
 /// The bot's log filter here: its own decisions ("not answering") and connection warnings.
 const BOT_LOG: &str = "warn,echo_bot=info,xmpp_core::client=info";
@@ -44,6 +46,11 @@ async fn bot_command(server: &TestServer, db: &Path, args: &[&str]) -> Output {
         .output()
         .await
         .unwrap()
+}
+
+/// `echo-bot trust|distrust JID KEY` on the database; its standard output.
+async fn set_trust(server: &TestServer, db: &Path, verb: &str, jid: &BareJid, key: &str) -> String {
+    stdout(&bot_command(server, db, &[verb, jid.as_str(), key]).await)
 }
 
 fn stdout(output: &Output) -> String {
@@ -75,24 +82,16 @@ async fn send(alice: &Client, bot: &BareJid, text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_trust_with_the_bot_stopped_and_running() {
-    let server = TestServer::start().unwrap();
-    for user in ["bot", "alice"] {
-        server
-            .create_account(user, &format!("{user}-password"))
-            .unwrap();
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("bot.sqlite3");
     let manual = ["--trust-policy", "manual"];
-    let bot = start_bot_logging(&server, "bot", &db, &manual, BOT_LOG).await;
-    let bot_jid = server.jid("bot").unwrap();
-    let (alice, mut events) = Client::start(&settings(
-        &server,
-        "alice",
-        &dir.path().join("alice.sqlite3"),
-    ))
-    .await
-    .unwrap();
+    let Scene {
+        server,
+        dir: _dir,
+        bot_db: db,
+        bot_jid,
+        bot,
+        client: alice,
+        mut events,
+    } = Scene::start("alice", &manual, BOT_LOG).await;
     let alice_jid = server.jid("alice").unwrap();
     let alice_device = alice.manager().own().device_id.to_string();
     let alice_fingerprint = alice.manager().own().identity.public_key().fingerprint();
@@ -117,14 +116,7 @@ async fn manual_trust_with_the_bot_stopped_and_running() {
 
     // Trusted with the bot stopped; the restarted bot answers the same device.
     stop_bot(bot).await;
-    let text = stdout(
-        &bot_command(
-            &server,
-            &db,
-            &["trust", alice_jid.as_str(), &alice_fingerprint],
-        )
-        .await,
-    );
+    let text = set_trust(&server, &db, "trust", &alice_jid, &alice_fingerprint).await;
     assert!(
         text.contains("Some(AutomaticallyDistrusted) -> Authenticated"),
         "{text}"
@@ -135,14 +127,7 @@ async fn manual_trust_with_the_bot_stopped_and_running() {
     assert_eq!(next_echo(&mut events).await, "m2");
 
     // Distrusted while the bot runs: no answer from the next message on.
-    let text = stdout(
-        &bot_command(
-            &server,
-            &db,
-            &["distrust", alice_jid.as_str(), &alice_fingerprint],
-        )
-        .await,
-    );
+    let text = set_trust(&server, &db, "distrust", &alice_jid, &alice_fingerprint).await;
     assert!(
         text.contains("Some(Authenticated) -> ManuallyDistrusted"),
         "{text}"
@@ -152,7 +137,7 @@ async fn manual_trust_with_the_bot_stopped_and_running() {
 
     // Trusted again while it runs (the key id form works too): answered again.
     let key_id = alice.manager().own().identity.public_key().key_id_hex();
-    let text = stdout(&bot_command(&server, &db, &["trust", alice_jid.as_str(), &key_id]).await);
+    let text = set_trust(&server, &db, "trust", &alice_jid, &key_id).await;
     assert!(
         text.contains("Some(ManuallyDistrusted) -> Authenticated"),
         "{text}"
@@ -177,20 +162,16 @@ async fn manual_trust_with_the_bot_stopped_and_running() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_while_waiting_to_reconnect_stops_at_once_with_state_committed() {
-    let mut server = TestServer::start().unwrap();
-    for user in ["bot", "alice"] {
-        server
-            .create_account(user, &format!("{user}-password"))
-            .unwrap();
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("bot.sqlite3");
-    let mut bot = start_bot_logging(&server, "bot", &db, &[], BOT_LOG).await;
-    let bot_jid = server.jid("bot").unwrap();
+    let Scene {
+        mut server,
+        dir,
+        bot_db: db,
+        bot_jid,
+        mut bot,
+        client: alice,
+        mut events,
+    } = Scene::start("alice", &[], BOT_LOG).await;
     let alice_db = dir.path().join("alice.sqlite3");
-    let (alice, mut events) = Client::start(&settings(&server, "alice", &alice_db))
-        .await
-        .unwrap();
     echo_round(&alice, &mut events, &bot_jid, "before the outage").await;
     alice.close().await;
 

@@ -6,31 +6,23 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use atm_trust::Store;
-use test_prosody::TestServer;
-use xmpp_core::client::Client;
 
 mod common;
 
-use common::{echo_round, next_encrypted, settings, start_bot, stop_bot, TIMEOUT};
+use common::{echo_round, next_encrypted, start_bot, stop_bot, Scene, DEFAULT_BOT_LOG, TIMEOUT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reset_gives_the_bot_a_new_device_and_retires_the_old_one() {
-    let server = TestServer::start().unwrap();
-    server.create_account("bot", "bot-password").unwrap();
-    server.create_account("alice", "alice-password").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let bot_db = dir.path().join("bot.sqlite3");
-    let bot_jid = server.jid("bot").unwrap();
-
-    let bot = start_bot(&server, "bot", &bot_db, &[]).await;
+    let Scene {
+        server,
+        dir: _dir,
+        bot_db,
+        bot_jid,
+        bot,
+        client,
+        mut events,
+    } = Scene::start("alice", &[], DEFAULT_BOT_LOG).await;
     let old_device = bot.device.clone();
-    let (client, mut events) = Client::start(&settings(
-        &server,
-        "alice",
-        &dir.path().join("alice.sqlite3"),
-    ))
-    .await
-    .unwrap();
     echo_round(&client, &mut events, &bot_jid, "before the reset").await;
     stop_bot(bot).await;
     let old_key = Store::open(&bot_db)

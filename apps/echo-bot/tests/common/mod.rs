@@ -49,7 +49,7 @@ pub(crate) fn bot_exe() -> PathBuf {
 
 /// Starts the echo-bot binary and waits for its "ready" line. Its log goes to `<db>.log`.
 pub(crate) async fn start_bot(server: &TestServer, user: &str, db: &Path, extra: &[&str]) -> Bot {
-    start_bot_logging(server, user, db, extra, "warn,xmpp_core::client=info").await
+    start_bot_logging(server, user, db, extra, DEFAULT_BOT_LOG).await
 }
 
 /// [`start_bot`] with the log filter `rust_log`.
@@ -173,3 +173,50 @@ pub(crate) async fn echo_round(
     );
     assert!(reply.e2ee.trust.is_accepted(), "{:?}", reply.e2ee.trust);
 }
+
+/// A fresh server with a running bot (account `bot`) and one contact's client: the start of
+/// most tests.
+pub(crate) struct Scene {
+    pub(crate) server: TestServer,
+    /// Holds the databases and logs.
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) bot_db: PathBuf,
+    pub(crate) bot_jid: BareJid,
+    pub(crate) bot: Bot,
+    /// The contact's client and its events.
+    pub(crate) client: Client,
+    pub(crate) events: ClientEvents,
+}
+
+impl Scene {
+    /// Creates the accounts `bot` and `contact`, starts the bot with `bot_args` and the
+    /// log filter `bot_log`, and the contact's client.
+    pub(crate) async fn start(contact: &str, bot_args: &[&str], bot_log: &str) -> Self {
+        let server = TestServer::start().unwrap();
+        for user in ["bot", contact] {
+            server
+                .create_account(user, &format!("{user}-password"))
+                .unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let bot_db = dir.path().join("bot.sqlite3");
+        let bot = start_bot_logging(&server, "bot", &bot_db, bot_args, bot_log).await;
+        let bot_jid = server.jid("bot").unwrap();
+        let contact_db = dir.path().join(format!("{contact}.sqlite3"));
+        let (client, events) = Client::start(&settings(&server, contact, &contact_db))
+            .await
+            .unwrap();
+        Scene {
+            server,
+            dir,
+            bot_db,
+            bot_jid,
+            bot,
+            client,
+            events,
+        }
+    }
+}
+
+/// The log filter [`start_bot`] uses.
+pub(crate) const DEFAULT_BOT_LOG: &str = "warn,xmpp_core::client=info";
