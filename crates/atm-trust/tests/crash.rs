@@ -16,6 +16,7 @@
 use atm_trust::{Namespace, SessionUpdate, Store};
 use omemo_crypto::DeviceId;
 use rand_core::RngCore;
+use std::time::Duration;
 
 mod crash_kit;
 
@@ -89,7 +90,7 @@ fn sigkill_during_commits_leaves_exactly_a_committed_state() {
         // 0–20 ms more.
         let last_printed = run_child_and_kill(CHILD_ENV, &path, round, |rx| {
             let first = next_commit(rx, round);
-            std::thread::sleep(std::time::Duration::from_micros(rng.next_u64() % 20_000));
+            std::thread::sleep(Duration::from_micros(rng.next_u64() % 20_000));
             first
         });
         let store = Store::open(&path).unwrap();
