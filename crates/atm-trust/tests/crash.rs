@@ -13,10 +13,11 @@
     reason = "test code: a failed step should fail the test"
 )]
 
+use std::time::Duration;
+
 use atm_trust::{Namespace, SessionUpdate, Store};
 use omemo_crypto::DeviceId;
 use rand_core::RngCore;
-use std::time::Duration;
 
 mod crash_kit;
 
