@@ -9,6 +9,14 @@
 //!   in its own version; our own PEP parsers read the echo's device in both namespaces and
 //!   find the same identity key.
 //!
+//! And the Rust echo bot speaking legacy:
+//!
+//! - a Python legacy sender talks to the bot: 50 messages, every answer in legacy (checked by
+//!   the peer and in the server's stanza log), the sender's plaintext fallback body never
+//!   echoed;
+//! - one account with one OMEMO 2 device and one legacy device talks to the bot at the same
+//!   time, each device answered in its own version.
+//!
 //! Needs the venv that `just venv` creates; `just test` runs these with `--ignored`.
 
 // Test helpers outside #[test] functions fail loudly on purpose.
@@ -27,7 +35,7 @@ use tokio::process::{Child, Command};
 mod common;
 
 use common::raw::RawClient;
-use common::{legacy_pep, python};
+use common::{legacy_pep, python, start_bot, stop_bot};
 
 const MESSAGES: usize = 50;
 
@@ -279,4 +287,137 @@ async fn one_account_with_an_omemo2_and_a_legacy_device_talks_to_a_dual_stack_ec
             .count();
         assert_eq!(answered, MESSAGES, "{version} answers: {events:?}");
     }
+}
+
+/// The `<message>` stanzas the server received addressed to `to` (in these tests only the bot
+/// writes to Alice), split into those with a legacy `<encrypted>` and those with an OMEMO 2
+/// one.
+fn bot_messages_to(server: &TestServer, to: &str) -> (Vec<String>, Vec<String>) {
+    let sent: Vec<String> = server
+        .stanza_log()
+        .lines()
+        .filter(|l| l.contains("RECV: <message") && l.contains(&format!("to='{to}'")))
+        .map(str::to_owned)
+        .collect();
+    let legacy = sent
+        .iter()
+        .filter(|l| l.contains("<encrypted xmlns='eu.siacs.conversations.axolotl'"))
+        .cloned()
+        .collect();
+    let omemo2 = sent
+        .iter()
+        .filter(|l| l.contains("<encrypted xmlns='urn:xmpp:omemo:2'"))
+        .cloned()
+        .collect();
+    (legacy, omemo2)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Python reference venv; `just test` runs it"]
+async fn python_legacy_sender_talks_to_the_rust_echo_bot() {
+    let server = server(&["bot", "alice"]);
+    let dir = tempfile::tempdir().unwrap();
+    let bot = start_bot(&server, "bot", &dir.path().join("bot.sqlite3"), &[]).await;
+
+    let started = Instant::now();
+    let count = MESSAGES.to_string();
+    let (status, lines, stderr) = run_peer(peer(
+        &server,
+        "alice",
+        "client",
+        &[
+            "--versions",
+            "legacy",
+            "--to",
+            "bot@localhost",
+            "--count",
+            &count,
+            "--expect-device-id",
+            &bot.device,
+        ],
+    ))
+    .await;
+    let summary = summary_of(&lines);
+    eprintln!(
+        "Python legacy → Rust bot: {summary} in {:?}",
+        started.elapsed()
+    );
+    // The peer checks every answer: decrypted in legacy, from the bot's listed device, with
+    // exactly "Your message: <what it sent>" (an echo of its fallback body would differ).
+    assert!(
+        status.success(),
+        "the legacy client failed: {summary}\n{stderr}\nbot log:\n{}",
+        bot.log_text()
+    );
+    assert_eq!(summary["answered"], MESSAGES);
+    assert_eq!(summary["send_version"], "legacy");
+
+    // On the wire: the answers are legacy stanzas (with the fallback body legacy senders
+    // attach), and nothing the bot sent to Alice is OMEMO 2 or a plaintext echo.
+    let (legacy, omemo2) = bot_messages_to(&server, "alice@localhost");
+    assert!(
+        legacy.len() >= MESSAGES,
+        "{} legacy stanzas from the bot",
+        legacy.len()
+    );
+    assert!(omemo2.is_empty(), "OMEMO 2 from the bot: {omemo2:?}");
+    let log = server.stanza_log();
+    // Positive control: plaintext bodies are visible in this log (Alice's fallback bodies).
+    assert!(log.contains("I sent you an OMEMO encrypted message"));
+    assert!(
+        !log.contains("Your message: interop") && !log.contains("Your message: I sent you"),
+        "an echo travelled in plaintext"
+    );
+    stop_bot(bot).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Python reference venv; `just test` runs it"]
+async fn one_account_with_an_omemo2_and_a_legacy_device_talks_to_the_rust_echo_bot() {
+    let server = server(&["bot", "alice"]);
+    let dir = tempfile::tempdir().unwrap();
+    let bot = start_bot(&server, "bot", &dir.path().join("bot.sqlite3"), &[]).await;
+    let bot_device: u64 = bot.device.parse().unwrap();
+
+    let count = MESSAGES.to_string();
+    let client = |version: &'static str| {
+        peer(
+            &server,
+            "alice",
+            "client",
+            &[
+                "--versions",
+                version,
+                "--to",
+                "bot@localhost",
+                "--count",
+                &count,
+                "--expect-device-id",
+                &bot.device,
+            ],
+        )
+    };
+    let started = Instant::now();
+    let (omemo2, legacy) = tokio::join!(run_peer(client("omemo2")), run_peer(client("legacy")));
+    for ((status, lines, stderr), version) in [(omemo2, "omemo2"), (legacy, "legacy")] {
+        let summary = summary_of(&lines);
+        eprintln!(
+            "{version} device → Rust bot: {summary} in {:?}",
+            started.elapsed()
+        );
+        // Each device's peer checks that every answer came in its own version, and that no
+        // answer to the other device's messages reached it.
+        assert!(
+            status.success(),
+            "the {version} device failed: {summary}\n{stderr}\nbot log:\n{}",
+            bot.log_text()
+        );
+        assert_eq!(summary["answered"], MESSAGES);
+        assert_eq!(summary["send_version"], version);
+        assert_eq!(summary["bot_device_ids"], serde_json::json!([bot_device]));
+    }
+    let (legacy, omemo2) = bot_messages_to(&server, "alice@localhost");
+    assert!(legacy.len() >= MESSAGES, "{} legacy stanzas", legacy.len());
+    assert!(omemo2.len() >= MESSAGES, "{} OMEMO 2 stanzas", omemo2.len());
+    stop_bot(bot).await;
 }

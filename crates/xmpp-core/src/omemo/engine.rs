@@ -71,8 +71,12 @@ pub(crate) struct Engine<'a, R> {
 pub(crate) struct Outgoing<'a, V: Version> {
     /// Which trust levels may read the message.
     pub(crate) accept: fn(TrustLevel) -> bool,
-    /// Every JID whose devices get the message (the addressee and our own account).
-    pub(crate) recipients: &'a [BareJid],
+    /// The devices that get the message in this version (of the addressee and of our own
+    /// account), as [`chosen_devices`] picked them.
+    pub(crate) devices: &'a [(BareJid, DeviceId)],
+    /// Whether a device of the addressee must get the message (the step fails with
+    /// [`OmemoError::NoTrustedDevice`] otherwise); when false, at least one device must.
+    pub(crate) to_required: bool,
     /// Bundles of this version fetched for devices without a session.
     pub(crate) bundles: Vec<(BareJid, DeviceId, V::Bundle)>,
     /// What this version encrypts: the SCE envelope for OMEMO 2, the body text for legacy.
@@ -244,6 +248,7 @@ impl<R: CryptoRngCore> Engine<'_, R> {
                 identity_key,
                 trust: recorded.level,
                 key_exchange: is_key_exchange,
+                version: V::NS.version(),
             },
             heartbeat_due: decrypted.heartbeat_due(),
             used_pre_key: used_pre_key.is_some(),
@@ -265,7 +270,8 @@ impl<R: CryptoRngCore> Engine<'_, R> {
         } = self;
         let Outgoing {
             accept,
-            recipients,
+            devices,
+            to_required,
             bundles,
             plaintext,
             to,
@@ -279,14 +285,10 @@ impl<R: CryptoRngCore> Engine<'_, R> {
             .map(|(jid, device, bundle)| ((jid, device), bundle))
             .collect();
 
-        for jid in recipients {
-            let skip = (jid == &own.jid).then_some(own.device_id);
-            let (chosen, over_limit) = chosen_devices(store, V::NS, jid, skip)?;
-            if over_limit > 0 {
-                tracing::debug!(%jid, over_limit, "more devices than one message is encrypted for");
-                report.over_limit += over_limit;
-            }
-            for (id, blob) in chosen {
+        for (jid, id) in devices {
+            let id = *id;
+            {
+                let blob = store.load_session(V::NS, jid.as_str(), id)?;
                 let (session, key) = match blob {
                     Some(blob) => match GenericSession::<V>::restore(&blob) {
                         Ok(session) => {
@@ -355,7 +357,8 @@ impl<R: CryptoRngCore> Engine<'_, R> {
                 sessions.push((jid.clone(), id, session));
             }
         }
-        if !sessions.iter().any(|(jid, _, _)| jid == to) {
+        let reaches_to = sessions.iter().any(|(jid, _, _)| jid == to);
+        if (to_required && !reaches_to) || sessions.is_empty() {
             return Err(OmemoError::NoTrustedDevice(to.clone()));
         }
 
@@ -432,6 +435,34 @@ impl<R: CryptoRngCore> Engine<'_, R> {
             &[],
         )?;
         Ok(Some((outbox_id, message)))
+    }
+
+    /// Records the identity key a bundle of version `V` names for `device` of `jid` (a legacy
+    /// key exchange carries the key without the Ed25519 sign bit, which only the bundle
+    /// gives: LEGACY-NOTES §2). False if it differs from the key already known.
+    pub(crate) fn learn_identity<V: Flavour>(
+        self,
+        jid: &BareJid,
+        device: DeviceId,
+        bundle: &V::Bundle,
+    ) -> Result<bool, OmemoError> {
+        let key = V::bundle_identity(bundle);
+        match self.store.record_identity_key(
+            V::NS,
+            jid.as_str(),
+            device,
+            &key,
+            self.policy,
+            self.now,
+        ) {
+            Ok(_) => Ok(true),
+            Err(StoreError::IdentityKeyChanged { .. })
+            | Err(StoreError::IdentityKeyDiffersBetweenVersions { .. }) => {
+                tracing::warn!(%jid, %device, "bundle identity key differs from the known one");
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// A new session in version `V` with `device` of `jid` from its bundle of that version,
@@ -771,26 +802,49 @@ impl Flavour for Legacy {
     }
 }
 
-/// The listed devices of `jid` (without `skip`) a message is encrypted for, each with its
-/// stored session if there is one: those with a session first, at most
-/// [`MAX_DEVICES_PER_MESSAGE`]. Also returns how many were left out.
-#[allow(clippy::type_complexity)] // a list of pairs, named at its one use
+/// One device a message goes to, as [`chosen_devices`] picks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Chosen {
+    /// The device.
+    pub(crate) device: DeviceId,
+    /// The version it gets the message in.
+    pub(crate) namespace: Namespace,
+    /// Whether we have a session with it in that version (no bundle to fetch).
+    pub(crate) has_session: bool,
+}
+
+/// The devices of `jid` (without `skip`) a message is encrypted for, each exactly once, in the
+/// first namespace of `priority` whose device list lists it (LEGACY-NOTES §10: with
+/// [`Namespace::ALL`], OMEMO 2 where the device speaks it and legacy otherwise): those with a
+/// session first, at most [`MAX_DEVICES_PER_MESSAGE`]. Also returns how many were left out.
 pub(super) fn chosen_devices(
     store: &Store,
-    namespace: Namespace,
     jid: &BareJid,
     skip: Option<DeviceId>,
-) -> Result<(Vec<(DeviceId, Option<zeroize::Zeroizing<Vec<u8>>>)>, usize), StoreError> {
+    priority: &[Namespace],
+) -> Result<(Vec<Chosen>, usize), StoreError> {
     let mut with_session = Vec::new();
     let mut without = Vec::new();
-    for device in store.active_devices(namespace, jid.as_str())? {
-        let id = device.device_id;
-        if Some(id) == skip {
+    for device in store.device_versions(jid.as_str())? {
+        if Some(device.device_id) == skip {
             continue;
         }
-        match store.load_session(namespace, jid.as_str(), id)? {
-            Some(blob) => with_session.push((id, Some(blob))),
-            None => without.push((id, None)),
+        let Some(namespace) = priority
+            .iter()
+            .copied()
+            .find(|ns| device.listed_in.contains(ns))
+        else {
+            continue;
+        };
+        let chosen = Chosen {
+            device: device.device_id,
+            namespace,
+            has_session: device.sessions_in.contains(&namespace),
+        };
+        if chosen.has_session {
+            with_session.push(chosen);
+        } else {
+            without.push(chosen);
         }
     }
     with_session.extend(without);
@@ -941,7 +995,7 @@ mod tests {
             stanza_id: &str,
             now: u64,
         ) -> Message {
-            let recipients = [to.own.jid.clone()];
+            let devices = [(to.own.jid.clone(), to.own.device_id)];
             let bundles = bundle
                 .map(|b| vec![(to.own.jid.clone(), to.own.device_id, b)])
                 .unwrap_or_default();
@@ -949,7 +1003,8 @@ mod tests {
                 .engine(now)
                 .encrypt::<V>(Outgoing {
                     accept: |_| true,
-                    recipients: &recipients,
+                    devices: &devices,
+                    to_required: true,
                     bundles,
                     plaintext,
                     to: &to.own.jid,
@@ -1514,13 +1569,16 @@ mod tests {
                 .unwrap();
         }
         let skip = DeviceId::new(1).unwrap();
-        let (chosen, over_limit) = chosen_devices(&store, NS, &bob, Some(skip)).unwrap();
+        let (chosen, over_limit) = chosen_devices(&store, &bob, Some(skip), &[NS]).unwrap();
         assert_eq!(chosen.len(), MAX_DEVICES_PER_MESSAGE);
         assert_eq!(over_limit, extra - 1);
-        let first: Vec<DeviceId> = chosen.iter().take(3).map(|(id, _)| *id).collect();
+        let first: Vec<DeviceId> = chosen.iter().take(3).map(|c| c.device).collect();
         assert_eq!(first, with_session);
-        assert!(chosen[..3].iter().all(|(_, session)| session.is_some()));
-        assert!(chosen[3..].iter().all(|(_, session)| session.is_none()));
-        assert!(chosen.iter().all(|(id, _)| *id != skip));
+        assert!(chosen[..3].iter().all(|c| c.has_session));
+        assert!(chosen[3..].iter().all(|c| !c.has_session));
+        assert!(chosen.iter().all(|c| c.device != skip && c.namespace == NS));
+        // Listed in no namespace of the priority: nobody.
+        let (none, _) = chosen_devices(&store, &bob, None, &[Namespace::Legacy]).unwrap();
+        assert!(none.is_empty());
     }
 }
