@@ -15,7 +15,9 @@
 //!   the peer and in the server's stanza log), the sender's plaintext fallback body never
 //!   echoed;
 //! - one account with one OMEMO 2 device and one legacy device talks to the bot at the same
-//!   time, each device answered in its own version.
+//!   time, each device answered in its own version;
+//! - our client library sends to a Python legacy echo (a contact listing only legacy devices
+//!   gets legacy) and reads its legacy answers: 50 messages.
 //!
 //! Needs the venv that `just venv` creates; `just test` runs these with `--ignored`.
 
@@ -35,7 +37,7 @@ use tokio::process::{Child, Command};
 mod common;
 
 use common::raw::RawClient;
-use common::{legacy_pep, python, start_bot, stop_bot};
+use common::{legacy_pep, next_encrypted, python, settings, start_bot, stop_bot};
 
 const MESSAGES: usize = 50;
 
@@ -420,4 +422,78 @@ async fn one_account_with_an_omemo2_and_a_legacy_device_talks_to_the_rust_echo_b
     assert!(legacy.len() >= MESSAGES, "{} legacy stanzas", legacy.len());
     assert!(omemo2.len() >= MESSAGES, "{} OMEMO 2 stanzas", omemo2.len());
     stop_bot(bot).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Python reference venv; `just test` runs it"]
+async fn rust_client_talks_legacy_to_the_python_legacy_echo() {
+    let server = server(&["pybot", "carol"]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("pybot");
+    let (echo, ready, echo_events) = start_peer(peer(
+        &server,
+        "pybot",
+        "echo",
+        &["--versions", "legacy", "--data-dir", data.to_str().unwrap()],
+    ))
+    .await;
+    let echo_device = ready["device_id"].as_u64().unwrap();
+
+    let settings = settings(&server, "carol", &dir.path().join("carol.sqlite3"));
+    let (client, mut events) = xmpp_core::client::Client::start(&settings).await.unwrap();
+    let pybot = server.jid("pybot").unwrap();
+    let started = Instant::now();
+    for i in 0..MESSAGES {
+        let body = format!("Rust → Python legacy #{i}: Ünïcödé & <xml>");
+        let report = client.send_body(&pybot, &body).await.unwrap();
+        assert_eq!(
+            report
+                .encrypted_for
+                .iter()
+                .filter(|(jid, _)| jid == &pybot)
+                .count(),
+            1,
+            "{report:?}"
+        );
+        let reply = next_encrypted(&mut events, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|| panic!("no answer to message {i}"));
+        assert_eq!(
+            reply.body.as_deref(),
+            Some(format!("Your message: {body}").as_str())
+        );
+        assert_eq!(reply.e2ee.sender, pybot);
+        assert_eq!(u64::from(reply.e2ee.device.get()), echo_device);
+        assert_eq!(reply.e2ee.version, omemo_crypto::ProtocolVersion::Legacy);
+    }
+    eprintln!(
+        "Rust → Python legacy: {MESSAGES} echoes in {:?}",
+        started.elapsed()
+    );
+    // What the client sent to the echo was legacy, never OMEMO 2 or a plaintext body.
+    let log = server.stanza_log();
+    let to_echo: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("RECV: <message") && l.contains("to='pybot@localhost'"))
+        .collect();
+    assert!(
+        to_echo
+            .iter()
+            .filter(|l| l.contains("<encrypted xmlns='eu.siacs.conversations.axolotl'"))
+            .count()
+            >= MESSAGES
+    );
+    assert!(to_echo
+        .iter()
+        .all(|l| !l.contains("<encrypted xmlns='urn:xmpp:omemo:2'")));
+    // Positive control: plaintext bodies show in this log (our legacy fallback body).
+    assert!(log.contains("I sent you an OMEMO encrypted message"));
+    assert!(
+        !log.contains("Rust → Python legacy #"),
+        "a body travelled in plaintext"
+    );
+    client.close().await;
+    let events = stop_peer(echo, echo_events).await;
+    let echoed = events.iter().filter(|e| e["event"] == "echoed").count();
+    assert_eq!(echoed, MESSAGES, "{events:?}");
 }
