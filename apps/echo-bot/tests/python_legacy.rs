@@ -317,9 +317,38 @@ fn bot_messages_to(server: &TestServer, to: &str) -> (Vec<String>, Vec<String>) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the Python reference venv; `just test` runs it"]
 async fn python_legacy_sender_talks_to_the_rust_echo_bot() {
-    let server = server(&["bot", "alice"]);
+    let server = server(&["bot", "alice", "carol"]);
     let dir = tempfile::tempdir().unwrap();
     let bot = start_bot(&server, "bot", &dir.path().join("bot.sqlite3"), &[]).await;
+
+    // The bot's one device, read with our own parsers: listed in both namespaces under one
+    // id, with one identity (the same fingerprint), and a bundle per version.
+    let bot_jid = server.jid("bot").unwrap();
+    let bot_device = DeviceId::new(bot.device.parse().unwrap()).unwrap();
+    let mut raw = RawClient::login(&server, "carol", &password("carol")).await;
+    assert_eq!(
+        legacy_pep::omemo2_device_ids(&mut raw, &bot_jid).await,
+        vec![bot_device]
+    );
+    match legacy_pep::legacy_device_list(&mut raw, &bot_jid).await {
+        Fetched::Found(list) => assert_eq!(list.ids().collect::<Vec<_>>(), vec![bot_device]),
+        other => panic!("no legacy device list: {other:?}"),
+    }
+    let omemo2_bundle = legacy_pep::omemo2_bundle(&mut raw, &bot_jid, bot_device).await;
+    let legacy_before = match legacy_pep::legacy_bundle(&mut raw, &bot_jid, bot_device).await {
+        Fetched::Found(bundle) => bundle,
+        other => panic!("no legacy bundle: {other:?}"),
+    };
+    assert_eq!(legacy_before.identity_key(), omemo2_bundle.identity_key());
+    assert_eq!(
+        legacy_before.legacy_identity_key().fingerprint(),
+        omemo2_bundle.identity_key().fingerprint()
+    );
+    assert_ne!(
+        legacy_before.signed_pre_key().as_bytes(),
+        omemo2_bundle.signed_pre_key().as_bytes()
+    );
+    assert_eq!(legacy_before.pre_keys().len(), 100);
 
     let started = Instant::now();
     let count = MESSAGES.to_string();
@@ -369,6 +398,35 @@ async fn python_legacy_sender_talks_to_the_rust_echo_bot() {
     assert!(
         !log.contains("Your message: interop") && !log.contains("Your message: I sent you"),
         "an echo travelled in plaintext"
+    );
+
+    // Alice's key exchange used one of the bot's legacy pre-keys: the bot republished its
+    // legacy bundle with a fresh one in its place (and its OMEMO 2 bundle did not change).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let legacy_after = loop {
+        match legacy_pep::legacy_bundle(&mut raw, &bot_jid, bot_device).await {
+            Fetched::Found(bundle) if bundle.pre_keys() != legacy_before.pre_keys() => {
+                break bundle
+            }
+            other => assert!(
+                Instant::now() < deadline,
+                "the legacy bundle was not republished: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(legacy_after.pre_keys().len(), 100);
+    let gone: Vec<_> = legacy_before
+        .pre_keys()
+        .iter()
+        .filter(|k| !legacy_after.pre_keys().contains(k))
+        .collect();
+    assert_eq!(gone.len(), 1, "one pre-key used and replaced");
+    assert_eq!(
+        legacy_pep::omemo2_bundle(&mut raw, &bot_jid, bot_device)
+            .await
+            .pre_keys(),
+        omemo2_bundle.pre_keys()
     );
     stop_bot(bot).await;
 }

@@ -287,75 +287,64 @@ impl<R: CryptoRngCore> Engine<'_, R> {
 
         for (jid, id) in devices {
             let id = *id;
-            {
-                let blob = store.load_session(V::NS, jid.as_str(), id)?;
-                let (session, key) = match blob {
-                    Some(blob) => match GenericSession::<V>::restore(&blob) {
-                        Ok(session) => {
-                            match V::peer_identity(store, jid, id, &session.peer_identity_key()) {
-                                Ok(key) => (session, key),
-                                Err(e) => {
-                                    report.skipped.push((
-                                        jid.clone(),
-                                        id,
-                                        format!("identity: {e}"),
-                                    ));
-                                    continue;
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            report
-                                .skipped
-                                .push((jid.clone(), id, format!("stored session: {e}")));
-                            continue;
-                        }
-                    },
-                    None => {
-                        let Some(bundle) = bundles.remove(&(jid.clone(), id)) else {
-                            report
-                                .skipped
-                                .push((jid.clone(), id, "no bundle".to_owned()));
-                            continue;
-                        };
-                        let pre_key = V::choose_pre_key(&bundle, &mut *rng);
-                        match GenericSession::<V>::initiate(
-                            &own.identity,
-                            &bundle,
-                            pre_key,
-                            &mut *rng,
-                        ) {
-                            Ok(session) => (session, V::bundle_identity(&bundle)),
+            let blob = store.load_session(V::NS, jid.as_str(), id)?;
+            let (session, key) = match blob {
+                Some(blob) => match GenericSession::<V>::restore(&blob) {
+                    Ok(session) => {
+                        match V::peer_identity(store, jid, id, &session.peer_identity_key()) {
+                            Ok(key) => (session, key),
                             Err(e) => {
                                 report
                                     .skipped
-                                    .push((jid.clone(), id, format!("session: {e}")));
+                                    .push((jid.clone(), id, format!("identity: {e}")));
                                 continue;
                             }
                         }
                     }
-                };
-                let level =
-                    match store.record_identity_key(V::NS, jid.as_str(), id, &key, policy, t) {
-                        Ok(recorded) => recorded.level,
-                        Err(StoreError::IdentityKeyChanged { .. }) => {
-                            report.skipped.push((
-                                jid.clone(),
-                                id,
-                                "identity key changed".to_owned(),
-                            ));
+                    Err(e) => {
+                        report
+                            .skipped
+                            .push((jid.clone(), id, format!("stored session: {e}")));
+                        continue;
+                    }
+                },
+                None => {
+                    let Some(bundle) = bundles.remove(&(jid.clone(), id)) else {
+                        report
+                            .skipped
+                            .push((jid.clone(), id, "no bundle".to_owned()));
+                        continue;
+                    };
+                    let pre_key = V::choose_pre_key(&bundle, &mut *rng);
+                    match GenericSession::<V>::initiate(&own.identity, &bundle, pre_key, &mut *rng)
+                    {
+                        Ok(session) => (session, V::bundle_identity(&bundle)),
+                        Err(e) => {
+                            report
+                                .skipped
+                                .push((jid.clone(), id, format!("session: {e}")));
                             continue;
                         }
-                        Err(e) => return Err(e.into()),
-                    };
-                if !accept(level) {
+                    }
+                }
+            };
+            let level = match store.record_identity_key(V::NS, jid.as_str(), id, &key, policy, t) {
+                Ok(recorded) => recorded.level,
+                Err(StoreError::IdentityKeyChanged { .. }) => {
                     report
                         .skipped
-                        .push((jid.clone(), id, format!("trust level {level:?}")));
+                        .push((jid.clone(), id, "identity key changed".to_owned()));
                     continue;
                 }
-                sessions.push((jid.clone(), id, session));
+                Err(e) => return Err(e.into()),
+            };
+            if !accept(level) {
+                report
+                    .skipped
+                    .push((jid.clone(), id, format!("trust level {level:?}")));
+                continue;
             }
+            sessions.push((jid.clone(), id, session));
         }
         let reaches_to = sessions.iter().any(|(jid, _, _)| jid == to);
         if (to_required && !reaches_to) || sessions.is_empty() {
@@ -1580,5 +1569,113 @@ mod tests {
         // Listed in no namespace of the priority: nobody.
         let (none, _) = chosen_devices(&store, &bob, None, &[Namespace::Legacy]).unwrap();
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn each_device_is_chosen_once_in_the_first_version_of_the_priority_that_lists_it() {
+        let mut store = Store::open_in_memory().unwrap();
+        let bob = BareJid::new("bob@example.org").unwrap();
+        let id = |n: u32| DeviceId::new(n).unwrap();
+        let listed = |ids: &[u32]| -> Vec<ListedDevice> {
+            ids.iter()
+                .map(|n| ListedDevice {
+                    device_id: id(*n),
+                    label: None,
+                    label_verified: false,
+                })
+                .collect()
+        };
+        // 1 speaks both versions, 2 only OMEMO 2, 3 only legacy; 3 has a legacy session.
+        store
+            .update_device_list(Namespace::Omemo2, bob.as_str(), &listed(&[1, 2]), 0)
+            .unwrap();
+        store
+            .update_device_list(Namespace::Legacy, bob.as_str(), &listed(&[1, 3]), 0)
+            .unwrap();
+        store
+            .store_session(Namespace::Legacy, bob.as_str(), id(3), b"state", 0)
+            .unwrap();
+        let pick = |priority: &[Namespace]| -> Vec<(u32, Namespace, bool)> {
+            let (chosen, over) = chosen_devices(&store, &bob, None, priority).unwrap();
+            assert_eq!(over, 0);
+            let mut picked: Vec<_> = chosen
+                .iter()
+                .map(|c| (c.device.get(), c.namespace, c.has_session))
+                .collect();
+            picked.sort_unstable_by_key(|p| p.0);
+            picked
+        };
+        // A fresh message: OMEMO 2 where the device lists it, legacy otherwise.
+        assert_eq!(
+            pick(&Namespace::ALL),
+            vec![
+                (1, Namespace::Omemo2, false),
+                (2, Namespace::Omemo2, false),
+                (3, Namespace::Legacy, true),
+            ]
+        );
+        // An answer to a legacy message stays in legacy: the OMEMO 2-only device is left out.
+        assert_eq!(
+            pick(&[Namespace::Legacy]),
+            vec![(1, Namespace::Legacy, false), (3, Namespace::Legacy, true)]
+        );
+        assert_eq!(
+            pick(&[Namespace::Omemo2]),
+            vec![(1, Namespace::Omemo2, false), (2, Namespace::Omemo2, false)]
+        );
+        // Our own device is never a recipient.
+        let (chosen, _) = chosen_devices(&store, &bob, Some(id(3)), &Namespace::ALL).unwrap();
+        assert!(chosen.iter().all(|c| c.device != id(3)));
+        assert_eq!(chosen.len(), 2);
+    }
+
+    #[test]
+    fn a_message_for_another_version_only_is_refused_unless_own_devices_may_take_it() {
+        // The engine step of one version fails when the addressee has no device in it (the
+        // manager then does not send that version's stanza), and succeeds for our own
+        // devices alone only when asked to.
+        let mut alice = Peer::new("alice@example.org", 30);
+        let mut bob = Peer::new("bob@example.org", 31);
+        alice.lists(&bob);
+        let bundle = bob.bundle();
+        let devices = [(bob.own.jid.clone(), bob.own.device_id)];
+        let to = BareJid::new("carol@example.org").unwrap();
+        for (to_required, succeeds) in [(true, false), (false, true)] {
+            let outcome = alice.engine(T0).encrypt::<Omemo2>(Outgoing {
+                accept: |_| true,
+                devices: &devices,
+                to_required,
+                bundles: vec![(bob.own.jid.clone(), bob.own.device_id, bundle.clone())],
+                plaintext: b"x",
+                to: &to,
+                stanza_id: "s",
+                answers: &[],
+            });
+            match outcome {
+                Ok((_, report, _)) => {
+                    assert!(succeeds);
+                    assert_eq!(report.encrypted_for, devices.to_vec());
+                }
+                Err(OmemoError::NoTrustedDevice(jid)) => {
+                    assert!(!succeeds);
+                    assert_eq!(jid, to);
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        // No device at all: refused either way.
+        assert!(matches!(
+            alice.engine(T0).encrypt::<Omemo2>(Outgoing {
+                accept: |_| true,
+                devices: &[],
+                to_required: false,
+                bundles: Vec::new(),
+                plaintext: b"x",
+                to: &to,
+                stanza_id: "s2",
+                answers: &[],
+            }),
+            Err(OmemoError::NoTrustedDevice(_))
+        ));
     }
 }

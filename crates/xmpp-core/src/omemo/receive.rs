@@ -269,3 +269,92 @@ impl OmemoManager {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn own() -> OwnIdentity {
+        OwnIdentity {
+            jid: BareJid::new("bot@example.org").unwrap(),
+            device_id: DeviceId::new(7).unwrap(),
+            identity: omemo_crypto::hazmat::identity_from_seed(&[9; 32]),
+            label: "bot".to_owned(),
+        }
+    }
+
+    fn omemo2(rid: u32) -> EncryptedMessage {
+        EncryptedMessage {
+            sid: DeviceId::new(1).unwrap(),
+            keys: vec![RecipientKeys {
+                jid: BareJid::new("bot@example.org").unwrap(),
+                keys: vec![EncryptedKey {
+                    rid: DeviceId::new(rid).unwrap(),
+                    kex: false,
+                    data: vec![1, 2, 3],
+                }],
+            }],
+            payload: Some(vec![4]),
+        }
+    }
+
+    fn legacy(rid: u32) -> omemo_pep::legacy::EncryptedMessage {
+        omemo_pep::legacy::EncryptedMessage {
+            sid: DeviceId::new(2).unwrap(),
+            keys: vec![omemo_pep::legacy::EncryptedKey {
+                rid: DeviceId::new(rid).unwrap(),
+                prekey: false,
+                data: vec![1, 2, 3],
+            }],
+            iv: vec![0; 12],
+            payload: Some(vec![4]),
+        }
+    }
+
+    fn stanza(
+        omemo2: Option<EncryptedMessage>,
+        legacy: Option<omemo_pep::legacy::EncryptedMessage>,
+    ) -> Message {
+        let mut message = Message::new_with_type(MessageType::Chat, None)
+            .with_body(Default::default(), hints::LEGACY_FALLBACK_BODY.to_owned());
+        if let Some(e) = omemo2 {
+            message.payloads.push(e.to_element());
+        }
+        if let Some(e) = legacy {
+            message.payloads.push(e.to_element());
+        }
+        message
+    }
+
+    fn found(message: &Message) -> Option<(Namespace, u32)> {
+        find_encrypted(message, &own())
+            .map(|r| r.unwrap())
+            .map(|i| (i.namespace(), i.sender_device().get()))
+    }
+
+    #[test]
+    fn the_element_with_a_key_for_our_device_is_decrypted_omemo2_first() {
+        // Both carry a key for us: OMEMO 2.
+        assert_eq!(
+            found(&stanza(Some(omemo2(7)), Some(legacy(7)))),
+            Some((Namespace::Omemo2, 1))
+        );
+        // Only the legacy one does: legacy (a dual-stack sender chose legacy for us).
+        assert_eq!(
+            found(&stanza(Some(omemo2(8)), Some(legacy(7)))),
+            Some((Namespace::Legacy, 2))
+        );
+        // A legacy-only message, with the fallback body beside it.
+        assert_eq!(
+            found(&stanza(None, Some(legacy(7)))),
+            Some((Namespace::Legacy, 2))
+        );
+        // Neither has a key for us: the first present, which then reports "not for us".
+        assert_eq!(
+            found(&stanza(Some(omemo2(8)), Some(legacy(8)))),
+            Some((Namespace::Omemo2, 1))
+        );
+        // The fallback body alone is no OMEMO message.
+        assert_eq!(found(&stanza(None, None)), None);
+    }
+}

@@ -226,3 +226,55 @@ macro_rules! in_version {
     };
 }
 pub(crate) use in_version;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn own(device: u32) -> OwnIdentity {
+        OwnIdentity {
+            jid: BareJid::new("bot@example.org").unwrap(),
+            device_id: DeviceId::new(device).unwrap(),
+            identity: omemo_crypto::hazmat::identity_from_seed(&[9; 32]),
+            label: "bot".to_owned(),
+        }
+    }
+
+    #[test]
+    fn our_legacy_list_gains_our_device_and_loses_retired_ones_and_is_kept_when_current() {
+        let id = |n: u32| DeviceId::new(n).unwrap();
+        let me = own(7);
+        // No list yet: one with our device.
+        let created = Legacy::own_list(None, &me, &[]).unwrap().unwrap();
+        assert_eq!(created.ids().collect::<Vec<_>>(), vec![id(7)]);
+        // Already listed, nothing retired: nothing to publish.
+        assert!(Legacy::own_list(Some(&created), &me, &[])
+            .unwrap()
+            .is_none());
+        // Others kept, a retired id of ours removed, ours added.
+        let mut current = omemo_pep::legacy::DeviceList::new();
+        current.insert(id(1)).unwrap();
+        current.insert(id(3)).unwrap();
+        let updated = Legacy::own_list(Some(&current), &me, &[id(3), id(7)])
+            .unwrap()
+            .unwrap();
+        let mut ids: Vec<DeviceId> = updated.ids().collect();
+        ids.sort_unstable();
+        assert_eq!(ids, vec![id(1), id(7)]);
+    }
+
+    #[test]
+    fn legacy_carries_the_body_text_alone_and_omemo2_the_envelope() {
+        let body = sce::Envelope::body_element("hello <there>");
+        let other = Element::builder("x", "urn:example").build();
+        assert_eq!(
+            Legacy::plaintext(&[other.clone(), body], b"envelope"),
+            Some(b"hello <there>".to_vec())
+        );
+        assert_eq!(Legacy::plaintext(&[other.clone()], b"envelope"), None);
+        assert_eq!(
+            Omemo2::plaintext(&[other], b"envelope"),
+            Some(b"envelope".to_vec())
+        );
+    }
+}
