@@ -525,14 +525,30 @@ async fn profanity_and_the_python_legacy_peer_exchange_messages_both_ways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs profanity and tmux (`just profanity`); `just test` runs it"]
 async fn profanity_talks_to_the_echo_bot() {
-    const ROUNDS: usize = 5;
+    talk_to_the_bot(true, 5).await;
+}
+
+/// Profanity on a fresh account publishes no legacy device list: the bot still answers the
+/// device that wrote to it (it holds a session with it), though no list names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs profanity and tmux (`just profanity`); `just test` runs it"]
+async fn profanity_without_a_legacy_device_list_is_answered_by_the_echo_bot() {
+    talk_to_the_bot(false, 3).await;
+}
+
+/// Profanity as Alice sends `rounds` messages to the echo bot and reads each answer from its
+/// window; with `seed_list`, an empty legacy device list is published for Alice first (what
+/// any earlier OMEMO client leaves behind), so that Profanity lists its device.
+async fn talk_to_the_bot(seed_list: bool, rounds: usize) {
     let server = server(&["alice", "bot"]);
     let dir = tempfile::tempdir().unwrap();
     let bot = start_bot(&server, "bot", &dir.path().join("bot.sqlite3"), &[]).await;
     let run = std::process::id();
 
     let mut raw = RawClient::login(&server, "alice", &password("alice")).await;
-    seed_empty_device_list(&mut raw).await;
+    if seed_list {
+        seed_empty_device_list(&mut raw).await;
+    }
     let profanity = Profanity::start(&server, "alice");
     let device = profanity.set_up_omemo().await;
     // Alice asks for the bot's presence; the bot accepts and asks for hers, which she allows.
@@ -555,7 +571,7 @@ async fn profanity_talks_to_the_echo_bot() {
     profanity.type_line("/omemo start");
     profanity.wait_for_text("[OMEMO]").await;
     let mut bodies = Vec::new();
-    for i in 1..=ROUNDS {
+    for i in 1..=rounds {
         let body = format!("profanity to the bot {i} of run {run}");
         profanity.type_line(&body);
         let expected = format!("Your message: {body}");
@@ -587,7 +603,7 @@ async fn profanity_talks_to_the_echo_bot() {
         })
         .filter(|m| m.payload.is_some())
         .collect();
-    assert!(answers.len() >= ROUNDS, "{} legacy answers", answers.len());
+    assert!(answers.len() >= rounds, "{} legacy answers", answers.len());
     let bot_device: u32 = bot.device.parse().unwrap();
     for answer in &answers {
         assert_eq!(answer.sid.get(), bot_device);
@@ -600,8 +616,14 @@ async fn profanity_talks_to_the_echo_bot() {
             "{body:?} travelled in plaintext"
         );
     }
+    // Whether Alice's device list names Profanity's device decides nothing for the bot.
+    let listed = matches!(
+        legacy_pep::legacy_device_list(&mut raw, &server.jid("alice").unwrap()).await,
+        Fetched::Found(list) if list.contains(device)
+    );
+    assert_eq!(listed, seed_list);
     eprintln!(
-        "Profanity device {device} ↔ echo bot: {ROUNDS} answers read from the pane, {} legacy answers on the wire",
+        "Profanity device {device} (listed: {listed}) ↔ echo bot: {rounds} answers read from the pane, {} legacy answers on the wire",
         answers.len()
     );
     drop(profanity);

@@ -842,6 +842,33 @@ pub(super) fn chosen_devices(
     Ok((with_session, over_limit))
 }
 
+/// Adds `device` of `jid`, the sender of the message being answered, to `chosen` in
+/// `namespace` when no device list of that version lists it but we hold a session with it
+/// there: the answer reaches the device that asked (a fresh Profanity account, say, has no
+/// legacy device-list node; LEGACY-NOTES §12).
+pub(super) fn include_answered(
+    store: &Store,
+    jid: &BareJid,
+    device: DeviceId,
+    namespace: Namespace,
+    chosen: &mut Vec<Chosen>,
+) -> Result<(), StoreError> {
+    if chosen.iter().any(|c| c.device == device) {
+        return Ok(());
+    }
+    if store
+        .load_session(namespace, jid.as_str(), device)?
+        .is_some()
+    {
+        chosen.push(Chosen {
+            device,
+            namespace,
+            has_session: true,
+        });
+    }
+    Ok(())
+}
+
 /// A stanza as kept in the outbox (and sent), refused if a server would refuse it.
 pub(super) fn stanza_text(message: &Message) -> Result<String, OmemoError> {
     let text = String::from(&Element::from(message.clone()));
@@ -1627,6 +1654,37 @@ mod tests {
         let (chosen, _) = chosen_devices(&store, &bob, Some(id(3)), &Namespace::ALL).unwrap();
         assert!(chosen.iter().all(|c| c.device != id(3)));
         assert_eq!(chosen.len(), 2);
+
+        // An answer also reaches the unlisted device that asked, if we have a session with it
+        // in the answer's version; not a device without one, and nothing twice.
+        store
+            .store_session(Namespace::Legacy, bob.as_str(), id(9), b"state", 0)
+            .unwrap();
+        let (mut chosen, _) = chosen_devices(&store, &bob, None, &[Namespace::Legacy]).unwrap();
+        assert_eq!(chosen.len(), 2);
+        include_answered(&store, &bob, id(9), Namespace::Legacy, &mut chosen).unwrap();
+        assert_eq!(
+            chosen.last(),
+            Some(&Chosen {
+                device: id(9),
+                namespace: Namespace::Legacy,
+                has_session: true
+            })
+        );
+        for (device, namespace) in [
+            (id(9), Namespace::Legacy),
+            (id(8), Namespace::Legacy),
+            (id(3), Namespace::Legacy),
+        ] {
+            include_answered(&store, &bob, device, namespace, &mut chosen).unwrap();
+        }
+        assert_eq!(chosen.len(), 3);
+        let (mut chosen, _) = chosen_devices(&store, &bob, None, &[Namespace::Omemo2]).unwrap();
+        include_answered(&store, &bob, id(9), Namespace::Omemo2, &mut chosen).unwrap();
+        assert!(
+            chosen.iter().all(|c| c.device != id(9)),
+            "no OMEMO 2 session with 9"
+        );
     }
 
     #[test]
@@ -1635,7 +1693,7 @@ mod tests {
         // manager then does not send that version's stanza), and succeeds for our own
         // devices alone only when asked to.
         let mut alice = Peer::new("alice@example.org", 30);
-        let mut bob = Peer::new("bob@example.org", 31);
+        let bob = Peer::new("bob@example.org", 31);
         alice.lists(&bob);
         let bundle = bob.bundle();
         let devices = [(bob.own.jid.clone(), bob.own.device_id)];

@@ -138,7 +138,7 @@ impl OmemoManager {
             }
         }
         let outcome = outcome?;
-        let receipt = outcome.inbox_id.map(|id| self.receipt(id, V::NS));
+        let receipt = outcome.inbox_id.map(|id| self.receipt(id, V::NS, sid));
 
         if outcome.used_pre_key {
             self.republish_bundle_soon::<V>();

@@ -24,7 +24,7 @@ impl OmemoManager {
         content: Vec<Element>,
         accept: fn(TrustLevel) -> bool,
     ) -> Result<SendReport, OmemoError> {
-        self.encrypt_and_send(to, content, accept, Vec::new(), &Namespace::ALL)
+        self.encrypt_and_send(to, content, accept, Vec::new(), &Namespace::ALL, None)
             .await
     }
 
@@ -40,18 +40,29 @@ impl OmemoManager {
         answering: Option<&Receipt>,
     ) -> Result<SendReport, OmemoError> {
         let answers = answering.map(|receipt| receipt.0.id).into_iter().collect();
-        let priority = match answering {
-            Some(receipt) => vec![receipt.0.namespace],
-            None => Namespace::ALL.to_vec(),
+        let (priority, asked_by) = match answering {
+            Some(receipt) => (
+                vec![receipt.0.namespace],
+                Some((receipt.0.device, receipt.0.namespace)),
+            ),
+            None => (Namespace::ALL.to_vec(), None),
         };
-        self.encrypt_and_send(to, content, TrustLevel::is_accepted, answers, &priority)
-            .await
+        self.encrypt_and_send(
+            to,
+            content,
+            TrustLevel::is_accepted,
+            answers,
+            &priority,
+            asked_by,
+        )
+        .await
     }
 
     /// Encrypts for every device of `to` and our own other devices, each exactly once, in
     /// the first version of `priority` whose device list lists it (LEGACY-NOTES §10): one
     /// stanza per version used. The stanzas of the versions that reach `to` go first; one
-    /// that reaches only our own devices follows them.
+    /// that reaches only our own devices follows them. `asked_by` is the device of `to`
+    /// (and its version) whose message this answers.
     pub(super) async fn encrypt_and_send(
         &self,
         to: &BareJid,
@@ -59,12 +70,14 @@ impl OmemoManager {
         accept: fn(TrustLevel) -> bool,
         answers: Vec<i64>,
         priority: &[Namespace],
+        asked_by: Option<(DeviceId, Namespace)>,
     ) -> Result<SendReport, OmemoError> {
         let mut listed = false;
         for ns in priority {
             listed |= in_version!(*ns, V => self.refresh_device_list::<V>(to, false).await?);
         }
-        if !listed {
+        // An answer may still reach the device that asked without any list.
+        if !listed && asked_by.is_none() {
             return Err(OmemoError::NoOmemo(to.clone()));
         }
         if to != &self.own.jid {
@@ -87,7 +100,11 @@ impl OmemoManager {
                     let mut over_limit = 0;
                     for jid in &recipients {
                         let skip = (jid == &own_jid).then_some(own_device);
-                        let (chosen, over) = chosen_devices(store, jid, skip, &priority_owned)?;
+                        let (mut chosen, over) =
+                            chosen_devices(store, jid, skip, &priority_owned)?;
+                        if let Some((device, namespace)) = asked_by.filter(|_| jid != &own_jid) {
+                            include_answered(store, jid, device, namespace, &mut chosen)?;
+                        }
                         if over > 0 {
                             tracing::debug!(%jid, over, "more devices than one message is encrypted for");
                         }

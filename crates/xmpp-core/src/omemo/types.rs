@@ -52,6 +52,8 @@ pub(super) struct ReceiptInner {
     pub(super) id: i64,
     /// The namespace the message came in: its answer goes out in the same one.
     pub(super) namespace: Namespace,
+    /// The device that sent it: the answer reaches it even if no device list lists it.
+    pub(super) device: DeviceId,
     pub(super) handled: Arc<Removals>,
 }
 

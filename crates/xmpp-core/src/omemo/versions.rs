@@ -271,7 +271,10 @@ mod tests {
             Legacy::plaintext(&[other.clone(), body], b"envelope"),
             Some(b"hello <there>".to_vec())
         );
-        assert_eq!(Legacy::plaintext(&[other.clone()], b"envelope"), None);
+        assert_eq!(
+            Legacy::plaintext(std::slice::from_ref(&other), b"envelope"),
+            None
+        );
         assert_eq!(
             Omemo2::plaintext(&[other], b"envelope"),
             Some(b"envelope".to_vec())
