@@ -1,5 +1,5 @@
-//! The small API the programs use: connect an account with OMEMO 2 set up, send encrypted
-//! content, and receive a stream of [`ClientEvent`]s.
+//! The small API the programs use: connect an account with OMEMO (OMEMO 2 and legacy) set
+//! up, send encrypted content, and receive a stream of [`ClientEvent`]s.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -73,7 +73,7 @@ pub enum ClientEvent {
     },
 }
 
-/// A connected account with OMEMO 2.
+/// A connected account with OMEMO (OMEMO 2 and legacy OMEMO, one device).
 pub struct Client {
     manager: Arc<OmemoManager>,
     /// The dispatcher (connection events into the fair queue) and the worker (decryption).

@@ -893,6 +893,8 @@ mod tests {
     use atm_trust::ListedDevice;
     use omemo_crypto::HEARTBEAT_THRESHOLD;
 
+    const NS: Namespace = Namespace::Omemo2;
+
     /// A deterministic random source (SplitMix64), so that a run replays exactly.
     struct TestRng(u64);
 

@@ -44,7 +44,6 @@ use xmpp_parsers::minidom::Element;
 use crate::connection::{Connection, IqError};
 use crate::removal::Removals;
 
-pub(crate) const NS: Namespace = Namespace::Omemo2;
 /// XEP-0384 asks for about 100 one-time pre-keys in a bundle.
 pub const PRE_KEY_TARGET: usize = 100;
 /// Rotate the signed pre-key weekly (python-omemo's default; XEP-0384: every 1–4 weeks).

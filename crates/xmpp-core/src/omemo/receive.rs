@@ -1,5 +1,16 @@
-//! The receive path: decrypting an incoming message, opening its envelope, and rebuilding
-//! a session a message arrived without.
+//! The receive path: decrypting an incoming message (OMEMO 2 or legacy, whichever element
+//! carries a key for our device), opening its envelope, and rebuilding a session a message
+//! arrived without.
+//!
+//! Legacy OMEMO has no SCE: only the body text is encrypted and nothing inside the
+//! encryption names the sender or the addressee; its plaintext fallback `<body>` is never
+//! read. What binds a legacy message to its sender instead: the sender is the bare JID of the
+//! stanza's `from` as the server stamps it (for a carbon, our own account: the connection
+//! takes carbons only from our own bare JID); the session is looked up by that JID and the
+//! `sid` device, so a message decrypts only on that JID's device's session; the device's
+//! identity key must match the one its bundle published (fetched first for an unknown
+//! sender, since a legacy key exchange lacks the Ed25519 sign bit); and only one-to-one
+//! messages are decrypted (group chats and headlines are refused by the client).
 
 use super::*;
 

@@ -260,12 +260,14 @@ pub fn set_trust_by_fingerprint(
         .into_iter()
         .map(|(k, _)| k)
         .collect();
-    keys.extend(
-        store
-            .devices(NS, jid.as_str())?
-            .into_iter()
-            .filter_map(|d| d.identity_key),
-    );
+    for namespace in Namespace::ALL {
+        keys.extend(
+            store
+                .devices(namespace, jid.as_str())?
+                .into_iter()
+                .filter_map(|d| d.identity_key),
+        );
+    }
     let key = keys
         .into_iter()
         .find(|k| k.fingerprint().replace(' ', "") == wanted || k.key_id_hex() == wanted)
