@@ -17,7 +17,9 @@
 //! - one account with one OMEMO 2 device and one legacy device talks to the bot at the same
 //!   time, each device answered in its own version;
 //! - our client library sends to a Python legacy echo (a contact listing only legacy devices
-//!   gets legacy) and reads its legacy answers: 50 messages.
+//!   gets legacy) and reads its legacy answers: 50 messages;
+//! - a legacy session the bot lost is rebuilt from the sender's legacy bundle with a
+//!   key-transport message, after which the same Python device is answered again.
 //!
 //! Needs the venv that `just venv` creates; `just test` runs these with `--ignored`.
 
@@ -37,7 +39,9 @@ use tokio::process::{Child, Command};
 mod common;
 
 use common::raw::RawClient;
-use common::{legacy_pep, next_encrypted, python, settings, start_bot, stop_bot};
+use common::{
+    legacy_pep, next_encrypted, python, settings, start_bot, start_bot_logging, stop_bot,
+};
 
 const MESSAGES: usize = 50;
 
@@ -554,4 +558,98 @@ async fn rust_client_talks_legacy_to_the_python_legacy_echo() {
     let events = stop_peer(echo, echo_events).await;
     let echoed = events.iter().filter(|e| e["event"] == "echoed").count();
     assert_eq!(echoed, MESSAGES, "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the Python reference venv; `just test` runs it"]
+async fn a_lost_legacy_session_is_rebuilt_with_a_key_transport_message() {
+    // The rebuild is logged at info by the OMEMO layer.
+    const LOG: &str = "warn,xmpp_core=info";
+    let server = server(&["bot", "alice"]);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bot.sqlite3");
+    let data = dir.path().join("alice");
+    let client = |count: &str, timeout: &str| {
+        let bot_device = bot_device_of(&db);
+        peer(
+            &server,
+            "alice",
+            "client",
+            &[
+                "--versions",
+                "legacy",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--to",
+                "bot@localhost",
+                "--count",
+                count,
+                "--timeout",
+                timeout,
+                "--expect-device-id",
+                &bot_device,
+            ],
+        )
+    };
+    let bot = start_bot_logging(&server, "bot", &db, &[], LOG).await;
+    let (status, lines, stderr) = run_peer(client("3", "30")).await;
+    let summary = summary_of(&lines);
+    assert!(status.success(), "{summary}\n{stderr}");
+    let alice_device =
+        DeviceId::new(u32::try_from(summary["device_id"].as_u64().unwrap()).unwrap()).unwrap();
+    stop_bot(bot).await;
+
+    // The bot loses its legacy session with Alice's device (say, a restore from an old backup).
+    let alice = server.jid("alice").unwrap();
+    let deleted = atm_trust::Store::open(&db)
+        .unwrap()
+        .delete_session(atm_trust::Namespace::Legacy, alice.as_str(), alice_device)
+        .unwrap();
+    assert!(deleted);
+    let bot = start_bot_logging(&server, "bot", &db, &[], LOG).await;
+
+    // Alice's next message is not a key exchange: the bot cannot read it, rebuilds the
+    // session from her legacy bundle and sends her a key-transport message on it.
+    let (status, lines, _) = run_peer(client("1", "5")).await;
+    assert!(!status.success(), "the bot answered without a session");
+    assert_eq!(summary_of(&lines)["answered"], 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !bot
+        .log_text()
+        .contains("built a new session after a message without one")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no session rebuilt; bot log:\n{}",
+            bot.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rebuilt = atm_trust::Store::open(&db)
+        .unwrap()
+        .load_session(atm_trust::Namespace::Legacy, alice.as_str(), alice_device)
+        .unwrap();
+    assert!(rebuilt.is_some());
+
+    // On the session the key transport started, Alice is answered again.
+    let (status, lines, stderr) = run_peer(client("3", "30")).await;
+    let summary = summary_of(&lines);
+    assert!(
+        status.success(),
+        "{summary}\n{stderr}\nbot log:\n{}",
+        bot.log_text()
+    );
+    assert_eq!(summary["answered"], 3);
+    assert_eq!(summary["device_id"], alice_device.get());
+    stop_bot(bot).await;
+}
+
+/// The bot's device id, from its database.
+fn bot_device_of(db: &std::path::Path) -> String {
+    atm_trust::Store::open(db)
+        .unwrap()
+        .own_device()
+        .unwrap()
+        .map(|own| own.device_id().to_string())
+        .unwrap_or_default()
 }
