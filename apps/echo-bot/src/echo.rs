@@ -19,7 +19,7 @@ pub(crate) enum PlaintextReply {
 
 /// The notice sent to plaintext messages when `--plaintext-reply notice` is set.
 pub(crate) const PLAINTEXT_NOTICE: &str =
-    "This bot only answers OMEMO 2 encrypted messages. Please enable OMEMO in your client.";
+    "This bot only answers OMEMO encrypted messages. Please enable OMEMO in your client.";
 
 /// The longest body (in bytes) that is echoed. An echo is a little larger than the message it
 /// answers (the prefix, keys for more devices), so echoing a message that barely fit under the
@@ -117,6 +117,7 @@ mod tests {
                 identity_key: omemo_crypto::hazmat::identity_from_seed(&[1; 32]).public_key(),
                 trust,
                 key_exchange: false,
+                version: omemo_crypto::ProtocolVersion::Omemo2,
             },
             receipt: None,
         }))

@@ -1,5 +1,6 @@
-//! `echo-bot`: logs into an XMPP account, publishes its OMEMO 2 device and answers every
-//! OMEMO-encrypted message with an encrypted `Your message: <body>`. Its subcommands show
+//! `echo-bot`: logs into an XMPP account, publishes its OMEMO device (OMEMO 2 and legacy
+//! OMEMO, one device id and identity) and answers every OMEMO-encrypted message with an
+//! encrypted `Your message: <body>`, in the version the message came in. Its subcommands show
 //! and change the trust in other devices, on the bot's database (also while it runs).
 
 use std::path::{Path, PathBuf};
@@ -21,7 +22,8 @@ mod vault;
 use echo::{decide, Action, PlaintextReply, PLAINTEXT_NOTICE};
 use vault::{carries_vault, SyncSection, VaultRole};
 
-/// OMEMO 2 echo bot: answers every encrypted message with an encrypted `Your message: <body>`.
+/// OMEMO echo bot (OMEMO 2 and legacy OMEMO): answers every encrypted message with an
+/// encrypted `Your message: <body>`, in the version it came in.
 #[derive(Debug, Parser)]
 #[command(
     name = "echo-bot",

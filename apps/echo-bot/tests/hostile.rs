@@ -972,18 +972,39 @@ fn device_list_notification(to: &BareJid, devices: &[DeviceId]) -> xmpp_core::me
     xml.parse::<Element>().unwrap().try_into().unwrap()
 }
 
+/// A PEP notification of a legacy device list with `devices`, as a client could write one.
+fn legacy_device_list_notification(
+    to: &BareJid,
+    devices: &[DeviceId],
+) -> xmpp_core::message::Message {
+    let devices: String = devices
+        .iter()
+        .map(|d| format!("<device id='{d}'/>"))
+        .collect();
+    let xml = format!(
+        "<message xmlns='jabber:client' to='{to}' type='headline'>\
+         <event xmlns='http://jabber.org/protocol/pubsub#event'>\
+         <items node='{}'><item id='current'><list xmlns='{}'>{devices}</list></item>\
+         </items></event></message>",
+        ns::LEGACY_DEVICE_LIST,
+        ns::LEGACY
+    );
+    xml.parse::<Element>().unwrap().try_into().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_device_lists_and_group_messages_are_not_taken_for_one_to_one() {
     let mut s = Scene::start(TestServer::start().unwrap()).await;
     s.mallory.publish_devices(&[]).await;
     assert_eq!(s.mallory.ask("first").await.body, "Your message: first");
     let bot_device = s.mallory.bot_device;
-    let device_of = |jid: &BareJid, device: DeviceId| {
+    let device_in = |namespace: Namespace, jid: &BareJid, device: DeviceId| {
         Store::open(&s.db)
             .unwrap()
-            .device(Namespace::Omemo2, jid.as_str(), device)
+            .device(namespace, jid.as_str(), device)
             .unwrap()
     };
+    let device_of = |jid: &BareJid, device: DeviceId| device_in(Namespace::Omemo2, jid, device);
 
     // Positive control: a real notification. Another client of the bot's own account
     // publishes the bot's device list with one more device; the PEP service notifies the bot.
@@ -1004,6 +1025,21 @@ async fn forged_device_lists_and_group_messages_are_not_taken_for_one_to_one() {
     })
     .await;
     assert!(seen.is_ok(), "the bot never took the real notification");
+    // The same for the legacy device list.
+    let mut legacy_list = omemo_pep::legacy::DeviceList::new();
+    legacy_list.insert(bot_device).unwrap();
+    legacy_list.insert(added).unwrap();
+    publish_on(&other, Publication::legacy_device_list(&legacy_list)).await;
+    let seen = tokio::time::timeout(TIMEOUT, async {
+        while !device_in(Namespace::Legacy, &s.bot, added).is_some_and(|d| d.active) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        seen.is_ok(),
+        "the bot never took the real legacy notification"
+    );
 
     // The forgeries: the same notification sent by clients (so from full JIDs), for
     // mallory's own JID and, from the bot's other client, for the bot's JID without its
@@ -1016,16 +1052,36 @@ async fn forged_device_lists_and_group_messages_are_not_taken_for_one_to_one() {
     from_mallory.to = Some(bot_full.clone());
     s.mallory.connection.send(from_mallory).await.unwrap();
     let mut from_other = device_list_notification(&s.bot, &[forged]);
-    from_other.to = Some(bot_full);
+    from_other.to = Some(bot_full.clone());
     other.send(from_other).await.unwrap();
+    let mut legacy_from_mallory =
+        legacy_device_list_notification(&s.bot, &[s.mallory.device, forged]);
+    legacy_from_mallory.to = Some(bot_full.clone());
+    s.mallory
+        .connection
+        .send(legacy_from_mallory)
+        .await
+        .unwrap();
+    let mut legacy_from_other = legacy_device_list_notification(&s.bot, &[forged]);
+    legacy_from_other.to = Some(bot_full);
+    other.send(legacy_from_other).await.unwrap();
     s.barrier().await;
     let warned = "ignoring a device-list notification that does not come from a PEP service";
     s.logged(mark, &[warned, &format!("{}/", s.mallory.jid)])
         .await;
     s.logged(mark, &[warned, "other-client"]).await;
+    let warned_legacy =
+        "ignoring a legacy device-list notification that does not come from a PEP service";
+    s.logged(mark, &[warned_legacy, &format!("{}/", s.mallory.jid)])
+        .await;
+    s.logged(mark, &[warned_legacy, "other-client"]).await;
     assert_eq!(device_of(&s.mallory.jid, forged), None);
     assert_eq!(device_of(&s.bot, forged), None);
     assert!(device_of(&s.bot, bot_device).is_some_and(|d| d.active));
+    for jid in [&s.mallory.jid, &s.bot] {
+        assert_eq!(device_in(Namespace::Legacy, jid, forged), None);
+    }
+    assert!(device_in(Namespace::Legacy, &s.bot, bot_device).is_some_and(|d| d.active));
     assert!(!s.bot_process.log_text()[mark..].contains("our device vanished"));
 
     // OMEMO in a group chat message (to the bot's full JID, as a room would send it) and in
@@ -1481,11 +1537,20 @@ async fn a_restart_with_the_same_database_does_not_republish_the_bundle() {
     let device = DeviceId::new(first.device.parse().unwrap()).unwrap();
     let anyone = server.jid("anyone").unwrap();
     let count = |server: &TestServer| bot_stanzas(server, device, &anyone).0;
+    let legacy_node = format!("<publish node='{}'>", ns::legacy_bundle_node(device));
+    let legacy_count = |server: &TestServer| {
+        server
+            .stanza_log()
+            .lines()
+            .filter(|l| l.contains("RECV:") && l.contains(&legacy_node))
+            .count()
+    };
     assert_eq!(
         count(&server),
         1,
         "the first start publishes the bundle once"
     );
+    assert_eq!(legacy_count(&server), 1, "and the legacy bundle once");
     common::stop_bot(first).await;
 
     let again = start_bot(&server, "bot", &db, &[]).await;
@@ -1496,6 +1561,11 @@ async fn a_restart_with_the_same_database_does_not_republish_the_bundle() {
         "the restart published the bundle again; bot log:\n{}",
         again.log_text()
     );
+    assert_eq!(
+        legacy_count(&server),
+        1,
+        "the restart published the legacy bundle again"
+    );
     common::stop_bot(again).await;
 
     // Positive control: a changed bundle (a pre-key used, say, by a key exchange whose
@@ -1504,8 +1574,17 @@ async fn a_restart_with_the_same_database_does_not_republish_the_bundle() {
         let mut store = Store::open(&db).unwrap();
         let used = store.unused_pre_keys().unwrap()[0].id();
         store.mark_pre_key_used(used, 0).unwrap();
+        let used = store.unused_pre_keys_for(Namespace::Legacy).unwrap()[0].id();
+        store
+            .mark_pre_key_used_for(Namespace::Legacy, used, 0)
+            .unwrap();
     }
     let third = start_bot(&server, "bot", &db, &[]).await;
     assert_eq!(count(&server), 2, "the changed bundle was not published");
+    assert_eq!(
+        legacy_count(&server),
+        2,
+        "the changed legacy bundle was not published"
+    );
     common::stop_bot(third).await;
 }

@@ -112,6 +112,9 @@ async fn manual_trust_with_the_bot_stopped_and_running() {
         .find(|l| l.contains(&alice_device))
         .unwrap_or_else(|| panic!("alice's device {alice_device} not listed:\n{text}"));
     assert!(line.contains("AutomaticallyDistrusted"), "{line}");
+    // The bot knows Alice's device from her OMEMO 2 list only: it answers in the version a
+    // message came in and never needed her legacy list.
+    assert!(line.contains("[OMEMO 2]"), "{line}");
     assert!(text.contains(&alice_fingerprint), "{text}");
 
     // Trusted with the bot stopped; the restarted bot answers the same device.

@@ -11,6 +11,9 @@
 //!   the identity key parsed from the bundle has the fingerprint Profanity shows.
 //! - Profanity and the Python legacy peer (`oldmemo`) exchange messages both ways; the
 //!   decrypted text is read from Profanity's window.
+//! - Profanity talks to our echo bot: it subscribes to the bot (the bot accepts and asks for
+//!   Profanity's presence in return, which opens Profanity's presence-only bundle to it), and
+//!   every message comes back decrypted as `Your message: …`, in legacy on the wire.
 //!
 //! Real-client facts these tests found: Profanity publishes its bundle node with Prosody's
 //! default access model (`presence`), so a contact must be subscribed to its presence to
@@ -38,7 +41,7 @@ use tokio::process::{Child, Command};
 mod common;
 
 use common::raw::RawClient;
-use common::{legacy_pep, python};
+use common::{legacy_pep, python, start_bot, stop_bot};
 
 /// How long any one expected line may take to appear.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -517,6 +520,114 @@ async fn profanity_and_the_python_legacy_peer_exchange_messages_both_ways() {
             "{body:?} travelled in plaintext"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs profanity and tmux (`just profanity`); `just test` runs it"]
+async fn profanity_talks_to_the_echo_bot() {
+    talk_to_the_bot(true, 5).await;
+}
+
+/// Profanity on a fresh account publishes no legacy device list: the bot still answers the
+/// device that wrote to it (it holds a session with it), though no list names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs profanity and tmux (`just profanity`); `just test` runs it"]
+async fn profanity_without_a_legacy_device_list_is_answered_by_the_echo_bot() {
+    talk_to_the_bot(false, 3).await;
+}
+
+/// Profanity as Alice sends `rounds` messages to the echo bot and reads each answer from its
+/// window; with `seed_list`, an empty legacy device list is published for Alice first (what
+/// any earlier OMEMO client leaves behind), so that Profanity lists its device.
+async fn talk_to_the_bot(seed_list: bool, rounds: usize) {
+    let server = server(&["alice", "bot"]);
+    let dir = tempfile::tempdir().unwrap();
+    let bot = start_bot(&server, "bot", &dir.path().join("bot.sqlite3"), &[]).await;
+    let run = std::process::id();
+
+    let mut raw = RawClient::login(&server, "alice", &password("alice")).await;
+    if seed_list {
+        seed_empty_device_list(&mut raw).await;
+    }
+    let profanity = Profanity::start(&server, "alice");
+    let device = profanity.set_up_omemo().await;
+    // Alice asks for the bot's presence; the bot accepts and asks for hers, which she allows.
+    profanity.type_line("/sub request bot@localhost");
+    profanity.wait_for_text("uthorization request").await; // "Received authorization request from …"
+    profanity.type_line("/sub allow bot@localhost");
+    let deadline = Instant::now() + DEADLINE;
+    while !profanity.screen().contains("subscription status: both") {
+        assert!(
+            Instant::now() < deadline,
+            "no mutual subscription with the bot:\n{}\nbot log:\n{}",
+            profanity.screen(),
+            bot.log_text()
+        );
+        profanity.type_line("/sub show bot@localhost");
+        tokio::time::sleep(POLL * 3).await;
+    }
+
+    profanity.type_line("/msg bot@localhost");
+    profanity.type_line("/omemo start");
+    profanity.wait_for_text("[OMEMO]").await;
+    let mut bodies = Vec::new();
+    for i in 1..=rounds {
+        let body = format!("profanity to the bot {i} of run {run}");
+        profanity.type_line(&body);
+        let expected = format!("Your message: {body}");
+        let deadline = Instant::now() + DEADLINE;
+        while !profanity.screen().contains(&expected) {
+            assert!(
+                Instant::now() < deadline,
+                "no answer {expected:?} in Profanity:\n{}\nbot log:\n{}\n{}",
+                profanity.screen(),
+                bot.log_text(),
+                axolotl_stanzas(&server)
+            );
+            tokio::time::sleep(POLL).await;
+        }
+        bodies.push(body);
+    }
+
+    // On the wire: Profanity's messages and the bot's answers are legacy OMEMO; the bot's
+    // answers come from its device, with a key for Profanity's; no body in plaintext.
+    let log = server.stanza_log();
+    let answers: Vec<omemo_pep::legacy::EncryptedMessage> = log
+        .lines()
+        .filter(|l| l.contains("RECV: <message") && l.contains("to='alice@localhost'"))
+        .filter_map(|l| {
+            let start = l.find("<encrypted xmlns='eu.siacs.conversations.axolotl'")?;
+            let end = l[start..].find("</encrypted>")? + start + "</encrypted>".len();
+            let element: xmpp_core::minidom::Element = l[start..end].parse().ok()?;
+            omemo_pep::legacy::EncryptedMessage::try_from(element).ok()
+        })
+        .filter(|m| m.payload.is_some())
+        .collect();
+    assert!(answers.len() >= rounds, "{} legacy answers", answers.len());
+    let bot_device: u32 = bot.device.parse().unwrap();
+    for answer in &answers {
+        assert_eq!(answer.sid.get(), bot_device);
+        assert_eq!(answer.keys_for(device).count(), 1);
+    }
+    assert!(log.contains("I sent you an OMEMO encrypted message"));
+    for body in &bodies {
+        assert!(
+            !log.contains(body.as_str()),
+            "{body:?} travelled in plaintext"
+        );
+    }
+    // Whether Alice's device list names Profanity's device decides nothing for the bot.
+    let listed = matches!(
+        legacy_pep::legacy_device_list(&mut raw, &server.jid("alice").unwrap()).await,
+        Fetched::Found(list) if list.contains(device)
+    );
+    assert_eq!(listed, seed_list);
+    eprintln!(
+        "Profanity device {device} (listed: {listed}) ↔ echo bot: {rounds} answers read from the pane, {} legacy answers on the wire",
+        answers.len()
+    );
+    drop(profanity);
+    stop_bot(bot).await;
 }
 
 /// The stanzas of the server's log that mention legacy OMEMO (for failure reports).

@@ -263,6 +263,9 @@ async fn devices_trust_and_fingerprint_commands() {
     assert_eq!(bot["active"], true);
     assert_eq!(bot["label_verified"], true);
     assert_eq!(bot["trust"], "AutomaticallyTrusted");
+    // One device, listed in both versions.
+    assert_eq!(bot["versions"], serde_json::json!(["omemo2", "legacy"]));
+    assert_eq!(devices.as_array().unwrap().len(), 1, "{devices}");
     let fingerprint = bot["fingerprint"].as_str().unwrap().to_owned();
 
     // Authenticate the bot's key by its fingerprint; the next send reports that level.

@@ -13,8 +13,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::AccountArgs;
-use atm_trust::{Namespace, Store, TrustEvent};
+use atm_trust::{Store, TrustEvent};
 use clap::Subcommand;
+use omemo_crypto::ProtocolVersion;
 use xmpp_core::client::{Client, ClientError};
 use xmpp_core::jid::BareJid;
 use xmpp_core::omemo::{
@@ -278,6 +279,9 @@ pub fn print_fingerprint(own: &OwnIdentity) -> Result<(), CommandError> {
     );
     println!("JID:          {}", own.jid);
     println!("Device id:    {}", own.device_id);
+    // One device id and one identity key serve both versions, so the fingerprint a contact
+    // compares is the same whichever their client speaks.
+    println!("Versions:     OMEMO 2 + legacy (eu.siacs.conversations.axolotl)");
     for line in xmpp_core::identity::describe(&key) {
         println!("{line}");
     }
@@ -321,41 +325,30 @@ async fn devices(
     Ok(())
 }
 
-/// The devices of `jid` the database knows, OMEMO 2 first, then legacy OMEMO devices with
-/// other ids (one device serves both namespaces under one id).
+/// The devices of `jid` the database knows, once per device id (one device serves both
+/// OMEMO versions), with the versions each is listed in.
 fn known_devices(
     store: &Store,
     own: &OwnIdentity,
     jid: &BareJid,
 ) -> Result<Vec<DeviceInfo>, CommandError> {
-    let mut infos: Vec<DeviceInfo> = Vec::new();
-    for namespace in [Namespace::Omemo2, Namespace::Legacy] {
-        for d in store.devices(namespace, jid.as_str())? {
-            if infos.iter().any(|i| i.device == d.device_id) {
-                continue;
-            }
-            let own_device = *jid == own.jid && d.device_id == own.device_id;
-            let identity_key = if own_device {
-                Some(own.identity.public_key())
-            } else {
-                d.identity_key
-            };
-            let trust = match (&identity_key, own_device) {
-                (Some(key), false) => store.trust_level(jid.as_str(), key)?,
-                _ => None,
-            };
-            infos.push(DeviceInfo {
-                device: d.device_id,
-                label: d.label,
-                label_verified: d.label_verified,
-                active: d.active,
-                identity_key,
-                trust,
-                own: own_device,
-            });
-        }
+    Ok(xmpp_core::omemo::device_infos(store, own, jid)?)
+}
+
+/// How a device's versions read: "OMEMO 2 + legacy", "OMEMO 2", "legacy" or "unlisted".
+fn versions_text(versions: &[ProtocolVersion]) -> String {
+    let names: Vec<&str> = versions
+        .iter()
+        .map(|v| match v {
+            ProtocolVersion::Omemo2 => "OMEMO 2",
+            ProtocolVersion::Legacy => "legacy",
+        })
+        .collect();
+    if names.is_empty() {
+        "unlisted".to_owned()
+    } else {
+        names.join(" + ")
     }
-    Ok(infos)
 }
 
 /// Prints a device list, as text or as a JSON array.
@@ -373,6 +366,10 @@ fn print_devices(jid: &BareJid, devices: &[DeviceInfo], json: bool, reach: Reach
                     "key_id": d.identity_key.map(|k| k.key_id_hex()),
                     "trust": d.trust.map(|t| format!("{t:?}")),
                     "own": d.own,
+                    "versions": d.versions.iter().map(|v| match v {
+                        ProtocolVersion::Omemo2 => "omemo2",
+                        ProtocolVersion::Legacy => "legacy",
+                    }).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -381,7 +378,7 @@ fn print_devices(jid: &BareJid, devices: &[DeviceInfo], json: bool, reach: Reach
     }
     if devices.is_empty() {
         match reach {
-            Reach::Connect => println!("{jid} has no OMEMO 2 devices"),
+            Reach::Connect => println!("{jid} has no OMEMO devices"),
             Reach::DatabaseOnly => println!("no device of {jid} is known yet"),
         }
     }
@@ -397,9 +394,10 @@ fn print_devices(jid: &BareJid, devices: &[DeviceInfo], json: bool, reach: Reach
             d.trust.map_or("unknown".to_owned(), |t| format!("{t:?}"))
         };
         println!(
-            "device {:>10}  {}  {}{}",
+            "device {:>10}  {}  [{}]  {}{}",
             d.device,
             trust,
+            versions_text(&d.versions),
             label,
             if d.active { "" } else { "  [removed]" }
         );

@@ -1,23 +1,24 @@
-//! The small API the programs use: connect an account with OMEMO 2 set up, send encrypted
-//! content, and receive a stream of [`ClientEvent`]s.
+//! The small API the programs use: connect an account with OMEMO (OMEMO 2 and legacy) set
+//! up, send encrypted content, and receive a stream of [`ClientEvent`]s.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use atm_trust::TrustPolicy;
 use omemo_crypto::DeviceId;
-use omemo_pep::{hints, pep};
+use omemo_pep::pep;
 use rand_core::{OsRng, RngCore as _};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use xmpp_parsers::jid::{BareJid, Jid};
 use xmpp_parsers::message::{Lang, Message, MessageType};
 use xmpp_parsers::minidom::Element;
+use xmpp_parsers::presence::{Presence, Type as PresenceType};
 
 use crate::archive;
 use crate::connection::{
     Capabilities, CarbonDirection, ConnectError, Connection, ConnectionConfig, Event, Events,
-    OMEMO_DEVICES_NOTIFY,
+    LEGACY_DEVICE_LIST_NOTIFY, OMEMO_DEVICES_NOTIFY,
 };
 use crate::fair::{FairQueue, Full};
 use crate::omemo::{
@@ -72,7 +73,7 @@ pub enum ClientEvent {
     },
 }
 
-/// A connected account with OMEMO 2.
+/// A connected account with OMEMO (OMEMO 2 and legacy OMEMO, one device).
 pub struct Client {
     manager: Arc<OmemoManager>,
     /// The dispatcher (connection events into the fair queue) and the worker (decryption).
@@ -154,7 +155,7 @@ impl Queues {
 
 /// Sorts connection events into the inbound queues as fast as they arrive, so that the
 /// connection never waits for decryption and a flood is cut at the queue bounds.
-async fn dispatch(mut events: Events, inbound: Arc<Queues>, own: BareJid) {
+async fn dispatch(mut events: Events, inbound: Arc<Queues>, own: BareJid, connection: Connection) {
     while let Some(event) = events.recv().await {
         let (sender, item) = match event {
             Event::Message(message) if archive::is_result(&message) => {
@@ -187,7 +188,10 @@ async fn dispatch(mut events: Events, inbound: Arc<Queues>, own: BareJid) {
                 inbound.ready.notify_one();
                 continue;
             }
-            Event::Presence(_) => continue,
+            Event::Presence(presence) => {
+                answer_subscription(&connection, &own, &presence);
+                continue;
+            }
         };
         let mut state = inbound.lock();
         match state.messages.push(sender.clone(), item) {
@@ -218,6 +222,33 @@ async fn dispatch(mut events: Events, inbound: Arc<Queues>, own: BareJid) {
     }
     inbound.lock().closed = true;
     inbound.ready.notify_one();
+}
+
+/// Accepts a contact's presence subscription request and asks for theirs in return (RFC 6121
+/// §3): legacy clients such as Profanity publish their OMEMO bundle with the `presence`
+/// access model, readable only to subscribers of their presence (LEGACY-NOTES §12). The bot
+/// answers anyone, as it answers anyone's messages; its own presence tells nothing.
+fn answer_subscription(connection: &Connection, own: &BareJid, presence: &Presence) {
+    if presence.type_ != PresenceType::Subscribe {
+        return;
+    }
+    let Some(from) = presence.from.as_ref().map(Jid::to_bare) else {
+        return;
+    };
+    if &from == own {
+        return;
+    }
+    tracing::info!(%from, "accepting a presence subscription and subscribing back");
+    let connection = connection.clone();
+    tokio::spawn(async move {
+        for type_ in [PresenceType::Subscribed, PresenceType::Subscribe] {
+            let mut answer = Presence::new(type_);
+            answer.to = Some(Jid::from(from.clone()));
+            if connection.send(answer).await.is_err() {
+                return;
+            }
+        }
+    });
 }
 
 /// Takes events from the inbound queues (control first, then senders in turn), decrypts and
@@ -289,10 +320,11 @@ async fn work(manager: Arc<OmemoManager>, inbound: Arc<Queues>, tx: mpsc::Sender
 async fn catch_up(manager: Arc<OmemoManager>, inbound: Arc<Queues>) {
     let marks = manager
         .with_store(|store| {
-            Ok::<_, atm_trust::StoreError>((
-                store.last_session_activity(crate::omemo::NS)?,
-                store.caught_up_until()?,
-            ))
+            let mut last = None;
+            for ns in atm_trust::Namespace::ALL {
+                last = last.max(store.last_session_activity(ns)?);
+            }
+            Ok::<_, atm_trust::StoreError>((last, store.caught_up_until()?))
         })
         .await
         .and_then(|read| read.map_err(OmemoError::from));
@@ -380,7 +412,9 @@ impl Client {
         );
 
         let mut config = ConnectionConfig::from_settings(settings);
-        config.capabilities = Capabilities::default().with_feature(OMEMO_DEVICES_NOTIFY);
+        config.capabilities = Capabilities::default()
+            .with_feature(OMEMO_DEVICES_NOTIFY)
+            .with_feature(LEGACY_DEVICE_LIST_NOTIFY);
         // One resource per OMEMO device, the same after a restart: when the process died
         // without closing its stream, binding the same resource replaces the stale session
         // at once, and the server moves the messages it could not deliver there to offline
@@ -401,6 +435,7 @@ impl Client {
             events,
             Arc::clone(&inbound),
             manager.own().jid.clone(),
+            manager.connection().clone(),
         ));
         let worker = tokio::spawn(work(Arc::clone(&manager), Arc::clone(&inbound), tx));
         let answers = Answers {
@@ -618,6 +653,28 @@ async fn handle_message(
         }
         return None;
     }
+    if let Some(notification) = pep::parse_legacy_device_list_event(message) {
+        if archived {
+            return None;
+        }
+        // As for OMEMO 2: only the owner's PEP service (a bare JID) sends these.
+        if !message.from.as_ref().is_some_and(Jid::is_bare) {
+            tracing::warn!(from = ?message.from, "ignoring a legacy device-list notification that does not come from a PEP service (a bare JID)");
+            return None;
+        }
+        match notification {
+            Ok(n) => {
+                if let Err(e) = manager
+                    .handle_legacy_device_list_notification(n.jid, n.devices)
+                    .await
+                {
+                    tracing::warn!(error = %e, "handling a legacy device-list update failed");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "malformed legacy device-list notification"),
+        }
+        return None;
+    }
     if message.type_ == MessageType::Error {
         tracing::debug!(from = ?message.from, "message error received");
         return None;
@@ -629,7 +686,7 @@ async fn handle_message(
     } else {
         (from.to_bare(), own.clone())
     };
-    match hints::find_encrypted(message) {
+    match crate::omemo::find_encrypted(message, manager.own()) {
         None => {
             let body = message.bodies.values().next()?.clone();
             if sent_carbon || archived {
@@ -679,14 +736,17 @@ async fn handle_message(
             })
         }
         Some(Ok(encrypted)) => {
-            let device = encrypted.sid;
+            let device = encrypted.sender_device();
+            let namespace = encrypted.namespace();
             match manager
                 .receive(message, encrypted, sender.clone(), recipient, sent_carbon)
                 .await
             {
                 Ok(received) => {
                     let worker = Arc::clone(manager);
-                    tokio::spawn(async move { worker.note_sender_device(&sender, device).await });
+                    tokio::spawn(async move {
+                        crate::omemo::in_version!(namespace, V => worker.note_sender_device::<V>(&sender, device).await)
+                    });
                     match received {
                         Received::Message(decrypted) if !sent_carbon => {
                             if archived {
@@ -715,7 +775,8 @@ async fn handle_message(
                     if matches!(e, ReceiveError::NoSession) && !sent_carbon {
                         let worker = Arc::clone(manager);
                         tokio::spawn(async move {
-                            if let Err(e) = worker.rebuild_session(&sender, device).await {
+                            if let Err(e) = worker.rebuild_session(namespace, &sender, device).await
+                            {
                                 tracing::warn!(error = %e, "rebuilding the session failed");
                             }
                         });

@@ -1,5 +1,5 @@
-//! The async layer of the OMEMO bots: the XMPP connection, the OMEMO 2 manager and the
-//! small client API the programs use.
+//! The async layer of the OMEMO bots: the XMPP connection, the OMEMO manager (OMEMO 2 and
+//! legacy OMEMO from one device) and the small client API the programs use.
 //!
 //! # A bot on this crate
 //!
@@ -11,10 +11,11 @@
 #![doc = concat!("```no_run\n", include_str!("../examples/dice_bot.rs"), "```")]
 //!
 //! [`client::Client::start`] opens the account's store (creating the OMEMO identity on
-//! first use), logs in and publishes the device list and bundle. Its events are the
-//! decrypted messages, with the sender device and its trust level, in order. An answer sent
-//! with the message's [`omemo::Receipt`] commits the message as handled together with the
-//! answer, so a crash in between hands the message over again at the next start.
+//! first use), logs in and publishes the device lists and bundles of both versions. Its
+//! events are the decrypted messages, with the sender device, its trust level and the OMEMO
+//! version, in order. An answer sent with the message's [`omemo::Receipt`] goes out in that
+//! version and commits the message as handled together with the answer, so a crash in
+//! between hands the message over again at the next start.
 //!
 //! # The parts
 //!
@@ -23,8 +24,8 @@
 //!   carbons, entity capabilities, disco#info; tracked IQ requests; events for the app.
 //! - [`settings`]: the account to log in with (the programs read it from flags, the
 //!   environment and a TOML file with their shared `app-common` crate).
-//! - [`omemo`]: the OMEMO 2 manager (device list, bundle, sessions, trust, send and receive)
-//!   over the sans-IO crates and the `atm-trust` store.
+//! - [`omemo`]: the OMEMO manager (device lists, bundles, sessions, trust, send and receive,
+//!   in OMEMO 2 and legacy OMEMO) over the sans-IO crates and the `atm-trust` store.
 //! - [`client`]: [`client::Client`], which ties them together for the programs.
 //! - [`identity`]: starting over with a new identity, and showing one to a person.
 //!

@@ -11,6 +11,10 @@ use tokio_xmpp::parsers::ns;
 /// `urn:xmpp:omemo:2:devices+notify`: subscribe to OMEMO 2 device lists (XEP-0384 §5.3.1).
 pub const OMEMO_DEVICES_NOTIFY: &str = "urn:xmpp:omemo:2:devices+notify";
 
+/// `eu.siacs.conversations.axolotl.devicelist+notify`: subscribe to legacy OMEMO device lists
+/// (LEGACY-NOTES §1).
+pub const LEGACY_DEVICE_LIST_NOTIFY: &str = omemo_pep::ns::LEGACY_DEVICE_LIST_NOTIFY;
+
 /// Our disco#info identity and features, advertised with a XEP-0115 hash in every initial
 /// presence and returned to every disco#info query.
 #[derive(Debug, Clone)]
@@ -21,7 +25,7 @@ pub struct Capabilities {
     /// The identity (default: category `client`, type `bot`).
     pub identity: Identity,
     /// The features. The defaults cover what the connection layer itself answers (disco#info,
-    /// caps, ping, carbons) plus [`OMEMO_DEVICES_NOTIFY`].
+    /// caps, ping, carbons) plus [`OMEMO_DEVICES_NOTIFY`] and [`LEGACY_DEVICE_LIST_NOTIFY`].
     pub features: BTreeSet<String>,
 }
 
@@ -33,6 +37,7 @@ impl Default for Capabilities {
             ns::PING,
             ns::CARBONS,
             OMEMO_DEVICES_NOTIFY,
+            LEGACY_DEVICE_LIST_NOTIFY,
         ]
         .into_iter()
         .map(str::to_owned)
@@ -98,6 +103,7 @@ mod tests {
     fn defaults_advertise_omemo_device_notifications() {
         let caps = Capabilities::default();
         assert!(caps.features.contains(OMEMO_DEVICES_NOTIFY));
+        assert!(caps.features.contains(LEGACY_DEVICE_LIST_NOTIFY));
         assert!(caps.disco_info(None).features.contains(ns::DISCO_INFO));
     }
 

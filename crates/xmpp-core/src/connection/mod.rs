@@ -50,7 +50,7 @@ use tokio_xmpp::Stanza;
 use zeroize::Zeroizing;
 
 pub use self::backoff::ReconnectPolicy;
-pub use self::caps::{Capabilities, OMEMO_DEVICES_NOTIFY};
+pub use self::caps::{Capabilities, LEGACY_DEVICE_LIST_NOTIFY, OMEMO_DEVICES_NOTIFY};
 pub use self::transport::{BoxedStream, XmppConnector};
 
 /// Stanzas buffered towards and from the server by the `StanzaStream`.

@@ -3,15 +3,15 @@
 use super::*;
 
 impl OmemoManager {
-    pub(super) async fn record_device_list(
+    pub(super) async fn record_device_list<V: Pep>(
         &self,
         jid: BareJid,
-        list: &DeviceList,
+        list: &V::DeviceList,
     ) -> Result<(), OmemoError> {
-        // Labels can be verified for devices whose identity key we already know.
+        // OMEMO 2 labels can be verified for devices whose identity key we already know.
         let jid_for_keys = jid.clone();
         let mut keys: HashMap<DeviceId, IdentityPublicKey> = self
-            .with_store(move |store| store.devices(NS, jid_for_keys.as_str()))
+            .with_store(move |store| store.devices(V::NS, jid_for_keys.as_str()))
             .await??
             .into_iter()
             .filter_map(|d| d.identity_key.map(|k| (d.device_id, k)))
@@ -19,28 +19,15 @@ impl OmemoManager {
         if jid == self.own.jid {
             keys.insert(self.own.device_id, self.own.identity.public_key());
         }
-        let mut list = list.clone();
-        list.verify_labels(|id| keys.get(&id).copied());
-        let listed: Vec<ListedDevice> = list
-            .devices()
-            .iter()
-            .map(|d| ListedDevice {
-                device_id: d.id(),
-                label: match d.label() {
-                    omemo_pep::omemo2::Label::Verified(l)
-                    | omemo_pep::omemo2::Label::Unverified(l) => Some(l.to_owned()),
-                    _ => None,
-                },
-                label_verified: d.label().verified().is_some(),
-            })
-            .collect();
+        let listed = V::listed(list, &keys);
         let jid_for_log = jid.clone();
         let changes = self
-            .with_store(move |store| store.update_device_list(NS, jid.as_str(), &listed, now()))
+            .with_store(move |store| store.update_device_list(V::NS, jid.as_str(), &listed, now()))
             .await??;
         if changes.ignored > 0 || !changes.pruned.is_empty() {
             tracing::warn!(
                 jid = %jid_for_log,
+                node = V::LIST_NODE,
                 ignored = changes.ignored,
                 pruned = changes.pruned.len(),
                 limit = atm_trust::MAX_DEVICES_PER_JID,
@@ -48,89 +35,116 @@ impl OmemoManager {
             );
         }
         if !changes.is_empty() {
-            tracing::debug!(?changes, "device list changed");
+            tracing::debug!(?changes, node = V::LIST_NODE, "device list changed");
         }
         Ok(())
     }
 
-    /// Handles a device-list notification; republishes ours if our device is missing.
+    /// Handles an OMEMO 2 device-list notification; republishes ours if our device is
+    /// missing.
     pub async fn handle_device_list_notification(
         &self,
         jid: BareJid,
         list: DeviceList,
     ) -> Result<(), OmemoError> {
-        self.record_device_list(jid.clone(), &list).await?;
-        note_fetched(&mut *self.device_lists_fetched.lock().await, jid.clone());
-        if jid == self.own.jid && !list.contains(self.own.device_id) {
-            tracing::warn!("our device vanished from our device list; re-adding it");
-            self.publish_own_entry(Some(&list)).await?;
+        self.handle_list_notification::<Omemo2>(jid, list).await
+    }
+
+    /// Handles a legacy device-list notification (`eu.siacs.conversations.axolotl.devicelist`);
+    /// republishes ours if our device is missing.
+    pub async fn handle_legacy_device_list_notification(
+        &self,
+        jid: BareJid,
+        list: omemo_pep::legacy::DeviceList,
+    ) -> Result<(), OmemoError> {
+        self.handle_list_notification::<omemo_crypto::Legacy>(jid, list)
+            .await
+    }
+
+    async fn handle_list_notification<V: Pep>(
+        &self,
+        jid: BareJid,
+        list: V::DeviceList,
+    ) -> Result<(), OmemoError> {
+        self.record_device_list::<V>(jid.clone(), &list).await?;
+        note_fetched(
+            &mut *self.device_lists_fetched.lock().await,
+            (V::NS, jid.clone()),
+        );
+        if jid == self.own.jid && !V::lists(&list, self.own.device_id) {
+            tracing::warn!(
+                node = V::LIST_NODE,
+                "our device vanished from our device list; re-adding it"
+            );
+            self.publish_own_entry::<V>(Some(&list)).await?;
         }
         Ok(())
     }
 
-    /// Fetches `jid`'s device list unless a fresh one is known. Returns false if the JID has
-    /// no OMEMO 2 device list.
-    pub(super) async fn refresh_device_list(
+    /// Fetches `jid`'s device list of version `V` unless a fresh one is known. Returns false
+    /// if the JID has no device list of that version.
+    pub(super) async fn refresh_device_list<V: Pep>(
         &self,
         jid: &BareJid,
         force: bool,
     ) -> Result<bool, OmemoError> {
+        let key = (V::NS, jid.clone());
         if !force {
             let fetched = self.device_lists_fetched.lock().await;
             if fetched
-                .get(jid)
+                .get(&key)
                 .is_some_and(|t| t.elapsed() < DEVICE_LIST_MAX_AGE)
             {
                 return Ok(true);
             }
         }
         let answer = self
-            .request(pep::fetch_device_list(jid, &self.iq_id("devices")))
+            .request(V::fetch_device_list(jid, &self.iq_id("devices")))
             .await?;
-        let found = match pep::parse_device_list_response(&answer) {
+        let found = match V::parse_device_list(&answer) {
             Fetched::Found(list) => {
-                self.record_device_list(jid.clone(), &list).await?;
+                self.record_device_list::<V>(jid.clone(), &list).await?;
                 true
             }
             Fetched::NotFound => false,
             other => {
-                tracing::warn!(%jid, outcome = ?other, "cannot fetch device list");
+                tracing::warn!(%jid, node = V::LIST_NODE, outcome = ?other, "cannot fetch device list");
                 false
             }
         };
-        note_fetched(&mut *self.device_lists_fetched.lock().await, jid.clone());
+        note_fetched(&mut *self.device_lists_fetched.lock().await, key);
         Ok(found)
     }
 
     /// Whether an earlier bundle fetch for this device failed and its back-off has not ended.
-    pub(super) fn backing_off(&self, jid: &BareJid, device: DeviceId) -> bool {
+    pub(super) fn backing_off(&self, ns: Namespace, jid: &BareJid, device: DeviceId) -> bool {
         self.bundle_failures
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&(jid.clone(), device))
+            .get(&(ns, jid.clone(), device))
             .is_some_and(|(_, retry_at)| Instant::now() < *retry_at)
     }
 
     /// Fetches a device's bundle, unless an earlier fetch failed and its back-off has not
     /// ended; a failure starts or doubles the back-off.
-    pub(super) async fn fetch_bundle(
+    pub(super) async fn fetch_bundle<V: Pep>(
         &self,
         jid: &BareJid,
         device: DeviceId,
-    ) -> Result<Option<Bundle>, OmemoError> {
-        let key = (jid.clone(), device);
-        if self.backing_off(jid, device) {
+    ) -> Result<Option<V::Bundle>, OmemoError> {
+        let key = (V::NS, jid.clone(), device);
+        if self.backing_off(V::NS, jid, device) {
             tracing::debug!(%jid, %device, "bundle fetch failed before; not asking again yet");
             return Ok(None);
         }
         let answer = self
-            .request(pep::fetch_bundle(jid, device, &self.iq_id("bundle")))
+            .request(V::fetch_bundle(jid, device, &self.iq_id("bundle")))
             .await?;
         let mut failures = self
             .bundle_failures
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Ok(match pep::parse_bundle_response(&answer, device) {
+        Ok(match V::parse_bundle(&answer, device) {
             Fetched::Found(bundle) => {
                 failures.remove(&key);
                 Some(bundle)
@@ -140,7 +154,7 @@ impl OmemoManager {
                 let wait = BUNDLE_RETRY_FIRST
                     .saturating_mul(1 << failed.saturating_sub(1).min(16))
                     .min(BUNDLE_RETRY_MAX);
-                tracing::warn!(%jid, %device, outcome = ?other, failed, retry_in = ?wait, "no usable bundle");
+                tracing::warn!(%jid, %device, node = V::BUNDLE_NODE, outcome = ?other, failed, retry_in = ?wait, "no usable bundle");
                 if failures.len() >= BUNDLE_FAILURES_KEPT && !failures.contains_key(&key) {
                     let first = failures
                         .iter()
@@ -156,13 +170,14 @@ impl OmemoManager {
         })
     }
 
-    /// Refreshes a device list after a message from a device it does not contain.
-    pub(crate) async fn note_sender_device(&self, jid: &BareJid, device: DeviceId) {
+    /// Refreshes a device list of version `V` after a message in that version from a
+    /// device it does not contain.
+    pub(crate) async fn note_sender_device<V: Pep>(&self, jid: &BareJid, device: DeviceId) {
         let jid_owned = jid.clone();
         let known = self
             .with_store(move |store| {
                 store
-                    .device(NS, jid_owned.as_str(), device)
+                    .device(V::NS, jid_owned.as_str(), device)
                     .map(|d| d.is_some_and(|d| d.active))
             })
             .await;
@@ -173,17 +188,17 @@ impl OmemoManager {
                 .device_lists_fetched
                 .lock()
                 .await
-                .get(jid)
+                .get(&(V::NS, jid.clone()))
                 .is_some_and(|t| t.elapsed() < UNLISTED_SENDER_REFRESH);
             if recently {
                 return;
             }
-            if let Err(e) = self.refresh_device_list(jid, true).await {
+            if let Err(e) = self.refresh_device_list::<V>(jid, true).await {
                 tracing::debug!(error = %e, "device list refresh failed");
             }
         }
     }
 }
 
-/// A device's bundle, fetched for a message.
-pub(super) type FetchedBundle = (BareJid, DeviceId, Bundle);
+/// A device's bundle of version `V`, fetched for a message.
+pub(super) type FetchedBundle<V> = (BareJid, DeviceId, <V as omemo_crypto::Version>::Bundle);

@@ -71,8 +71,12 @@ pub(crate) struct Engine<'a, R> {
 pub(crate) struct Outgoing<'a, V: Version> {
     /// Which trust levels may read the message.
     pub(crate) accept: fn(TrustLevel) -> bool,
-    /// Every JID whose devices get the message (the addressee and our own account).
-    pub(crate) recipients: &'a [BareJid],
+    /// The devices that get the message in this version (of the addressee and of our own
+    /// account), as [`chosen_devices`] picked them.
+    pub(crate) devices: &'a [(BareJid, DeviceId)],
+    /// Whether a device of the addressee must get the message (the step fails with
+    /// [`OmemoError::NoTrustedDevice`] otherwise); when false, at least one device must.
+    pub(crate) to_required: bool,
     /// Bundles of this version fetched for devices without a session.
     pub(crate) bundles: Vec<(BareJid, DeviceId, V::Bundle)>,
     /// What this version encrypts: the SCE envelope for OMEMO 2, the body text for legacy.
@@ -244,6 +248,7 @@ impl<R: CryptoRngCore> Engine<'_, R> {
                 identity_key,
                 trust: recorded.level,
                 key_exchange: is_key_exchange,
+                version: V::NS.version(),
             },
             heartbeat_due: decrypted.heartbeat_due(),
             used_pre_key: used_pre_key.is_some(),
@@ -265,7 +270,8 @@ impl<R: CryptoRngCore> Engine<'_, R> {
         } = self;
         let Outgoing {
             accept,
-            recipients,
+            devices,
+            to_required,
             bundles,
             plaintext,
             to,
@@ -279,83 +285,69 @@ impl<R: CryptoRngCore> Engine<'_, R> {
             .map(|(jid, device, bundle)| ((jid, device), bundle))
             .collect();
 
-        for jid in recipients {
-            let skip = (jid == &own.jid).then_some(own.device_id);
-            let (chosen, over_limit) = chosen_devices(store, V::NS, jid, skip)?;
-            if over_limit > 0 {
-                tracing::debug!(%jid, over_limit, "more devices than one message is encrypted for");
-                report.over_limit += over_limit;
-            }
-            for (id, blob) in chosen {
-                let (session, key) = match blob {
-                    Some(blob) => match GenericSession::<V>::restore(&blob) {
-                        Ok(session) => {
-                            match V::peer_identity(store, jid, id, &session.peer_identity_key()) {
-                                Ok(key) => (session, key),
-                                Err(e) => {
-                                    report.skipped.push((
-                                        jid.clone(),
-                                        id,
-                                        format!("identity: {e}"),
-                                    ));
-                                    continue;
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            report
-                                .skipped
-                                .push((jid.clone(), id, format!("stored session: {e}")));
-                            continue;
-                        }
-                    },
-                    None => {
-                        let Some(bundle) = bundles.remove(&(jid.clone(), id)) else {
-                            report
-                                .skipped
-                                .push((jid.clone(), id, "no bundle".to_owned()));
-                            continue;
-                        };
-                        let pre_key = V::choose_pre_key(&bundle, &mut *rng);
-                        match GenericSession::<V>::initiate(
-                            &own.identity,
-                            &bundle,
-                            pre_key,
-                            &mut *rng,
-                        ) {
-                            Ok(session) => (session, V::bundle_identity(&bundle)),
+        for (jid, id) in devices {
+            let id = *id;
+            let blob = store.load_session(V::NS, jid.as_str(), id)?;
+            let (session, key) = match blob {
+                Some(blob) => match GenericSession::<V>::restore(&blob) {
+                    Ok(session) => {
+                        match V::peer_identity(store, jid, id, &session.peer_identity_key()) {
+                            Ok(key) => (session, key),
                             Err(e) => {
                                 report
                                     .skipped
-                                    .push((jid.clone(), id, format!("session: {e}")));
+                                    .push((jid.clone(), id, format!("identity: {e}")));
                                 continue;
                             }
                         }
                     }
-                };
-                let level =
-                    match store.record_identity_key(V::NS, jid.as_str(), id, &key, policy, t) {
-                        Ok(recorded) => recorded.level,
-                        Err(StoreError::IdentityKeyChanged { .. }) => {
-                            report.skipped.push((
-                                jid.clone(),
-                                id,
-                                "identity key changed".to_owned(),
-                            ));
+                    Err(e) => {
+                        report
+                            .skipped
+                            .push((jid.clone(), id, format!("stored session: {e}")));
+                        continue;
+                    }
+                },
+                None => {
+                    let Some(bundle) = bundles.remove(&(jid.clone(), id)) else {
+                        report
+                            .skipped
+                            .push((jid.clone(), id, "no bundle".to_owned()));
+                        continue;
+                    };
+                    let pre_key = V::choose_pre_key(&bundle, &mut *rng);
+                    match GenericSession::<V>::initiate(&own.identity, &bundle, pre_key, &mut *rng)
+                    {
+                        Ok(session) => (session, V::bundle_identity(&bundle)),
+                        Err(e) => {
+                            report
+                                .skipped
+                                .push((jid.clone(), id, format!("session: {e}")));
                             continue;
                         }
-                        Err(e) => return Err(e.into()),
-                    };
-                if !accept(level) {
+                    }
+                }
+            };
+            let level = match store.record_identity_key(V::NS, jid.as_str(), id, &key, policy, t) {
+                Ok(recorded) => recorded.level,
+                Err(StoreError::IdentityKeyChanged { .. }) => {
                     report
                         .skipped
-                        .push((jid.clone(), id, format!("trust level {level:?}")));
+                        .push((jid.clone(), id, "identity key changed".to_owned()));
                     continue;
                 }
-                sessions.push((jid.clone(), id, session));
+                Err(e) => return Err(e.into()),
+            };
+            if !accept(level) {
+                report
+                    .skipped
+                    .push((jid.clone(), id, format!("trust level {level:?}")));
+                continue;
             }
+            sessions.push((jid.clone(), id, session));
         }
-        if !sessions.iter().any(|(jid, _, _)| jid == to) {
+        let reaches_to = sessions.iter().any(|(jid, _, _)| jid == to);
+        if (to_required && !reaches_to) || sessions.is_empty() {
             return Err(OmemoError::NoTrustedDevice(to.clone()));
         }
 
@@ -432,6 +424,34 @@ impl<R: CryptoRngCore> Engine<'_, R> {
             &[],
         )?;
         Ok(Some((outbox_id, message)))
+    }
+
+    /// Records the identity key a bundle of version `V` names for `device` of `jid` (a legacy
+    /// key exchange carries the key without the Ed25519 sign bit, which only the bundle
+    /// gives: LEGACY-NOTES §2). False if it differs from the key already known.
+    pub(crate) fn learn_identity<V: Flavour>(
+        self,
+        jid: &BareJid,
+        device: DeviceId,
+        bundle: &V::Bundle,
+    ) -> Result<bool, OmemoError> {
+        let key = V::bundle_identity(bundle);
+        match self.store.record_identity_key(
+            V::NS,
+            jid.as_str(),
+            device,
+            &key,
+            self.policy,
+            self.now,
+        ) {
+            Ok(_) => Ok(true),
+            Err(StoreError::IdentityKeyChanged { .. })
+            | Err(StoreError::IdentityKeyDiffersBetweenVersions { .. }) => {
+                tracing::warn!(%jid, %device, "bundle identity key differs from the known one");
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// A new session in version `V` with `device` of `jid` from its bundle of that version,
@@ -771,32 +791,82 @@ impl Flavour for Legacy {
     }
 }
 
-/// The listed devices of `jid` (without `skip`) a message is encrypted for, each with its
-/// stored session if there is one: those with a session first, at most
-/// [`MAX_DEVICES_PER_MESSAGE`]. Also returns how many were left out.
-#[allow(clippy::type_complexity)] // a list of pairs, named at its one use
+/// One device a message goes to, as [`chosen_devices`] picks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Chosen {
+    /// The device.
+    pub(crate) device: DeviceId,
+    /// The version it gets the message in.
+    pub(crate) namespace: Namespace,
+    /// Whether we have a session with it in that version (no bundle to fetch).
+    pub(crate) has_session: bool,
+}
+
+/// The devices of `jid` (without `skip`) a message is encrypted for, each exactly once, in the
+/// first namespace of `priority` whose device list lists it (LEGACY-NOTES §10: with
+/// [`Namespace::ALL`], OMEMO 2 where the device speaks it and legacy otherwise): those with a
+/// session first, at most [`MAX_DEVICES_PER_MESSAGE`]. Also returns how many were left out.
 pub(super) fn chosen_devices(
     store: &Store,
-    namespace: Namespace,
     jid: &BareJid,
     skip: Option<DeviceId>,
-) -> Result<(Vec<(DeviceId, Option<zeroize::Zeroizing<Vec<u8>>>)>, usize), StoreError> {
+    priority: &[Namespace],
+) -> Result<(Vec<Chosen>, usize), StoreError> {
     let mut with_session = Vec::new();
     let mut without = Vec::new();
-    for device in store.active_devices(namespace, jid.as_str())? {
-        let id = device.device_id;
-        if Some(id) == skip {
+    for device in store.device_versions(jid.as_str())? {
+        if Some(device.device_id) == skip {
             continue;
         }
-        match store.load_session(namespace, jid.as_str(), id)? {
-            Some(blob) => with_session.push((id, Some(blob))),
-            None => without.push((id, None)),
+        let Some(namespace) = priority
+            .iter()
+            .copied()
+            .find(|ns| device.listed_in.contains(ns))
+        else {
+            continue;
+        };
+        let chosen = Chosen {
+            device: device.device_id,
+            namespace,
+            has_session: device.sessions_in.contains(&namespace),
+        };
+        if chosen.has_session {
+            with_session.push(chosen);
+        } else {
+            without.push(chosen);
         }
     }
     with_session.extend(without);
     let over_limit = with_session.len().saturating_sub(MAX_DEVICES_PER_MESSAGE);
     with_session.truncate(MAX_DEVICES_PER_MESSAGE);
     Ok((with_session, over_limit))
+}
+
+/// Adds `device` of `jid`, the sender of the message being answered, to `chosen` in
+/// `namespace` when no device list of that version lists it but we hold a session with it
+/// there: the answer reaches the device that asked (a fresh Profanity account, say, has no
+/// legacy device-list node; LEGACY-NOTES §12).
+pub(super) fn include_answered(
+    store: &Store,
+    jid: &BareJid,
+    device: DeviceId,
+    namespace: Namespace,
+    chosen: &mut Vec<Chosen>,
+) -> Result<(), StoreError> {
+    if chosen.iter().any(|c| c.device == device) {
+        return Ok(());
+    }
+    if store
+        .load_session(namespace, jid.as_str(), device)?
+        .is_some()
+    {
+        chosen.push(Chosen {
+            device,
+            namespace,
+            has_session: true,
+        });
+    }
+    Ok(())
 }
 
 /// A stanza as kept in the outbox (and sent), refused if a server would refuse it.
@@ -822,6 +892,8 @@ mod tests {
     use super::*;
     use atm_trust::ListedDevice;
     use omemo_crypto::HEARTBEAT_THRESHOLD;
+
+    const NS: Namespace = Namespace::Omemo2;
 
     /// A deterministic random source (SplitMix64), so that a run replays exactly.
     struct TestRng(u64);
@@ -941,7 +1013,7 @@ mod tests {
             stanza_id: &str,
             now: u64,
         ) -> Message {
-            let recipients = [to.own.jid.clone()];
+            let devices = [(to.own.jid.clone(), to.own.device_id)];
             let bundles = bundle
                 .map(|b| vec![(to.own.jid.clone(), to.own.device_id, b)])
                 .unwrap_or_default();
@@ -949,7 +1021,8 @@ mod tests {
                 .engine(now)
                 .encrypt::<V>(Outgoing {
                     accept: |_| true,
-                    recipients: &recipients,
+                    devices: &devices,
+                    to_required: true,
                     bundles,
                     plaintext,
                     to: &to.own.jid,
@@ -1514,13 +1587,155 @@ mod tests {
                 .unwrap();
         }
         let skip = DeviceId::new(1).unwrap();
-        let (chosen, over_limit) = chosen_devices(&store, NS, &bob, Some(skip)).unwrap();
+        let (chosen, over_limit) = chosen_devices(&store, &bob, Some(skip), &[NS]).unwrap();
         assert_eq!(chosen.len(), MAX_DEVICES_PER_MESSAGE);
         assert_eq!(over_limit, extra - 1);
-        let first: Vec<DeviceId> = chosen.iter().take(3).map(|(id, _)| *id).collect();
+        let first: Vec<DeviceId> = chosen.iter().take(3).map(|c| c.device).collect();
         assert_eq!(first, with_session);
-        assert!(chosen[..3].iter().all(|(_, session)| session.is_some()));
-        assert!(chosen[3..].iter().all(|(_, session)| session.is_none()));
-        assert!(chosen.iter().all(|(id, _)| *id != skip));
+        assert!(chosen[..3].iter().all(|c| c.has_session));
+        assert!(chosen[3..].iter().all(|c| !c.has_session));
+        assert!(chosen.iter().all(|c| c.device != skip && c.namespace == NS));
+        // Listed in no namespace of the priority: nobody.
+        let (none, _) = chosen_devices(&store, &bob, None, &[Namespace::Legacy]).unwrap();
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn each_device_is_chosen_once_in_the_first_version_of_the_priority_that_lists_it() {
+        let mut store = Store::open_in_memory().unwrap();
+        let bob = BareJid::new("bob@example.org").unwrap();
+        let id = |n: u32| DeviceId::new(n).unwrap();
+        let listed = |ids: &[u32]| -> Vec<ListedDevice> {
+            ids.iter()
+                .map(|n| ListedDevice {
+                    device_id: id(*n),
+                    label: None,
+                    label_verified: false,
+                })
+                .collect()
+        };
+        // 1 speaks both versions, 2 only OMEMO 2, 3 only legacy; 3 has a legacy session.
+        store
+            .update_device_list(Namespace::Omemo2, bob.as_str(), &listed(&[1, 2]), 0)
+            .unwrap();
+        store
+            .update_device_list(Namespace::Legacy, bob.as_str(), &listed(&[1, 3]), 0)
+            .unwrap();
+        store
+            .store_session(Namespace::Legacy, bob.as_str(), id(3), b"state", 0)
+            .unwrap();
+        let pick = |priority: &[Namespace]| -> Vec<(u32, Namespace, bool)> {
+            let (chosen, over) = chosen_devices(&store, &bob, None, priority).unwrap();
+            assert_eq!(over, 0);
+            let mut picked: Vec<_> = chosen
+                .iter()
+                .map(|c| (c.device.get(), c.namespace, c.has_session))
+                .collect();
+            picked.sort_unstable_by_key(|p| p.0);
+            picked
+        };
+        // A fresh message: OMEMO 2 where the device lists it, legacy otherwise.
+        assert_eq!(
+            pick(&Namespace::ALL),
+            vec![
+                (1, Namespace::Omemo2, false),
+                (2, Namespace::Omemo2, false),
+                (3, Namespace::Legacy, true),
+            ]
+        );
+        // An answer to a legacy message stays in legacy: the OMEMO 2-only device is left out.
+        assert_eq!(
+            pick(&[Namespace::Legacy]),
+            vec![(1, Namespace::Legacy, false), (3, Namespace::Legacy, true)]
+        );
+        assert_eq!(
+            pick(&[Namespace::Omemo2]),
+            vec![(1, Namespace::Omemo2, false), (2, Namespace::Omemo2, false)]
+        );
+        // Our own device is never a recipient.
+        let (chosen, _) = chosen_devices(&store, &bob, Some(id(3)), &Namespace::ALL).unwrap();
+        assert!(chosen.iter().all(|c| c.device != id(3)));
+        assert_eq!(chosen.len(), 2);
+
+        // An answer also reaches the unlisted device that asked, if we have a session with it
+        // in the answer's version; not a device without one, and nothing twice.
+        store
+            .store_session(Namespace::Legacy, bob.as_str(), id(9), b"state", 0)
+            .unwrap();
+        let (mut chosen, _) = chosen_devices(&store, &bob, None, &[Namespace::Legacy]).unwrap();
+        assert_eq!(chosen.len(), 2);
+        include_answered(&store, &bob, id(9), Namespace::Legacy, &mut chosen).unwrap();
+        assert_eq!(
+            chosen.last(),
+            Some(&Chosen {
+                device: id(9),
+                namespace: Namespace::Legacy,
+                has_session: true
+            })
+        );
+        for (device, namespace) in [
+            (id(9), Namespace::Legacy),
+            (id(8), Namespace::Legacy),
+            (id(3), Namespace::Legacy),
+        ] {
+            include_answered(&store, &bob, device, namespace, &mut chosen).unwrap();
+        }
+        assert_eq!(chosen.len(), 3);
+        let (mut chosen, _) = chosen_devices(&store, &bob, None, &[Namespace::Omemo2]).unwrap();
+        include_answered(&store, &bob, id(9), Namespace::Omemo2, &mut chosen).unwrap();
+        assert!(
+            chosen.iter().all(|c| c.device != id(9)),
+            "no OMEMO 2 session with 9"
+        );
+    }
+
+    #[test]
+    fn a_message_for_another_version_only_is_refused_unless_own_devices_may_take_it() {
+        // The engine step of one version fails when the addressee has no device in it (the
+        // manager then does not send that version's stanza), and succeeds for our own
+        // devices alone only when asked to.
+        let mut alice = Peer::new("alice@example.org", 30);
+        let bob = Peer::new("bob@example.org", 31);
+        alice.lists(&bob);
+        let bundle = bob.bundle();
+        let devices = [(bob.own.jid.clone(), bob.own.device_id)];
+        let to = BareJid::new("carol@example.org").unwrap();
+        for (to_required, succeeds) in [(true, false), (false, true)] {
+            let outcome = alice.engine(T0).encrypt::<Omemo2>(Outgoing {
+                accept: |_| true,
+                devices: &devices,
+                to_required,
+                bundles: vec![(bob.own.jid.clone(), bob.own.device_id, bundle.clone())],
+                plaintext: b"x",
+                to: &to,
+                stanza_id: "s",
+                answers: &[],
+            });
+            match outcome {
+                Ok((_, report, _)) => {
+                    assert!(succeeds);
+                    assert_eq!(report.encrypted_for, devices.to_vec());
+                }
+                Err(OmemoError::NoTrustedDevice(jid)) => {
+                    assert!(!succeeds);
+                    assert_eq!(jid, to);
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        // No device at all: refused either way.
+        assert!(matches!(
+            alice.engine(T0).encrypt::<Omemo2>(Outgoing {
+                accept: |_| true,
+                devices: &[],
+                to_required: false,
+                bundles: Vec::new(),
+                plaintext: b"x",
+                to: &to,
+                stanza_id: "s2",
+                answers: &[],
+            }),
+            Err(OmemoError::NoTrustedDevice(_))
+        ));
     }
 }

@@ -23,8 +23,8 @@ pub enum OmemoError {
         /// The server's answer.
         reason: String,
     },
-    /// The recipient has no OMEMO 2 device list.
-    #[error("{0} does not use OMEMO 2 (no device list)")]
+    /// The recipient has no device list in any OMEMO version we send in.
+    #[error("{0} does not use OMEMO (no device list)")]
     NoOmemo(BareJid),
     /// None of the recipient's devices can be encrypted for (no bundle, or not trusted).
     #[error("no trusted OMEMO device of {0} to encrypt for")]

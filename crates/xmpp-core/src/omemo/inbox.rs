@@ -4,9 +4,11 @@
 use super::*;
 
 impl OmemoManager {
-    pub(super) fn receipt(&self, id: i64) -> Receipt {
+    pub(super) fn receipt(&self, id: i64, namespace: Namespace, device: DeviceId) -> Receipt {
         Receipt(Arc::new(ReceiptInner {
             id,
+            namespace,
+            device,
             handled: Arc::clone(&self.handled),
         }))
     }
@@ -29,7 +31,7 @@ impl OmemoManager {
         let mut messages = Vec::new();
         for row in rows {
             // A row that no longer reads is dropped with its receipt.
-            let receipt = self.receipt(row.id);
+            let receipt = self.receipt(row.id, row.namespace, row.device_id);
             let parsed = (
                 BareJid::new(&row.sender),
                 Jid::new(&row.from),
@@ -55,6 +57,7 @@ impl OmemoManager {
                 identity_key: key,
                 trust,
                 key_exchange: row.key_exchange,
+                version: row.namespace.version(),
             };
             let header = Header {
                 from,

@@ -1,5 +1,7 @@
-//! The OMEMO 2 manager: drives `omemo-crypto`, `omemo-pep` and the `atm-trust` store over a
-//! [`Connection`] (XEP-0384 §usecases).
+//! The OMEMO manager: drives `omemo-crypto`, `omemo-pep` and the `atm-trust` store over a
+//! [`Connection`] (XEP-0384 §usecases), in OMEMO 2 and legacy OMEMO
+//! (`eu.siacs.conversations.axolotl`) from one device: one device id and one identity key
+//! in both namespaces, with pre-keys, signed pre-keys and sessions per namespace.
 //!
 //! The protocol core is the `engine` (crate-private): synchronous steps on
 //! the store that take the time and a random source as arguments. Every ratchet step and its
@@ -12,7 +14,8 @@
 //! - `devices`: contacts' device lists and bundles;
 //! - `send`, `receive`: the two message paths, with empty messages and session rebuilds;
 //! - `outbox`, `inbox`: what waits for the server's acknowledgement or the program;
-//! - `trust`: device listings, trust decisions and trust messages (XEP-0450).
+//! - `trust`: device listings, trust decisions and trust messages (XEP-0450);
+//! - `versions`: each version's PEP nodes, so that the steps above are written once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,7 +28,7 @@ use atm_trust::{
 use futures::StreamExt as _;
 use omemo_crypto::{
     payload, Bundle, DecryptionError, DeviceId, IdentityKeyPair, IdentityPublicKey, KeyMaterial,
-    Omemo2,
+    Omemo2, ProtocolVersion,
 };
 use omemo_pep::omemo2::{DeviceEntry, DeviceList, EncryptedKey, EncryptedMessage, RecipientKeys};
 use omemo_pep::pep::{self, Fetched, Publication, PublishProgress};
@@ -41,7 +44,6 @@ use xmpp_parsers::minidom::Element;
 use crate::connection::{Connection, IqError};
 use crate::removal::Removals;
 
-pub(crate) const NS: Namespace = Namespace::Omemo2;
 /// XEP-0384 asks for about 100 one-time pre-keys in a bundle.
 pub const PRE_KEY_TARGET: usize = 100;
 /// Rotate the signed pre-key weekly (python-omemo's default; XEP-0384: every 1–4 weeks).
@@ -130,16 +132,23 @@ mod receive;
 mod send;
 mod trust;
 mod types;
+mod versions;
 
 pub use errors::{OmemoError, ReceiveError};
-pub use trust::set_trust_by_fingerprint;
+pub use trust::{device_infos, set_trust_by_fingerprint};
 pub(crate) use types::Received;
 pub use types::{DecryptedMessage, DeviceInfo, E2eeMetadata, OwnIdentity, Receipt, SendReport};
 
 use devices::*;
 pub(crate) use engine::check_size;
 use engine::*;
+pub(crate) use receive::find_encrypted;
 use types::ReceiptInner;
+pub(crate) use versions::in_version;
+use versions::Pep;
+
+/// A device of a JID in one namespace.
+type VersionedDevice = (Namespace, BareJid, DeviceId);
 
 /// The OMEMO manager. Cheap to share behind an `Arc`.
 pub struct OmemoManager {
@@ -147,15 +156,16 @@ pub struct OmemoManager {
     store: Arc<Mutex<Store>>,
     own: Arc<OwnIdentity>,
     policy: TrustPolicy,
-    device_lists_fetched: AsyncMutex<HashMap<BareJid, Instant>>,
+    device_lists_fetched: AsyncMutex<HashMap<(Namespace, BareJid), Instant>>,
     /// Devices whose bundle could not be fetched: failures so far and when to try again.
-    bundle_failures: Mutex<HashMap<(BareJid, DeviceId), (u32, Instant)>>,
+    bundle_failures: Mutex<HashMap<VersionedDevice, (u32, Instant)>>,
     /// Serialises bundle republication.
     publishing: AsyncMutex<()>,
-    /// Devices with an empty message (confirmation, heartbeat) pending.
-    confirming: Mutex<std::collections::HashSet<(BareJid, DeviceId)>>,
-    /// A pending republication after key exchanges: the first and the latest of them.
-    republish: Mutex<Option<(Instant, Instant)>>,
+    /// Devices with an empty message (confirmation, heartbeat) pending, per namespace.
+    confirming: Mutex<std::collections::HashSet<VersionedDevice>>,
+    /// Pending republications after key exchanges, per namespace: the first and the latest
+    /// of them.
+    republish: Mutex<HashMap<Namespace, (Instant, Instant)>>,
     /// Serialises outbox resends.
     resending: AsyncMutex<()>,
     next_id: std::sync::atomic::AtomicU64,
@@ -179,8 +189,9 @@ pub(crate) fn prune_removed_devices(store: &mut Store) -> Result<(), StoreError>
     Ok(())
 }
 
-/// Notes that `jid`'s device list was fetched now, keeping the map bounded.
-fn note_fetched(fetched: &mut HashMap<BareJid, Instant>, jid: BareJid) {
+/// Notes that a device list (`jid`'s, in one namespace) was fetched now, keeping the map
+/// bounded.
+fn note_fetched<K: std::hash::Hash + Eq + Clone>(fetched: &mut HashMap<K, Instant>, jid: K) {
     if fetched.len() >= FETCH_TIMES_KEPT && !fetched.contains_key(&jid) {
         fetched.retain(|_, t| t.elapsed() < DEVICE_LIST_MAX_AGE);
         if fetched.len() >= FETCH_TIMES_KEPT {
@@ -227,15 +238,19 @@ impl OmemoManager {
         let mut store = Store::open(db)?;
         let t = now();
         let device = store.load_or_create_own_device(jid.as_str(), Some(label), &mut OsRng, t)?;
-        let needs_rotation = store.current_signed_pre_key()?.is_none_or(|spk| {
-            t.saturating_sub(spk.created_at()) > SIGNED_PRE_KEY_ROTATION.as_secs()
-        });
-        if needs_rotation {
-            store.rotate_signed_pre_key(&mut OsRng, t)?;
+        // Each namespace has its own signed pre-key and pre-keys under the one identity
+        // (LEGACY-NOTES §2); a device created before legacy existed gets its legacy keys here.
+        for ns in Namespace::ALL {
+            let needs_rotation = store.current_signed_pre_key_for(ns)?.is_none_or(|spk| {
+                t.saturating_sub(spk.created_at()) > SIGNED_PRE_KEY_ROTATION.as_secs()
+            });
+            if needs_rotation {
+                store.rotate_signed_pre_key_for(ns, &mut OsRng, t)?;
+            }
+            store.prune_signed_pre_keys_for(ns, SIGNED_PRE_KEY_GRACE.as_secs(), t)?;
+            store.remove_used_pre_keys_for(ns, USED_PRE_KEY_GRACE.as_secs(), t)?;
+            store.ensure_pre_keys_for(ns, PRE_KEY_TARGET, &mut OsRng, t)?;
         }
-        store.prune_signed_pre_keys(SIGNED_PRE_KEY_GRACE.as_secs(), t)?;
-        store.remove_used_pre_keys(USED_PRE_KEY_GRACE.as_secs(), t)?;
-        store.ensure_pre_keys(PRE_KEY_TARGET, &mut OsRng, t)?;
         prune_removed_devices(&mut store)?;
         let own = OwnIdentity {
             jid: jid.clone(),
@@ -274,7 +289,7 @@ impl OmemoManager {
             device_lists_fetched: AsyncMutex::new(HashMap::new()),
             bundle_failures: Mutex::new(HashMap::new()),
             publishing: AsyncMutex::new(()),
-            republish: Mutex::new(None),
+            republish: Mutex::new(HashMap::new()),
             confirming: Mutex::new(std::collections::HashSet::new()),
             resending: AsyncMutex::new(()),
             next_id: std::sync::atomic::AtomicU64::new(1),

@@ -1,53 +1,60 @@
 //! Publishing our own device: the device-list entry and the bundle (XEP-0384 §devices,
 //! §bundles), with republication after key exchanges used our pre-keys.
 
+use omemo_crypto::Legacy;
+
 use super::*;
 
 impl OmemoManager {
-    /// Publishes our device in our device list (keeping every other device) and our bundle.
+    /// Publishes our device in our device lists of both versions (keeping every other
+    /// device) and our bundles: the same device id and identity key in OMEMO 2 and legacy.
     pub async fn set_up(&self) -> Result<(), OmemoError> {
         self.publish_device_list().await?;
-        self.publish_bundle_if_changed().await?;
+        self.publish_bundle_if_changed::<Omemo2>().await?;
+        self.publish_bundle_if_changed::<Legacy>().await?;
         Ok(())
     }
 
-    /// Fetches our device list and republishes it if our device is missing.
+    /// Fetches our device lists (OMEMO 2 and legacy) and republishes each one our device is
+    /// missing from.
     pub async fn publish_device_list(&self) -> Result<(), OmemoError> {
+        self.publish_device_list_in::<Omemo2>().await?;
+        self.publish_device_list_in::<Legacy>().await
+    }
+
+    /// [`OmemoManager::publish_device_list`] in version `V`.
+    async fn publish_device_list_in<V: Pep>(&self) -> Result<(), OmemoError> {
         let answer = self
-            .request(pep::fetch_device_list(
+            .request(V::fetch_device_list(
                 &self.own.jid,
                 &self.iq_id("own-devices"),
             ))
             .await?;
-        let current = match pep::parse_device_list_response(&answer) {
+        let current = match V::parse_device_list(&answer) {
             Fetched::Found(list) => Some(list),
             Fetched::NotFound => None,
             Fetched::Malformed(e) => {
-                tracing::warn!(error = %e, "our own device list is malformed; replacing it");
+                tracing::warn!(error = %e, node = V::LIST_NODE, "our own device list is malformed; replacing it");
                 None
             }
             other => {
                 return Err(OmemoError::Publish {
-                    what: "device list",
+                    what: V::LIST_NODE,
                     reason: format!("fetching it failed: {other:?}"),
                 })
             }
         };
         if let Some(list) = &current {
-            self.record_device_list(self.own.jid.clone(), list).await?;
+            self.record_device_list::<V>(self.own.jid.clone(), list)
+                .await?;
         }
-        self.publish_own_entry(current.as_ref()).await
+        self.publish_own_entry::<V>(current.as_ref()).await
     }
 
-    pub(super) async fn publish_own_entry(
+    pub(super) async fn publish_own_entry<V: Pep>(
         &self,
-        current: Option<&DeviceList>,
+        current: Option<&V::DeviceList>,
     ) -> Result<(), OmemoError> {
-        let entry = DeviceEntry::with_signed_label(
-            self.own.device_id,
-            &self.own.label,
-            &self.own.identity,
-        )?;
         // Device ids given up by an identity reset leave the list (also when a stale copy of
         // the list brings them back), and their bundles go.
         let retired = self
@@ -56,108 +63,116 @@ impl OmemoManager {
         let listed_retired: Vec<DeviceId> = retired
             .iter()
             .copied()
-            .filter(|id| current.is_some_and(|list| list.contains(*id)))
+            .filter(|id| current.is_some_and(|list| V::lists(list, *id)))
             .collect();
-        if let Some(list) = pep::own_device_list(current, entry, &retired)? {
-            tracing::info!(device = %self.own.device_id, devices = list.len(), "publishing our device list");
-            self.publish(Publication::device_list(&list), "device list")
+        if let Some(list) = V::own_list(current, &self.own, &retired)? {
+            tracing::info!(device = %self.own.device_id, devices = V::list_len(&list), node = V::LIST_NODE, "publishing our device list");
+            self.publish(V::list_publication(&list), V::LIST_NODE)
                 .await?;
-            self.record_device_list(self.own.jid.clone(), &list).await?;
+            self.record_device_list::<V>(self.own.jid.clone(), &list)
+                .await?;
         }
         for device in listed_retired {
             let answer = self
-                .request(pep::retract_bundle(device, &self.iq_id("retract")))
+                .request(V::retract_bundle(device, &self.iq_id("retract")))
                 .await?;
-            tracing::info!(%device, ok = matches!(answer, Iq::Result { .. }), "retracted the bundle of our old device");
+            tracing::info!(%device, node = V::BUNDLE_NODE, ok = matches!(answer, Iq::Result { .. }), "retracted the bundle of our old device");
         }
         Ok(())
     }
 
-    /// Publishes our bundle (signed pre-key and unused pre-keys).
+    /// Publishes our bundles (signed pre-key and unused pre-keys) of both versions.
     pub async fn publish_bundle(&self) -> Result<(), OmemoError> {
-        let _guard = self.publishing.lock().await;
-        let (bundle, ids) = self.own_bundle().await?;
-        self.publish_own_bundle(bundle, ids).await
+        self.publish_bundle_in::<Omemo2>().await?;
+        self.publish_bundle_in::<Legacy>().await
     }
 
-    /// Publishes our bundle unless the server holds exactly this one already (a restart with
-    /// the same database changes nothing, and republishing would only cost a round trip and a
-    /// notification to every contact).
-    pub(super) async fn publish_bundle_if_changed(&self) -> Result<(), OmemoError> {
+    /// Publishes our bundle of version `V`.
+    pub(super) async fn publish_bundle_in<V: Pep>(&self) -> Result<(), OmemoError> {
         let _guard = self.publishing.lock().await;
-        let (bundle, ids) = self.own_bundle().await?;
+        let (bundle, ids) = self.own_bundle::<V>().await?;
+        self.publish_own_bundle::<V>(bundle, ids).await
+    }
+
+    /// Publishes our bundle of version `V` unless the server holds exactly this one already
+    /// (a restart with the same database changes nothing, and republishing would only cost a
+    /// round trip and a notification to every contact).
+    pub(super) async fn publish_bundle_if_changed<V: Pep>(&self) -> Result<(), OmemoError> {
+        let _guard = self.publishing.lock().await;
+        let (bundle, ids) = self.own_bundle::<V>().await?;
         let device = self.own.device_id;
         let answer = self
-            .request(pep::fetch_bundle(
+            .request(V::fetch_bundle(
                 &self.own.jid,
                 device,
                 &self.iq_id("own-bundle"),
             ))
             .await?;
-        if let Fetched::Found(published) = pep::parse_bundle_response(&answer, device) {
-            if same_bundle(&published, &bundle) {
-                tracing::info!(%device, "our bundle on the server is current");
-                self.with_store(move |store| store.mark_bundle_published(&ids))
+        if let Fetched::Found(published) = V::parse_bundle(&answer, device) {
+            if same_bundle(V::bundle_core(&published), V::bundle_core(&bundle)) {
+                tracing::info!(%device, node = V::BUNDLE_NODE, "our bundle on the server is current");
+                self.with_store(move |store| store.mark_bundle_published_for(V::NS, &ids))
                     .await??;
                 return Ok(());
             }
         }
-        self.publish_own_bundle(bundle, ids).await
+        self.publish_own_bundle::<V>(bundle, ids).await
     }
 
-    /// Our bundle as the store has it now (topping up the pre-keys first), with the ids of
-    /// its pre-keys.
-    pub(super) async fn own_bundle(
+    /// Our bundle of version `V` as the store has it now (topping up the pre-keys first, and
+    /// creating the version's signed pre-key if it has none), with the ids of its pre-keys.
+    pub(super) async fn own_bundle<V: Pep>(
         &self,
-    ) -> Result<(Bundle, Vec<omemo_crypto::PreKeyId>), OmemoError> {
+    ) -> Result<(V::Bundle, Vec<omemo_crypto::PreKeyId>), OmemoError> {
         let own = Arc::clone(&self.own);
         self.with_store(move |store| -> Result<_, OmemoError> {
             let t = now();
-            store.ensure_pre_keys(PRE_KEY_TARGET, &mut OsRng, t)?;
-            let spk = store
-                .current_signed_pre_key()?
-                .ok_or(StoreError::NoOwnDevice)?;
-            let pre_keys = store.unused_pre_keys()?;
+            store.ensure_pre_keys_for(V::NS, PRE_KEY_TARGET, &mut OsRng, t)?;
+            let spk = store.ensure_signed_pre_key(V::NS, &mut OsRng, t)?;
+            let pre_keys = store.unused_pre_keys_for(V::NS)?;
             let ids: Vec<_> = pre_keys.iter().map(|pk| pk.id()).collect();
-            let bundle = Bundle::from_own_keys(&own.identity, &spk, &pre_keys).map_err(|e| {
-                OmemoError::Publish {
-                    what: "bundle",
+            let bundle =
+                V::own_bundle(&own.identity, &spk, &pre_keys).map_err(|e| OmemoError::Publish {
+                    what: V::BUNDLE_NODE,
                     reason: e.to_string(),
-                }
-            })?;
+                })?;
             Ok((bundle, ids))
         })
         .await?
     }
 
-    pub(super) async fn publish_own_bundle(
+    pub(super) async fn publish_own_bundle<V: Pep>(
         &self,
-        bundle: Bundle,
+        bundle: V::Bundle,
         ids: Vec<omemo_crypto::PreKeyId>,
     ) -> Result<(), OmemoError> {
-        tracing::info!(device = %self.own.device_id, pre_keys = ids.len(), "publishing our bundle");
-        self.publish(Publication::bundle(self.own.device_id, &bundle), "bundle")
-            .await?;
-        self.with_store(move |store| store.mark_bundle_published(&ids))
+        tracing::info!(device = %self.own.device_id, pre_keys = ids.len(), node = V::BUNDLE_NODE, "publishing our bundle");
+        self.publish(
+            V::bundle_publication(self.own.device_id, &bundle),
+            V::BUNDLE_NODE,
+        )
+        .await?;
+        self.with_store(move |store| store.mark_bundle_published_for(V::NS, &ids))
             .await??;
         Ok(())
     }
 
-    /// Republishes our bundle once a burst of key exchanges is over: when none came for
-    /// [`REPUBLISH_QUIET`], or [`REPUBLISH_MAX_DELAY`] after the first one. Until then the
-    /// bundle on the server still offers the used pre-keys, which we keep for a day anyway.
-    pub(super) fn republish_bundle_soon(self: &Arc<Self>) {
+    /// Republishes our bundle of version `V` once a burst of key exchanges in that version
+    /// is over: when none came for [`REPUBLISH_QUIET`], or [`REPUBLISH_MAX_DELAY`] after the
+    /// first one. Until then the bundle on the server still offers the used pre-keys, which
+    /// we keep for a day anyway.
+    pub(super) fn republish_bundle_soon<V: Pep>(self: &Arc<Self>) {
         let now = Instant::now();
         {
             let mut due = self
                 .republish
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some((_, last)) = due.as_mut() {
+            if let Some((_, last)) = due.get_mut(&V::NS) {
                 *last = now;
                 return;
             }
-            *due = Some((now, now));
+            due.insert(V::NS, (now, now));
         }
         let manager = Arc::clone(self);
         tokio::spawn(async move {
@@ -167,18 +182,20 @@ impl OmemoManager {
                         .republish
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    let Some((first, last)) = *due else { return };
+                    let Some(&(first, last)) = due.get(&V::NS) else {
+                        return;
+                    };
                     let wake = (last + REPUBLISH_QUIET).min(first + REPUBLISH_MAX_DELAY);
                     if Instant::now() >= wake {
-                        *due = None;
+                        due.remove(&V::NS);
                         break;
                     }
                     wake
                 };
                 tokio::time::sleep_until(wake.into()).await;
             }
-            if let Err(e) = manager.publish_bundle().await {
-                tracing::warn!(error = %e, "republishing the bundle after key exchanges failed");
+            if let Err(e) = manager.publish_bundle_in::<V>().await {
+                tracing::warn!(error = %e, node = V::BUNDLE_NODE, "republishing the bundle after key exchanges failed");
             }
         });
     }

@@ -1,7 +1,67 @@
-//! The receive path: decrypting an incoming message, opening its envelope, and rebuilding
-//! a session a message arrived without.
+//! The receive path: decrypting an incoming message (OMEMO 2 or legacy, whichever element
+//! carries a key for our device), opening its envelope, and rebuilding a session a message
+//! arrived without.
+//!
+//! Legacy OMEMO has no SCE: only the body text is encrypted and nothing inside the
+//! encryption names the sender or the addressee; its plaintext fallback `<body>` is never
+//! read. What binds a legacy message to its sender instead: the sender is the bare JID of the
+//! stanza's `from` as the server stamps it (for a carbon, our own account: the connection
+//! takes carbons only from our own bare JID); the session is looked up by that JID and the
+//! `sid` device, so a message decrypts only on that JID's device's session; the device's
+//! identity key must match the one its bundle published (fetched first for an unknown
+//! sender, since a legacy key exchange lacks the Ed25519 sign bit); and only one-to-one
+//! messages are decrypted (group chats and headlines are refused by the client).
 
 use super::*;
+
+/// An incoming `<encrypted>` element, in the version it came in.
+#[derive(Debug, Clone)]
+pub(crate) enum Incoming {
+    /// `<encrypted xmlns='urn:xmpp:omemo:2'>`.
+    Omemo2(EncryptedMessage),
+    /// `<encrypted xmlns='eu.siacs.conversations.axolotl'>`.
+    Legacy(omemo_pep::legacy::EncryptedMessage),
+}
+
+impl Incoming {
+    /// The sending device.
+    pub(crate) fn sender_device(&self) -> DeviceId {
+        match self {
+            Self::Omemo2(e) => e.sid,
+            Self::Legacy(e) => e.sid,
+        }
+    }
+
+    /// The namespace it came in.
+    pub(crate) fn namespace(&self) -> Namespace {
+        match self {
+            Self::Omemo2(_) => Namespace::Omemo2,
+            Self::Legacy(_) => Namespace::Legacy,
+        }
+    }
+}
+
+/// Finds the OMEMO element of a message to decrypt: the one (OMEMO 2 first) that carries a
+/// key for our device, else the first present (LEGACY-NOTES §10: a dual-stack sender may put
+/// both in one stanza). The plaintext fallback `<body>` of legacy messages is never looked
+/// at. `None` if the message has no OMEMO element.
+pub(crate) fn find_encrypted(
+    message: &Message,
+    own: &OwnIdentity,
+) -> Option<Result<Incoming, omemo_pep::Error>> {
+    let omemo2 = hints::find_encrypted(message);
+    let legacy = hints::find_legacy_encrypted(message);
+    let omemo2_for_us =
+        matches!(&omemo2, Some(Ok(e)) if e.key_for(&own.jid, own.device_id).is_some());
+    let legacy_for_us =
+        matches!(&legacy, Some(Ok(e)) if e.keys_for(own.device_id).next().is_some());
+    match (omemo2, legacy) {
+        (Some(Ok(e)), _) if omemo2_for_us => Some(Ok(Incoming::Omemo2(e))),
+        (_, Some(Ok(e))) if legacy_for_us => Some(Ok(Incoming::Legacy(e))),
+        (Some(found), _) => Some(found.map(Incoming::Omemo2)),
+        (None, found) => found.map(|found| found.map(Incoming::Legacy)),
+    }
+}
 
 impl OmemoManager {
     /// Decrypts an incoming message. `sender` is the bare JID that sent it (for a carbon of a
@@ -10,15 +70,34 @@ impl OmemoManager {
     pub(crate) async fn receive(
         self: &Arc<Self>,
         message: &Message,
-        encrypted: EncryptedMessage,
+        encrypted: Incoming,
         sender: BareJid,
         recipient: BareJid,
         sent_carbon: bool,
     ) -> Result<Received, ReceiveError> {
-        let own = Arc::clone(&self.own);
-        let policy = self.policy;
-        let sid = encrypted.sid;
-        let sender_for_store = sender.clone();
+        match encrypted {
+            Incoming::Omemo2(e) => {
+                self.receive_in::<Omemo2>(message, e, sender, recipient, sent_carbon)
+                    .await
+            }
+            Incoming::Legacy(e) => {
+                self.receive_in::<omemo_crypto::Legacy>(message, e, sender, recipient, sent_carbon)
+                    .await
+            }
+        }
+    }
+
+    /// [`OmemoManager::receive`] in version `V`.
+    async fn receive_in<V: Pep>(
+        self: &Arc<Self>,
+        message: &Message,
+        encrypted: V::Encrypted,
+        sender: BareJid,
+        recipient: BareJid,
+        sent_carbon: bool,
+    ) -> Result<Received, ReceiveError> {
+        let sid = V::sender_device(&encrypted);
+        let encrypted = Arc::new(encrypted);
         // A message one of our devices sent to our own account reaches us either directly or
         // as a carbon of a sent message, whichever the server delivers first (the other copy
         // is then a duplicate): both are addressed to us.
@@ -34,31 +113,49 @@ impl OmemoManager {
         // What the program is handed waits in the inbox until it is done with it; carbons of
         // messages we sent never reach the program.
         let keep = (!sent_carbon).then(|| header.clone());
-        let outcome = self
-            .with_store(move |store| {
-                Engine {
-                    store,
-                    own: &own,
-                    policy,
-                    now: now(),
-                    rng: &mut OsRng,
-                }
-                .decrypt::<Omemo2>(
-                    &encrypted,
-                    &sender_for_store,
-                    &recipient,
-                    keep.as_ref(),
-                )
-            })
-            .await
-            .map_err(|_| ReceiveError::Internal)??;
-        let receipt = outcome.inbox_id.map(|id| self.receipt(id));
+        let decrypt = || {
+            let own = Arc::clone(&self.own);
+            let policy = self.policy;
+            let encrypted = Arc::clone(&encrypted);
+            let sender = sender.clone();
+            let recipient = recipient.clone();
+            let keep = keep.clone();
+            async move {
+                self.with_store(move |store| {
+                    Engine {
+                        store,
+                        own: &own,
+                        policy,
+                        now: now(),
+                        rng: &mut OsRng,
+                    }
+                    .decrypt::<V>(
+                        &encrypted,
+                        &sender,
+                        &recipient,
+                        keep.as_ref(),
+                    )
+                })
+                .await
+                .map_err(|_| ReceiveError::Internal)?
+            }
+        };
+        let mut outcome = decrypt().await;
+        if matches!(outcome, Err(ReceiveError::UnknownIdentity)) {
+            // A legacy key exchange names the sender's identity without the Ed25519 sign bit;
+            // its bundle has it. Nothing was stored, so the message is tried again.
+            if self.learn_identity::<V>(&sender, sid).await {
+                outcome = decrypt().await;
+            }
+        }
+        let outcome = outcome?;
+        let receipt = outcome.inbox_id.map(|id| self.receipt(id, V::NS, sid));
 
         if outcome.used_pre_key {
-            self.republish_bundle_soon();
+            self.republish_bundle_soon::<V>();
         }
         if outcome.e2ee.key_exchange || outcome.heartbeat_due {
-            self.confirm_soon(sender.clone(), sid);
+            self.confirm_soon::<V>(sender.clone(), sid);
         }
         Ok(match outcome.envelope {
             // Trust messages in carbons of messages our other devices sent to someone else are
@@ -75,6 +172,35 @@ impl OmemoManager {
             }
             None => Received::Empty,
         })
+    }
+
+    /// Fetches the bundle of `device` of `jid` in version `V` and records the identity key it
+    /// names. True if the key is now known.
+    async fn learn_identity<V: Pep>(&self, jid: &BareJid, device: DeviceId) -> bool {
+        let bundle = match self.fetch_bundle::<V>(jid, device).await {
+            Ok(Some(bundle)) => bundle,
+            Ok(None) => return false,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot fetch the bundle of an unknown sender device");
+                return false;
+            }
+        };
+        let own = Arc::clone(&self.own);
+        let policy = self.policy;
+        let jid = jid.clone();
+        let learned = self
+            .with_store(move |store| {
+                Engine {
+                    store,
+                    own: &own,
+                    policy,
+                    now: now(),
+                    rng: &mut OsRng,
+                }
+                .learn_identity::<V>(&jid, device, &bundle)
+            })
+            .await;
+        matches!(learned, Ok(Ok(true)))
     }
 
     /// Applies the trust messages of a decrypted envelope (they are never shown, XEP-0450)
@@ -117,10 +243,19 @@ impl OmemoManager {
     /// undecryptable message itself is reported to the application.
     pub(crate) async fn rebuild_session(
         &self,
+        namespace: Namespace,
         jid: &BareJid,
         device: DeviceId,
     ) -> Result<(), OmemoError> {
-        let Some(bundle) = self.fetch_bundle(jid, device).await? else {
+        in_version!(namespace, V => self.rebuild_session_in::<V>(jid, device).await)
+    }
+
+    async fn rebuild_session_in<V: Pep>(
+        &self,
+        jid: &BareJid,
+        device: DeviceId,
+    ) -> Result<(), OmemoError> {
+        let Some(bundle) = self.fetch_bundle::<V>(jid, device).await? else {
             return Ok(());
         };
         let own = Arc::clone(&self.own);
@@ -135,13 +270,102 @@ impl OmemoManager {
                     now: now(),
                     rng: &mut OsRng,
                 }
-                .build_session::<Omemo2>(&jid_owned, device, &bundle)
+                .build_session::<V>(&jid_owned, device, &bundle)
             })
             .await??;
         if built {
-            tracing::info!(%jid, %device, "built a new session after a message without one");
-            self.send_empty(jid, device).await?;
+            tracing::info!(%jid, %device, node = V::BUNDLE_NODE, "built a new session after a message without one");
+            self.send_empty::<V>(jid, device).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn own() -> OwnIdentity {
+        OwnIdentity {
+            jid: BareJid::new("bot@example.org").unwrap(),
+            device_id: DeviceId::new(7).unwrap(),
+            identity: omemo_crypto::hazmat::identity_from_seed(&[9; 32]),
+            label: "bot".to_owned(),
+        }
+    }
+
+    fn omemo2(rid: u32) -> EncryptedMessage {
+        EncryptedMessage {
+            sid: DeviceId::new(1).unwrap(),
+            keys: vec![RecipientKeys {
+                jid: BareJid::new("bot@example.org").unwrap(),
+                keys: vec![EncryptedKey {
+                    rid: DeviceId::new(rid).unwrap(),
+                    kex: false,
+                    data: vec![1, 2, 3],
+                }],
+            }],
+            payload: Some(vec![4]),
+        }
+    }
+
+    fn legacy(rid: u32) -> omemo_pep::legacy::EncryptedMessage {
+        omemo_pep::legacy::EncryptedMessage {
+            sid: DeviceId::new(2).unwrap(),
+            keys: vec![omemo_pep::legacy::EncryptedKey {
+                rid: DeviceId::new(rid).unwrap(),
+                prekey: false,
+                data: vec![1, 2, 3],
+            }],
+            iv: vec![0; 12],
+            payload: Some(vec![4]),
+        }
+    }
+
+    fn stanza(
+        omemo2: Option<EncryptedMessage>,
+        legacy: Option<omemo_pep::legacy::EncryptedMessage>,
+    ) -> Message {
+        let mut message = Message::new_with_type(MessageType::Chat, None)
+            .with_body(Default::default(), hints::LEGACY_FALLBACK_BODY.to_owned());
+        if let Some(e) = omemo2 {
+            message.payloads.push(e.to_element());
+        }
+        if let Some(e) = legacy {
+            message.payloads.push(e.to_element());
+        }
+        message
+    }
+
+    fn found(message: &Message) -> Option<(Namespace, u32)> {
+        find_encrypted(message, &own())
+            .map(|r| r.unwrap())
+            .map(|i| (i.namespace(), i.sender_device().get()))
+    }
+
+    #[test]
+    fn the_element_with_a_key_for_our_device_is_decrypted_omemo2_first() {
+        // Both carry a key for us: OMEMO 2.
+        assert_eq!(
+            found(&stanza(Some(omemo2(7)), Some(legacy(7)))),
+            Some((Namespace::Omemo2, 1))
+        );
+        // Only the legacy one does: legacy (a dual-stack sender chose legacy for us).
+        assert_eq!(
+            found(&stanza(Some(omemo2(8)), Some(legacy(7)))),
+            Some((Namespace::Legacy, 2))
+        );
+        // A legacy-only message, with the fallback body beside it.
+        assert_eq!(
+            found(&stanza(None, Some(legacy(7)))),
+            Some((Namespace::Legacy, 2))
+        );
+        // Neither has a key for us: the first present, which then reports "not for us".
+        assert_eq!(
+            found(&stanza(Some(omemo2(8)), Some(legacy(8)))),
+            Some((Namespace::Omemo2, 1))
+        );
+        // The fallback body alone is no OMEMO message.
+        assert_eq!(found(&stanza(None, None)), None);
     }
 }

@@ -4,32 +4,53 @@
 use super::*;
 
 impl OmemoManager {
-    /// Every known device of `jid` after a fresh fetch of its device list, with label,
-    /// identity key (from its bundle) and trust level.
+    /// Every known device of `jid` after a fresh fetch of its device lists (OMEMO 2 and
+    /// legacy), once per device id, with label, identity key (from its bundle), trust level
+    /// and the versions it is listed in.
     pub async fn devices(&self, jid: &BareJid) -> Result<Vec<DeviceInfo>, OmemoError> {
-        self.refresh_device_list(jid, true).await?;
+        self.learn_listed_identities::<Omemo2>(jid).await?;
+        self.learn_listed_identities::<omemo_crypto::Legacy>(jid)
+            .await?;
+        // Now that the keys are known, a second look verifies the labels.
+        self.refresh_device_list::<Omemo2>(jid, true).await?;
+        let jid_owned = jid.clone();
+        let own = Arc::clone(&self.own);
+        let infos = self
+            .with_store(move |store| device_infos(store, &own, &jid_owned))
+            .await??;
+        Ok(infos)
+    }
+
+    /// Fetches `jid`'s device list of version `V` and the bundles of its listed devices whose
+    /// identity key is not known yet, recording their keys.
+    async fn learn_listed_identities<V: Pep>(&self, jid: &BareJid) -> Result<(), OmemoError> {
+        self.refresh_device_list::<V>(jid, true).await?;
         let jid_owned = jid.clone();
         let unknown: Vec<DeviceId> = self
-            .with_store(move |store| store.devices(NS, jid_owned.as_str()))
-            .await??
-            .into_iter()
-            .filter(|d| d.active && d.identity_key.is_none())
-            .map(|d| d.device_id)
-            .collect();
+            .with_store(move |store| {
+                store.device_versions(jid_owned.as_str()).map(|devices| {
+                    devices
+                        .into_iter()
+                        .filter(|d| d.listed_in.contains(&V::NS) && d.identity_key.is_none())
+                        .map(|d| d.device_id)
+                        .collect()
+                })
+            })
+            .await??;
         for device in unknown {
             if jid == &self.own.jid && device == self.own.device_id {
                 continue;
             }
-            if let Some(bundle) = self.fetch_bundle(jid, device).await? {
+            if let Some(bundle) = self.fetch_bundle::<V>(jid, device).await? {
                 let jid_owned = jid.clone();
                 let policy = self.policy;
                 let result = self
                     .with_store(move |store| {
                         store.record_identity_key(
-                            NS,
+                            V::NS,
                             jid_owned.as_str(),
                             device,
-                            &bundle.identity_key(),
+                            &V::bundle_identity(&bundle),
                             policy,
                             now(),
                         )
@@ -40,39 +61,7 @@ impl OmemoManager {
                 }
             }
         }
-        // Now that the keys are known, a second look verifies the labels.
-        self.refresh_device_list(jid, true).await?;
-        let jid_owned = jid.clone();
-        let own = Arc::clone(&self.own);
-        let infos = self
-            .with_store(move |store| -> Result<Vec<DeviceInfo>, StoreError> {
-                let mut infos = Vec::new();
-                for d in store.devices(NS, jid_owned.as_str())? {
-                    let own_device = jid_owned == own.jid && d.device_id == own.device_id;
-                    let identity_key = if own_device {
-                        Some(own.identity.public_key())
-                    } else {
-                        d.identity_key
-                    };
-                    let trust = match (&identity_key, own_device) {
-                        (_, true) => None,
-                        (Some(key), false) => store.trust_level(jid_owned.as_str(), key)?,
-                        (None, false) => None,
-                    };
-                    infos.push(DeviceInfo {
-                        device: d.device_id,
-                        label: d.label,
-                        label_verified: d.label_verified,
-                        active: d.active,
-                        identity_key,
-                        trust,
-                        own: own_device,
-                    });
-                }
-                Ok(infos)
-            })
-            .await??;
-        Ok(infos)
+        Ok(())
     }
 
     /// Records a manual trust decision for the key of `jid` whose fingerprint (either form:
@@ -271,16 +260,57 @@ pub fn set_trust_by_fingerprint(
         .into_iter()
         .map(|(k, _)| k)
         .collect();
-    keys.extend(
-        store
-            .devices(NS, jid.as_str())?
-            .into_iter()
-            .filter_map(|d| d.identity_key),
-    );
+    for namespace in Namespace::ALL {
+        keys.extend(
+            store
+                .devices(namespace, jid.as_str())?
+                .into_iter()
+                .filter_map(|d| d.identity_key),
+        );
+    }
     let key = keys
         .into_iter()
         .find(|k| k.fingerprint().replace(' ', "") == wanted || k.key_id_hex() == wanted)
         .ok_or_else(|| OmemoError::UnknownKey(jid.clone()))?;
     let events = store.set_trust_level(jid.as_str(), &key, level, now())?;
     Ok((key, events))
+}
+
+/// The devices of `jid` the store knows, once per device id (one device serves both
+/// versions), with the versions each is listed in and its OMEMO 2 label.
+pub fn device_infos(
+    store: &Store,
+    own: &OwnIdentity,
+    jid: &BareJid,
+) -> Result<Vec<DeviceInfo>, StoreError> {
+    let labels: HashMap<DeviceId, (Option<String>, bool)> = store
+        .devices(Namespace::Omemo2, jid.as_str())?
+        .into_iter()
+        .map(|d| (d.device_id, (d.label, d.label_verified)))
+        .collect();
+    let mut infos = Vec::new();
+    for d in store.device_versions(jid.as_str())? {
+        let own_device = jid == &own.jid && d.device_id == own.device_id;
+        let identity_key = if own_device {
+            Some(own.identity.public_key())
+        } else {
+            d.identity_key
+        };
+        let trust = match (&identity_key, own_device) {
+            (Some(key), false) => store.trust_level(jid.as_str(), key)?,
+            _ => None,
+        };
+        let (label, label_verified) = labels.get(&d.device_id).cloned().unwrap_or_default();
+        infos.push(DeviceInfo {
+            device: d.device_id,
+            label,
+            label_verified,
+            active: !d.listed_in.is_empty(),
+            identity_key,
+            trust,
+            own: own_device,
+            versions: d.listed_in.iter().map(|ns| ns.version()).collect(),
+        });
+    }
+    Ok(infos)
 }

@@ -16,6 +16,10 @@ pub struct E2eeMetadata {
     pub trust: TrustLevel,
     /// Whether the message was a key exchange (it built a new session).
     pub key_exchange: bool,
+    /// The OMEMO version the message came in. Legacy OMEMO has no SCE: nothing inside the
+    /// encryption names the sender or the addressee (see the README), and its content is
+    /// the body text alone.
+    pub version: ProtocolVersion,
 }
 
 /// A decrypted message: its SCE content and where it came from.
@@ -46,6 +50,10 @@ pub struct Receipt(pub(super) Arc<ReceiptInner>);
 
 pub(super) struct ReceiptInner {
     pub(super) id: i64,
+    /// The namespace the message came in: its answer goes out in the same one.
+    pub(super) namespace: Namespace,
+    /// The device that sent it: the answer reaches it even if no device list lists it.
+    pub(super) device: DeviceId,
     pub(super) handled: Arc<Removals>,
 }
 
@@ -57,7 +65,7 @@ impl Drop for ReceiptInner {
 
 impl std::fmt::Debug for Receipt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Receipt({})", self.0.id)
+        write!(f, "Receipt({}, {})", self.0.id, self.0.namespace.as_str())
     }
 }
 
@@ -83,7 +91,7 @@ pub struct DeviceInfo {
     pub label: Option<String>,
     /// Whether the label's signature verified.
     pub label_verified: bool,
-    /// Whether the device is in the current device list.
+    /// Whether the device is in a current device list (of either version).
     pub active: bool,
     /// Its identity key, once known from its bundle or a message.
     pub identity_key: Option<IdentityPublicKey>,
@@ -91,6 +99,9 @@ pub struct DeviceInfo {
     pub trust: Option<TrustLevel>,
     /// True for this program's own device.
     pub own: bool,
+    /// The OMEMO versions whose device list lists the device (the versions it speaks now),
+    /// OMEMO 2 first.
+    pub versions: Vec<ProtocolVersion>,
 }
 
 /// What the receive path hands back.
