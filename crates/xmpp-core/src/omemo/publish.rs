@@ -8,10 +8,17 @@ use super::*;
 impl OmemoManager {
     /// Publishes our device in our device lists of both versions (keeping every other
     /// device) and our bundles: the same device id and identity key in OMEMO 2 and legacy.
+    /// A server that refuses the legacy nodes costs legacy only (logged), not OMEMO 2.
     pub async fn set_up(&self) -> Result<(), OmemoError> {
-        self.publish_device_list().await?;
+        self.publish_device_list_in::<Omemo2>().await?;
         self.publish_bundle_if_changed::<Omemo2>().await?;
-        self.publish_bundle_if_changed::<Legacy>().await?;
+        let legacy = async {
+            self.publish_device_list_in::<Legacy>().await?;
+            self.publish_bundle_if_changed::<Legacy>().await
+        };
+        if let Err(e) = legacy.await {
+            tracing::warn!(error = %e, "publishing our legacy OMEMO device failed; legacy clients cannot reach us");
+        }
         Ok(())
     }
 

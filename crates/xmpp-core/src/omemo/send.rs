@@ -32,7 +32,8 @@ impl OmemoManager {
     /// receipt is `answering`: that message leaves the inbox in the transaction that commits
     /// the answer, so a crash can lose neither and the answer is not sent twice. The answer
     /// goes out in the OMEMO version the message came in, to the devices (of `to` and ours)
-    /// listed in that version: a conversation stays in one version, as python-omemo answers.
+    /// listed in that version (and, in legacy, to the device that asked even if unlisted: see
+    /// `Pep::ANSWER_UNLISTED`): a conversation stays in one version, as python-omemo answers.
     pub async fn send_answer(
         &self,
         to: &BareJid,
@@ -41,10 +42,11 @@ impl OmemoManager {
     ) -> Result<SendReport, OmemoError> {
         let answers = answering.map(|receipt| receipt.0.id).into_iter().collect();
         let (priority, asked_by) = match answering {
-            Some(receipt) => (
-                vec![receipt.0.namespace],
-                Some((receipt.0.device, receipt.0.namespace)),
-            ),
+            Some(receipt) => {
+                let ns = receipt.0.namespace;
+                let unlisted_too = in_version!(ns, V => V::ANSWER_UNLISTED);
+                (vec![ns], unlisted_too.then_some((receipt.0.device, ns)))
+            }
             None => (Namespace::ALL.to_vec(), None),
         };
         self.encrypt_and_send(

@@ -20,6 +20,12 @@ pub(crate) trait Pep:
     const LIST_NODE: &'static str;
     /// The bundle node (family), for logs and errors.
     const BUNDLE_NODE: &'static str;
+    /// Whether an answer also goes to the device that asked when no device list lists it.
+    /// Legacy only: a fresh Profanity account publishes no legacy device list at all
+    /// (LEGACY-NOTES §12), while an OMEMO 2 client publishes its list before it writes, so
+    /// an unlisted OMEMO 2 sender is not answered (and a flood from made-up devices costs no
+    /// encryption).
+    const ANSWER_UNLISTED: bool;
 
     /// Asks for `jid`'s device list.
     fn fetch_device_list(jid: &BareJid, iq_id: &str) -> Iq;
@@ -63,6 +69,7 @@ impl Pep for Omemo2 {
     type DeviceList = DeviceList;
     const LIST_NODE: &'static str = "device list";
     const BUNDLE_NODE: &'static str = "bundle";
+    const ANSWER_UNLISTED: bool = false;
 
     fn fetch_device_list(jid: &BareJid, iq_id: &str) -> Iq {
         pep::fetch_device_list(jid, iq_id)
@@ -135,6 +142,7 @@ impl Pep for Legacy {
     type DeviceList = omemo_pep::legacy::DeviceList;
     const LIST_NODE: &'static str = "legacy device list";
     const BUNDLE_NODE: &'static str = "legacy bundle";
+    const ANSWER_UNLISTED: bool = true;
 
     fn fetch_device_list(jid: &BareJid, iq_id: &str) -> Iq {
         pep::fetch_legacy_device_list(jid, iq_id)
