@@ -626,7 +626,10 @@ pub async fn run(
         let snapshot = write
             .then(|| crate::write_back::snapshot_path(job.file, &label))
             .transpose()?;
-        let push = job.mode != Mode::Pull && merged.state != remote;
+        // A clock that moved with no item changed is no change: pushing it would make a new
+        // revision out of nothing.
+        let push = job.mode != Mode::Pull
+            && (merged.state.items != remote.items || merged.state.tombstones != remote.tombstones);
         // The base this run ends with, and its revision while a push is unanswered.
         let (mode, state, settled_revision) = match job.mode {
             Mode::Pull => (PendingMode::Pull, remote.clone(), revision),

@@ -28,8 +28,12 @@ pub(crate) fn echo_bot_binary() -> PathBuf {
     let bot = ours.with_file_name("echo-bot");
     if !bot.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        // A benchmark runs the release build of ours: the bot must be built the same way.
+        let release = ours.parent().is_some_and(|d| d.ends_with("release"));
+        let profile: &[&str] = if release { &["--release"] } else { &[] };
         let status = std::process::Command::new(cargo)
             .args(["build", "-p", "echo-bot"])
+            .args(profile)
             .current_dir(workspace_root())
             .status()
             .unwrap();

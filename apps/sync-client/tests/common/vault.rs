@@ -99,6 +99,11 @@ const BOT_CONFIG: &str = "[sync.vault.alice]\nallow = [\"alice@localhost\", \"ca
 /// Starts the echo bot as `bot` with a vault (its database and log in `dir`; a restart keeps
 /// the database) and waits until it is ready.
 pub(crate) async fn start_vault_bot(server: &TestServer, dir: &Path) -> Child {
+    start_vault_bot_with(server, dir, &[]).await
+}
+
+/// [`start_vault_bot`] with more flags.
+pub(crate) async fn start_vault_bot_with(server: &TestServer, dir: &Path, extra: &[&str]) -> Child {
     let config = dir.join("bot.toml");
     std::fs::write(&config, BOT_CONFIG).unwrap();
     let log = std::fs::OpenOptions::new()
@@ -115,6 +120,7 @@ pub(crate) async fn start_vault_bot(server: &TestServer, dir: &Path) -> Child {
         .arg(server.ca_file())
         .arg("--db")
         .arg(dir.join("bot.sqlite3"))
+        .args(extra)
         .env("XMPP_PASSWORD", "bot-password")
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
@@ -143,6 +149,8 @@ pub(crate) struct Device {
     pub(crate) file: PathBuf,
     pub(crate) format: Format,
     pub(crate) bot_log: PathBuf,
+    /// `--timeout` (seconds).
+    pub(crate) timeout: u32,
 }
 
 impl Device {
@@ -164,6 +172,7 @@ impl Device {
             file,
             format,
             bot_log: dir.join("bot.log"),
+            timeout: 90,
         }
     }
 
@@ -183,7 +192,8 @@ impl Device {
             .arg("--db")
             .arg(&self.db)
             .args(["--to", server.jid("bot").unwrap().as_str()])
-            .args(["--vault", "alice", "--timeout", "90", "--json"])
+            .args(["--vault", "alice", "--json"])
+            .args(["--timeout", &self.timeout.to_string()])
             .arg("--file")
             .arg(&self.file)
             .args(extra)
@@ -254,4 +264,43 @@ pub(crate) async fn wait_for_stderr(child: &mut Child, needle: &str, within: Dur
         "{needle:?} did not show on stderr; it had:\n{seen}"
     );
     seen
+}
+
+/// Runs `echo-bot ARGS` on the bot's database in `dir` (the trust commands work next to the
+/// running bot); its standard output.
+pub(crate) async fn bot_command(server: &TestServer, dir: &Path, args: &[&str]) -> String {
+    let output = Command::new(echo_bot_binary())
+        .args(["--jid", server.jid("bot").unwrap().as_str()])
+        .arg("--db")
+        .arg(dir.join("bot.sqlite3"))
+        .args(args)
+        .env_remove("XMPP_PASSWORD")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "echo-bot {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Waits until `path` (a log) contains `needle`.
+pub(crate) async fn wait_for_file_text(path: &Path, needle: &str, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .contains(needle)
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{needle:?} did not show in {}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
