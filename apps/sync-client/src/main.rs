@@ -699,4 +699,19 @@ mod tests {
     fn the_command_line_is_consistent() {
         super::Cli::command().debug_assert();
     }
+
+    #[test]
+    fn help_lists_the_exit_codes() {
+        let mut cli = super::Cli::command();
+        let help = cli.render_long_help().to_string();
+        assert!(help.contains("Exit codes: 0 ok"), "{help}");
+        for command in ["sync", "pull", "push", "status", "undo"] {
+            let help = cli
+                .find_subcommand_mut(command)
+                .unwrap()
+                .render_long_help()
+                .to_string();
+            assert!(help.contains("3 the browser runs"), "{command}: {help}");
+        }
+    }
 }

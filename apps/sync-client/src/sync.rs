@@ -867,6 +867,21 @@ mod tests {
     }
 
     #[test]
+    fn the_progress_bar_shows_only_when_asked_and_for_several_parts() {
+        let mut off = Progress::new(false);
+        off.show("sending", 1, 10);
+        assert!(off.bar.is_none());
+        let mut on = Progress::new(true);
+        on.show("sending", 1, 1);
+        assert!(on.bar.is_none(), "a one-part message needs no bar");
+        on.show("receiving", 3, 10);
+        let bar = on.bar.as_ref().unwrap();
+        assert_eq!((bar.position(), bar.length()), (3, Some(10)));
+        on.clear();
+        assert!(on.bar.is_none());
+    }
+
+    #[test]
     fn errors_map_to_their_exit_codes() {
         let cases: [(anyhow::Error, ExitStatus); 6] = [
             (anyhow::anyhow!("disk full"), ExitStatus::Error),

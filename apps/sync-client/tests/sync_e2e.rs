@@ -212,6 +212,39 @@ async fn three_clients_syncing_at_the_same_moment_converge_through_cas_retries()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_offline_for_many_revisions_catches_up_from_a_delta() {
+    let server = server_with(&["bot", "alice", "carol"]);
+    let dir = tempfile::tempdir().unwrap();
+    let _bot = start_vault_bot(&server, dir.path()).await;
+    let laptop = Device::new(dir.path(), "alice", "laptop", Format::NetscapeHtml);
+    let work = Device::new(dir.path(), "carol", "work", Format::Chromium);
+    let mut names: Vec<String> = (0..20).map(|i| format!("f{i}")).collect();
+    laptop.write(&names.iter().map(String::as_str).collect::<Vec<_>>());
+    laptop.sync_ok(&server, &[]).await;
+    work.write(&[]);
+    work.sync_ok(&server, &[]).await;
+    // Twelve revisions while the laptop is away: each adds a bookmark, every third also
+    // deletes an earlier addition.
+    for round in 0..12 {
+        names.push(format!("n{round}"));
+        if round % 3 == 2 {
+            names.retain(|n| n != &format!("n{}", round - 2));
+        }
+        work.write(&names.iter().map(String::as_str).collect::<Vec<_>>());
+        work.sync_ok(&server, &[]).await;
+    }
+    let back = laptop.sync_ok(&server, &[]).await;
+    assert_eq!(back["base_revision"], 1, "{back}");
+    // It pulled only what changed since its revision 1 (the delta), at least twelve
+    // revisions' worth.
+    assert!(back["revision"].as_u64().unwrap() >= 13, "{back}");
+    let mut want: Vec<String> = names.iter().map(|n| url(n)).collect();
+    want.sort();
+    assert_eq!(urls(&laptop.file), want);
+    assert_eq!(urls(&work.file), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_push_status_and_undo() {
     let server = server_with(&["bot", "alice"]);
     let dir = tempfile::tempdir().unwrap();

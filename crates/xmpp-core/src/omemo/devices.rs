@@ -217,6 +217,9 @@ fn unlisted_refresh_allowed(
     true
 }
 
+/// A device's bundle, fetched for a message.
+pub(super) type FetchedBundle = (BareJid, DeviceId, Bundle);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,6 +266,3 @@ mod tests {
         ));
     }
 }
-
-/// A device's bundle, fetched for a message.
-pub(super) type FetchedBundle = (BareJid, DeviceId, Bundle);
