@@ -149,10 +149,11 @@ faults: prosody
     cargo test --locked -p sync-client --test faults -- --nocapture --test-threads=1
 
 # Benchmarks (criterion); each prints a summary table with its ratios and percentiles.
-bench:
+bench: prosody
     cargo bench --locked -p omemo-crypto --bench crypto
     cargo bench --locked -p atm-trust --bench store
     cargo bench --locked -p bookmarks --bench merge
+    cargo bench --locked -p sync-client --bench sync
 
 # End-to-end benchmark: N clients × M messages, plaintext echo vs OMEMO echo, on a local Prosody;
 # then a sequential sender (the Python reference client) against our bot and against the Python

@@ -13,6 +13,8 @@ use clap::{Parser, Subcommand};
 use serde::Deserialize;
 use sync_client::bookmarks::{self, Format};
 use sync_client::send::{send_transfer, ChunkOutcome};
+use sync_client::store::SyncStore;
+use sync_client::sync::{exit_status, ExitStatus, Mode, SyncError, EXIT_CODES_HELP};
 use sync_client::transfer::Transfer;
 use xmpp_core::client::Client;
 use xmpp_core::jid::BareJid;
@@ -20,7 +22,7 @@ use xmpp_core::settings::AccountSettings;
 
 /// End-to-end encrypted bookmark sync over XMPP (OMEMO 2).
 #[derive(Debug, Parser)]
-#[command(name = "sync-client", version)]
+#[command(name = "sync-client", version, after_help = EXIT_CODES_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,8 +32,21 @@ struct Cli {
 enum Command {
     /// Send bookmarks to the bot, encrypted, and verify every encrypted answer.
     Send(SendArgs),
-    /// Merge the browser's bookmarks with the bot's vault and write the result back.
+    /// Merge the browser's bookmarks with the bot's vault, push, and write the result back.
+    #[command(after_help = EXIT_CODES_HELP)]
     Sync(SyncArgs),
+    /// Merge the vault into the browser's file; push nothing.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Pull(SyncArgs),
+    /// Push the browser's changes to the vault; leave the browser's file as it is.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Push(SyncArgs),
+    /// What a sync would change on each side, the revisions and the last sync; writes nothing.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Status(TargetArgs),
+    /// Put back the browser's file as it was before the last sync wrote it.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Undo(UndoArgs),
     /// Fingerprint, devices, trust and distrust (shared with echo-bot).
     #[command(flatten)]
     Trust(TrustCommand),
@@ -62,8 +77,9 @@ struct SendArgs {
     save_echo: Option<PathBuf>,
 }
 
+/// The account, the vault and the browser's file.
 #[derive(Debug, clap::Args)]
-struct SyncArgs {
+struct TargetArgs {
     #[command(flatten)]
     account: AccountArgs,
     /// The bot's JID.
@@ -81,15 +97,30 @@ struct SyncArgs {
     /// Seconds to wait for each answer of the vault.
     #[arg(long, env = "SYNC_TIMEOUT")]
     timeout: Option<u64>,
+    /// Print the summary as JSON (and no progress bar).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct SyncArgs {
+    #[command(flatten)]
+    target: TargetArgs,
     /// Show what would change on each side; change nothing.
     #[arg(long)]
     dry_run: bool,
     /// Merge even when the failsafe refuses (more than 20 % or 1,000 deletions on a side).
     #[arg(long)]
     force: bool,
-    /// Print the summary as JSON.
+}
+
+#[derive(Debug, clap::Args)]
+struct UndoArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Restore even though the file changed after the last sync (those changes are lost).
     #[arg(long)]
-    json: bool,
+    force: bool,
 }
 
 /// The configuration file: `[account]` and `[sync]`.
@@ -116,7 +147,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let verbose = match &cli.command {
         Command::Send(a) => a.account.verbose,
-        Command::Sync(a) => a.account.verbose,
+        Command::Sync(a) | Command::Pull(a) | Command::Push(a) => a.target.account.verbose,
+        Command::Status(a) => a.account.verbose,
+        Command::Undo(a) => a.target.account.verbose,
         Command::Trust(command) => command.account().verbose,
     };
     app_common::logging::init(verbose, "warn");
@@ -139,11 +172,10 @@ fn main() -> ExitCode {
     // A database transaction in flight gets a moment to commit.
     runtime.shutdown_timeout(GRACE);
     match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
+        Ok(status) => ExitCode::from(status as u8),
         Err(e) => {
             eprintln!("sync-client: {}", app_common::logging::one_line(e.as_ref()));
-            ExitCode::FAILURE
+            ExitCode::from(exit_status(&e) as u8)
         }
     }
 }
@@ -164,14 +196,39 @@ fn parse_jid(jid: &str) -> anyhow::Result<BareJid> {
     BareJid::new(jid).with_context(|| format!("invalid JID {jid:?}"))
 }
 
-async fn run(cli: Cli) -> anyhow::Result<bool> {
+async fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     match cli.command {
-        Command::Send(args) => send(args).await,
-        Command::Sync(args) => sync(args).await,
+        Command::Send(args) => send(args).await.map(|_| ExitStatus::Ok),
+        Command::Sync(args) => {
+            let mode = if args.dry_run {
+                Mode::Preview
+            } else {
+                Mode::Sync
+            };
+            sync(args, mode, "sync").await
+        }
+        Command::Pull(args) => {
+            let mode = if args.dry_run {
+                Mode::Preview
+            } else {
+                Mode::Pull
+            };
+            sync(args, mode, "pull").await
+        }
+        Command::Push(args) => {
+            let mode = if args.dry_run {
+                Mode::Preview
+            } else {
+                Mode::Push
+            };
+            sync(args, mode, "push").await
+        }
+        Command::Status(target) => status(target).await,
+        Command::Undo(args) => undo(args),
         Command::Trust(command) => {
             let (settings, _) = settings(command.account())?;
             trust::run(&command, &settings, Reach::Connect).await?;
-            Ok(true)
+            Ok(ExitStatus::Ok)
         }
     }
 }
@@ -392,87 +449,242 @@ fn resolve_format(
     }
 }
 
-async fn sync(args: SyncArgs) -> anyhow::Result<bool> {
-    use sync_client::sync::{browser_lock, BaseStore, SyncJob};
-    let (settings, file) = settings(&args.account)?;
+/// A target resolved from flags, environment and configuration.
+struct Target {
+    settings: AccountSettings,
+    bot: BareJid,
+    vault: String,
+    file: PathBuf,
+    format: Option<Format>,
+    timeout: Duration,
+    json: bool,
+}
+
+fn usage(e: impl std::fmt::Display) -> anyhow::Error {
+    SyncError::Usage(e.to_string()).into()
+}
+
+fn target(args: TargetArgs) -> anyhow::Result<Target> {
+    let (settings, file) = settings(&args.account).map_err(|e| usage(format!("{e:#}")))?;
     let to = args
         .to
         .or(file.sync.to)
-        .context("no bot JID: give --to (or `to` under [sync])")?;
-    let bot = parse_jid(&to)?;
+        .ok_or_else(|| usage("no bot JID: give --to (or `to` under [sync])"))?;
+    let bot = parse_jid(&to).map_err(|e| usage(format!("{e:#}")))?;
     let vault = args
         .vault
         .or(file.sync.vault)
-        .context("no vault: give --vault (or `vault` under [sync])")?;
+        .ok_or_else(|| usage("no vault: give --vault (or `vault` under [sync])"))?;
     let path = args
         .file
         .or(file.sync.file)
         .or_else(default_bookmarks_file)
-        .context("no bookmarks file: give --file (no Falkon profile was found)")?;
-    let format = resolve_format(args.format, file.sync.format)?;
-    let timeout = Duration::from_secs(args.timeout.or(file.sync.timeout).unwrap_or(60));
-    if !args.dry_run {
-        if let Some(lock) = browser_lock(&path) {
-            bail!(
-                "the browser seems to be running ({} exists): close it and sync again",
-                lock.display()
-            );
+        .ok_or_else(|| usage("no bookmarks file: give --file (no Falkon profile was found)"))?;
+    let format =
+        resolve_format(args.format, file.sync.format).map_err(|e| usage(format!("{e:#}")))?;
+    Ok(Target {
+        settings,
+        bot,
+        vault,
+        file: path,
+        format,
+        timeout: Duration::from_secs(args.timeout.or(file.sync.timeout).unwrap_or(60)),
+        json: args.json,
+    })
+}
+
+fn progress_wanted(json: bool) -> bool {
+    use std::io::IsTerminal as _;
+    !json && std::io::stderr().is_terminal()
+}
+
+/// Connects, runs `mode` and closes.
+async fn run_job(
+    target: &Target,
+    mode: Mode,
+    force: bool,
+) -> anyhow::Result<(Format, sync_client::sync::Outcome)> {
+    use sync_client::sync::browser_lock;
+    if mode != Mode::Preview {
+        if let Some(lock) = browser_lock(&target.file) {
+            return Err(SyncError::BrowserRunning(lock).into());
         }
     }
     // The file is read (and its format detected) before connecting.
-    let (format, _) = bookmarks::import_file(&path, format)
-        .with_context(|| format!("cannot import {}", path.display()))?;
-    let bases = BaseStore::open(&BaseStore::path_for(&settings.db))?;
-    let (client, mut events) = Client::start(&settings)
-        .await
-        .with_context(|| format!("cannot start as {}", settings.jid))?;
-    let job = SyncJob {
-        bot: &bot,
-        vault: &vault,
-        file: &path,
+    let (format, _) = bookmarks::import_file(&target.file, target.format)
+        .with_context(|| format!("cannot import {}", target.file.display()))?;
+    let mut store = SyncStore::open(&SyncStore::path_for(&target.settings.db))?;
+    let (client, mut events) = Client::start(&target.settings).await.map_err(|e| {
+        SyncError::Unreachable(format!(
+            "cannot start as {}: {}",
+            target.settings.jid,
+            app_common::logging::one_line(&e)
+        ))
+    })?;
+    let job = sync_client::sync::SyncJob {
+        bot: &target.bot,
+        vault: &target.vault,
+        file: &target.file,
         format,
-        dry_run: args.dry_run,
-        force: args.force,
-        timeout,
+        mode,
+        force,
+        timeout: target.timeout,
+        progress: progress_wanted(target.json),
     };
-    let outcome = sync_client::sync::sync(&client, &mut events, &bases, &job).await;
+    let outcome = sync_client::sync::run(&client, &mut events, &mut store, &job).await;
     client.close().await;
-    let outcome = outcome?;
-    if args.json {
+    Ok((format, outcome?))
+}
+
+async fn sync(args: SyncArgs, mode: Mode, command: &str) -> anyhow::Result<ExitStatus> {
+    let target = target(args.target)?;
+    let (_, outcome) = run_job(&target, mode, args.force).await?;
+    let dry_run = mode == Mode::Preview;
+    if target.json {
         println!(
             "{}",
             serde_json::json!({
-                "ok": true,
-                "dry_run": args.dry_run,
+                "ok": outcome.failsafe.is_none(),
+                "command": command,
+                "dry_run": dry_run,
+                "base_revision": outcome.base_revision,
                 "revision": outcome.revision,
                 "local_changes": outcome.diff.local.len(),
                 "remote_changes": outcome.diff.remote.len(),
                 "conflicts": outcome.diff.conflicts.len(),
                 "cas_retries": outcome.conflicts,
+                "pushed": outcome.pushed,
                 "wrote_file": outcome.wrote_file,
                 "snapshot": outcome.snapshot,
+                "recovered": outcome.recovered.map(|r| r.name()),
+                "failsafe": outcome.failsafe,
             })
         );
     } else {
+        if let Some(recovery) = outcome.recovered {
+            println!("an interrupted sync was {}", recovery.name());
+        }
         print!("{}", outcome.diff.to_text());
-        if args.dry_run {
+        if dry_run {
+            if let Some(failsafe) = &outcome.failsafe {
+                println!("{failsafe}");
+            }
             println!(
                 "dry run: nothing changed (vault revision {})",
                 outcome.revision
             );
         } else {
             println!(
-                "synced with {bot} vault {vault:?}: revision {}{}",
+                "{command}: {} vault {:?} at revision {}{}{}",
+                target.bot,
+                target.vault,
                 outcome.revision,
+                if outcome.pushed { ", pushed" } else { "" },
                 if outcome.wrote_file {
-                    format!(", {} written", path.display())
+                    format!(", {} written", target.file.display())
                 } else {
                     String::new()
                 }
             );
         }
     }
-    Ok(true)
+    // A dry run the failsafe would refuse says so in its exit code too.
+    if outcome.failsafe.is_some() {
+        return Ok(ExitStatus::NeedsForce);
+    }
+    Ok(ExitStatus::Ok)
+}
+
+async fn status(args: TargetArgs) -> anyhow::Result<ExitStatus> {
+    let target = target(args)?;
+    let (format, outcome) = run_job(&target, Mode::Preview, false).await?;
+    let store = SyncStore::open(&SyncStore::path_for(&target.settings.db))?;
+    let base = store.load(target.bot.as_str(), &target.vault)?;
+    let last_write = store.last_write(target.bot.as_str(), &target.vault)?;
+    let pending = store.pending(target.bot.as_str(), &target.vault)?.is_some();
+    if target.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "ok": true,
+                "command": "status",
+                "file": target.file,
+                "format": format.name(),
+                "base_revision": base.revision,
+                "vault_revision": outcome.revision,
+                "last_sync": base.synced,
+                "interrupted_sync": pending,
+                "local_changes": outcome.diff.local.len(),
+                "remote_changes": outcome.diff.remote.len(),
+                "conflicts": outcome.diff.conflicts.len(),
+                "failsafe": outcome.failsafe,
+                "last_write": last_write.as_ref().map(|w| serde_json::json!({
+                    "written": w.written,
+                    "snapshot": w.snapshot,
+                    "undone": w.undone,
+                })),
+            })
+        );
+    } else {
+        println!("{} ({format})", target.file.display());
+        println!(
+            "vault {:?} of {}: revision {}; this machine last synced revision {}{}",
+            target.vault,
+            target.bot,
+            outcome.revision,
+            base.revision,
+            base.synced
+                .map(|t| format!(" at {t} (Unix time)"))
+                .unwrap_or_default()
+        );
+        if pending {
+            println!("an interrupted sync will be finished by the next sync");
+        }
+        print!("{}", outcome.diff.to_text());
+        if let Some(failsafe) = &outcome.failsafe {
+            println!("{failsafe}");
+        }
+        if let Some(w) = last_write {
+            println!(
+                "last write {} (snapshot {}){}",
+                w.written,
+                w.snapshot.display(),
+                if w.undone.is_some() { ", undone" } else { "" }
+            );
+        }
+    }
+    Ok(ExitStatus::Ok)
+}
+
+fn undo(args: UndoArgs) -> anyhow::Result<ExitStatus> {
+    let json = args.target.json;
+    let target = target(args.target)?;
+    let store = SyncStore::open(&SyncStore::path_for(&target.settings.db))?;
+    let undone = sync_client::sync::undo(
+        &store,
+        target.bot.as_str(),
+        &target.vault,
+        &target.file,
+        args.force,
+    )?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "ok": true,
+                "command": "undo",
+                "restored": undone.restored,
+                "snapshot": undone.snapshot,
+            })
+        );
+    } else {
+        println!(
+            "{} restored from {}; the next sync sends this as your change",
+            target.file.display(),
+            undone.restored.display()
+        );
+    }
+    Ok(ExitStatus::Ok)
 }
 
 fn rand_id() -> u32 {
@@ -487,5 +699,20 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_lists_the_exit_codes() {
+        let mut cli = super::Cli::command();
+        let help = cli.render_long_help().to_string();
+        assert!(help.contains("Exit codes: 0 ok"), "{help}");
+        for command in ["sync", "pull", "push", "status", "undo"] {
+            let help = cli
+                .find_subcommand_mut(command)
+                .unwrap()
+                .render_long_help()
+                .to_string();
+            assert!(help.contains("3 the browser runs"), "{command}: {help}");
+        }
     }
 }

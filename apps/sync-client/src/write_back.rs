@@ -50,6 +50,20 @@ fn directory(path: &Path) -> &Path {
 /// # Errors
 /// Any I/O error; the file at `path` is then unchanged and no temporary file is left.
 pub fn write_atomic(path: &Path, bytes: &[u8], label: &str) -> io::Result<Written> {
+    write_atomic_with(path, bytes, label, || {})
+}
+
+/// [`write_atomic`], calling `before_rename` once the new content is on disk under its
+/// temporary name (the crash tests stop the process there).
+///
+/// # Errors
+/// As [`write_atomic`].
+pub fn write_atomic_with(
+    path: &Path,
+    bytes: &[u8],
+    label: &str,
+    before_rename: impl FnOnce(),
+) -> io::Result<Written> {
     let dir = directory(path);
     let snapshot_target = snapshot_path(path, label)?;
     let old = match fs::metadata(path) {
@@ -83,6 +97,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], label: &str) -> io::Result<Writte
         if let Some(meta) = &old {
             fs::set_permissions(&temp, meta.permissions())?;
         }
+        before_rename();
         fs::rename(&temp, path)?;
         // Make the rename itself durable.
         File::open(dir)?.sync_all()

@@ -28,8 +28,17 @@ pub(crate) fn echo_bot_binary() -> PathBuf {
     let bot = ours.with_file_name("echo-bot");
     if !bot.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        // A benchmark runs the optimised build of ours (the bench profile, in `release/`):
+        // the bot is built with the same profile, so it shares the compiled dependencies.
+        let release = ours.parent().is_some_and(|d| d.ends_with("release"));
+        let profile: &[&str] = if release {
+            &["--profile", "bench"]
+        } else {
+            &[]
+        };
         let status = std::process::Command::new(cargo)
             .args(["build", "-p", "echo-bot"])
+            .args(profile)
             .current_dir(workspace_root())
             .status()
             .unwrap();

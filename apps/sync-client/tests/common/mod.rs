@@ -8,6 +8,7 @@ use serde_json::Value;
 use sync_client::bookmarks::{Bookmark, BookmarkTree, Folder, FolderRole, Node};
 
 pub(crate) mod e2e;
+pub(crate) mod vault;
 
 pub(crate) fn fixture_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -183,14 +183,18 @@ impl OmemoManager {
             .await;
         if !matches!(known, Ok(Ok(true))) {
             // A sender that keeps writing from an unlisted device (or has no list at all)
-            // must not turn every message into a PEP request.
-            let recently = self
-                .device_lists_fetched
-                .lock()
-                .await
-                .get(&(V::NS, jid.clone()))
-                .is_some_and(|t| t.elapsed() < UNLISTED_SENDER_REFRESH);
-            if recently {
+            // must not turn every message into a PEP request; a device id not tried yet in
+            // this window may (a new device of the contact), within a small budget.
+            let allowed = unlisted_refresh_allowed(
+                &mut self
+                    .unlisted_senders
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+                jid,
+                device,
+                Instant::now(),
+            );
+            if !allowed {
                 return;
             }
             if let Err(e) = self.refresh_device_list::<V>(jid, true).await {
@@ -200,5 +204,80 @@ impl OmemoManager {
     }
 }
 
+/// Whether a message from `device`, missing from `jid`'s list, may trigger a fetch of that
+/// list at `now`: once per device id per [`UNLISTED_SENDER_REFRESH`] window, at most
+/// [`UNLISTED_DEVICES_PER_WINDOW`] device ids per JID and window, windows of at most
+/// [`FETCH_TIMES_KEPT`] JIDs at once (beyond it, no fetch until windows end).
+fn unlisted_refresh_allowed(
+    tried: &mut HashMap<BareJid, (Instant, Vec<DeviceId>)>,
+    jid: &BareJid,
+    device: DeviceId,
+    now: Instant,
+) -> bool {
+    let open = |start: &Instant| now.saturating_duration_since(*start) < UNLISTED_SENDER_REFRESH;
+    if !tried.contains_key(jid) && tried.len() >= FETCH_TIMES_KEPT {
+        tried.retain(|_, (start, _)| open(start));
+        if tried.len() >= FETCH_TIMES_KEPT {
+            return false;
+        }
+    }
+    let entry = tried.entry(jid.clone()).or_insert((now, Vec::new()));
+    if !open(&entry.0) {
+        *entry = (now, Vec::new());
+    }
+    if entry.1.contains(&device) || entry.1.len() >= UNLISTED_DEVICES_PER_WINDOW {
+        return false;
+    }
+    entry.1.push(device);
+    true
+}
+
 /// A device's bundle of version `V`, fetched for a message.
 pub(super) type FetchedBundle<V> = (BareJid, DeviceId, <V as omemo_crypto::Version>::Bundle);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_new_device_may_refresh_once_per_window_within_a_budget() {
+        let mut tried = HashMap::new();
+        let alice = BareJid::new("alice@example.org").unwrap();
+        let t0 = Instant::now();
+        let d = |n: u32| DeviceId::new(n).unwrap();
+        // A new device: one fetch, not one per message.
+        assert!(unlisted_refresh_allowed(&mut tried, &alice, d(1), t0));
+        assert!(!unlisted_refresh_allowed(&mut tried, &alice, d(1), t0));
+        // Another new device of the same contact, at once (was: wait for the window).
+        assert!(unlisted_refresh_allowed(&mut tried, &alice, d(2), t0));
+        // A sender inventing device ids runs out of budget...
+        assert!(unlisted_refresh_allowed(&mut tried, &alice, d(3), t0));
+        assert!(unlisted_refresh_allowed(&mut tried, &alice, d(4), t0));
+        assert!(!unlisted_refresh_allowed(&mut tried, &alice, d(5), t0));
+        // ...until the window ends.
+        let later = t0 + UNLISTED_SENDER_REFRESH;
+        assert!(unlisted_refresh_allowed(&mut tried, &alice, d(5), later));
+        assert!(unlisted_refresh_allowed(&mut tried, &alice, d(1), later));
+        // The map of windows is bounded.
+        for n in 0..FETCH_TIMES_KEPT {
+            let jid = BareJid::new(&format!("u{n}@example.org")).unwrap();
+            unlisted_refresh_allowed(&mut tried, &jid, d(1), later);
+        }
+        assert!(tried.len() <= FETCH_TIMES_KEPT);
+        let stranger = BareJid::new("stranger@example.org").unwrap();
+        assert!(!unlisted_refresh_allowed(
+            &mut tried,
+            &stranger,
+            d(1),
+            later
+        ));
+        // Expired windows make room.
+        let much_later = later + UNLISTED_SENDER_REFRESH;
+        assert!(unlisted_refresh_allowed(
+            &mut tried,
+            &stranger,
+            d(1),
+            much_later
+        ));
+    }
+}

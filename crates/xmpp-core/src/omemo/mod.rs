@@ -118,9 +118,13 @@ const REPUBLISH_MAX_DELAY: Duration = Duration::from_secs(10);
 /// make it unnecessary.
 const CONFIRM_DELAY: Duration = Duration::from_secs(2);
 
-/// How often a message from a device missing from its sender's list may trigger a fresh
-/// fetch of that list.
+/// The window in which messages from devices missing from their sender's list trigger at
+/// most [`UNLISTED_DEVICES_PER_WINDOW`] fetches of that list, one per device id.
 const UNLISTED_SENDER_REFRESH: Duration = Duration::from_secs(30);
+/// Distinct unlisted device ids of one JID that may each trigger a fetch within
+/// [`UNLISTED_SENDER_REFRESH`]: a new device of a known contact is seen at once, a sender
+/// inventing device ids gets no more fetches than this.
+const UNLISTED_DEVICES_PER_WINDOW: usize = 4;
 
 mod devices;
 mod engine;
@@ -157,6 +161,8 @@ pub struct OmemoManager {
     own: Arc<OwnIdentity>,
     policy: TrustPolicy,
     device_lists_fetched: AsyncMutex<HashMap<(Namespace, BareJid), Instant>>,
+    /// Per JID, the window's start and the unlisted device ids that triggered a fetch in it.
+    unlisted_senders: Mutex<HashMap<BareJid, (Instant, Vec<DeviceId>)>>,
     /// Devices whose bundle could not be fetched: failures so far and when to try again.
     bundle_failures: Mutex<HashMap<VersionedDevice, (u32, Instant)>>,
     /// Serialises bundle republication.
@@ -287,6 +293,7 @@ impl OmemoManager {
             own: Arc::new(own),
             policy,
             device_lists_fetched: AsyncMutex::new(HashMap::new()),
+            unlisted_senders: Mutex::new(HashMap::new()),
             bundle_failures: Mutex::new(HashMap::new()),
             publishing: AsyncMutex::new(()),
             republish: Mutex::new(HashMap::new()),
