@@ -3,6 +3,13 @@
 
 use super::*;
 
+/// What the first store call of a send found: the message encrypted (every device had a
+/// session), or the devices that need a bundle first.
+enum Prepared {
+    Encrypted((Message, SendReport, i64)),
+    Missing(Vec<(BareJid, DeviceId)>),
+}
+
 impl OmemoManager {
     /// Encrypts `content` (stanza children such as `<body>`) in an SCE envelope for every
     /// accepted device of `to` and our own other devices, commits the new session states,
@@ -55,32 +62,86 @@ impl OmemoManager {
             self.refresh_device_list(&self.own.jid, false).await?;
         }
 
-        // Bundles for devices that have no session yet (fetched outside the store lock).
+        // Bundles for devices that have no session yet are fetched outside the store lock. In
+        // the common case there are none, and one call to the store finds that out and
+        // encrypts.
         let mut recipients = vec![to.clone()];
         if to != &self.own.jid {
             recipients.push(self.own.jid.clone());
         }
+        let envelope_bytes = sce::Envelope::new(
+            content,
+            self.own.jid.clone(),
+            to.clone(),
+            Some(xmpp_parsers::date::DateTime(
+                chrono::Utc::now().fixed_offset(),
+            )),
+            &mut OsRng,
+        )
+        .to_bytes()?;
+        let envelope_bytes = Arc::new(envelope_bytes);
+        let stanza_id = self.iq_id("msg");
+        let answers = Arc::new(answers);
+        let encrypt = {
+            let own = Arc::clone(&self.own);
+            let policy = self.policy;
+            let to = to.clone();
+            let recipients = recipients.clone();
+            let envelope_bytes = Arc::clone(&envelope_bytes);
+            let stanza_id = stanza_id.clone();
+            let answers = Arc::clone(&answers);
+            move |store: &mut Store, bundles: Vec<FetchedBundle>| {
+                Engine {
+                    store,
+                    own: &own,
+                    policy,
+                    now: now(),
+                    rng: &mut OsRng,
+                }
+                .encrypt::<Omemo2>(Outgoing {
+                    accept,
+                    recipients: &recipients,
+                    bundles,
+                    plaintext: &envelope_bytes[..],
+                    to: &to,
+                    stanza_id: &stanza_id,
+                    answers: &answers[..],
+                })
+            }
+        };
         let own_jid = self.own.jid.clone();
         let own_device = self.own.device_id;
-        let recipients_for_query = recipients.clone();
-        let missing = self
-            .with_store(
-                move |store| -> Result<Vec<(BareJid, DeviceId)>, StoreError> {
-                    let mut missing = Vec::new();
-                    for jid in &recipients_for_query {
-                        let skip = (jid == &own_jid).then_some(own_device);
-                        let (chosen, _) = chosen_devices(store, NS, jid, skip)?;
-                        missing.extend(
-                            chosen
-                                .into_iter()
-                                .filter(|(_, session)| session.is_none())
-                                .map(|(device, _)| (jid.clone(), device)),
-                        );
-                    }
-                    Ok(missing)
-                },
-            )
+        let first_encrypt = encrypt.clone();
+        let first = self
+            .with_store(move |store| -> Result<Prepared, OmemoError> {
+                let mut missing = Vec::new();
+                for jid in &recipients {
+                    let skip = (jid == &own_jid).then_some(own_device);
+                    let (chosen, _) = chosen_devices(store, NS, jid, skip)?;
+                    missing.extend(
+                        chosen
+                            .into_iter()
+                            .filter(|(_, session)| session.is_none())
+                            .map(|(device, _)| (jid.clone(), device)),
+                    );
+                }
+                if missing.is_empty() {
+                    return Ok(Prepared::Encrypted(first_encrypt(store, Vec::new())?));
+                }
+                Ok(Prepared::Missing(missing))
+            })
             .await??;
+        let missing = match first {
+            Prepared::Encrypted(encrypted) => {
+                let (message, report, outbox_id) = encrypted;
+                self.send_queued(outbox_id, message).await?;
+                return Ok(SendReport {
+                    stanza_id,
+                    ..report
+                });
+            }
+            Prepared::Missing(missing) => missing,
+        };
         // Not those backing off after a failure; a bounded number per JID; a few at a time: a
         // contact with many new devices costs a few round trips, not one per device.
         let mut per_jid: HashMap<BareJid, usize> = HashMap::new();
@@ -106,41 +167,8 @@ impl OmemoManager {
         for result in fetched {
             bundles.extend(result?);
         }
-
-        let own = Arc::clone(&self.own);
-        let policy = self.policy;
-        let to_owned = to.clone();
-        let envelope_bytes = sce::Envelope::new(
-            content,
-            own.jid.clone(),
-            to.clone(),
-            Some(xmpp_parsers::date::DateTime(
-                chrono::Utc::now().fixed_offset(),
-            )),
-            &mut OsRng,
-        )
-        .to_bytes()?;
-        let stanza_id = self.iq_id("msg");
-        let id_for_store = stanza_id.clone();
         let (message, report, outbox_id) = self
-            .with_store(move |store| {
-                Engine {
-                    store,
-                    own: &own,
-                    policy,
-                    now: now(),
-                    rng: &mut OsRng,
-                }
-                .encrypt::<Omemo2>(Outgoing {
-                    accept,
-                    recipients: &recipients,
-                    bundles,
-                    plaintext: &envelope_bytes,
-                    to: &to_owned,
-                    stanza_id: &id_for_store,
-                    answers: &answers,
-                })
-            })
+            .with_store(move |store| encrypt(store, bundles))
             .await??;
         self.send_queued(outbox_id, message).await?;
         Ok(SendReport {
