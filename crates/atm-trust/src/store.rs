@@ -575,4 +575,53 @@ mod tests {
         let store = Store::open(&path).unwrap();
         assert_eq!(state(&store, "a@example.org", 1), None);
     }
+
+    #[test]
+    fn the_known_key_checks_are_not_recompiled_per_call() {
+        use rusqlite::StatementStatus;
+        let mut store = Store::open_in_memory().unwrap();
+        let keys: Vec<_> = (0..3)
+            .map(|_| IdentityKeyPair::generate(&mut rand_core::OsRng).public_key())
+            .collect();
+        for round in 0..4 {
+            for (n, key) in keys.iter().enumerate() {
+                let jid = format!("c{n}@example.org");
+                let device = DeviceId::new(u32::try_from(n).unwrap() + 1).unwrap();
+                let recorded = store
+                    .record_identity_key(NS, &jid, device, key, TrustPolicy::Toakafa, round)
+                    .unwrap();
+                assert_eq!(recorded.event.is_some(), round == 0);
+            }
+        }
+        // The statements of the read-only path, as the calls above used them.
+        for text in [
+            "SELECT identity_key FROM devices
+             WHERE jid = ?1 AND device_id = ?2 AND namespace <> ?3 AND identity_key IS NOT NULL",
+            "SELECT identity_key FROM devices
+             WHERE namespace = ?1 AND jid = ?2 AND device_id = ?3",
+            "SELECT level FROM trust WHERE jid = ?1 AND identity_key = ?2",
+        ] {
+            let stmt = store.conn.prepare_cached(text).unwrap();
+            assert!(stmt.get_status(StatementStatus::VmStep) > 0, "{text}");
+            assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0, "{text}");
+        }
+        // Control: a statement whose plan depends on a bound value is recompiled, and the
+        // counter sees it.
+        let former = "SELECT device_id FROM devices
+             WHERE namespace = ?1 AND jid = ?2 AND (active = 1 OR ?3 = 0)
+             ORDER BY device_id";
+        for round in 0..6 {
+            let mut stmt = store.conn.prepare_cached(former).unwrap();
+            let mut rows = stmt
+                .query(rusqlite::params![
+                    NS.as_str(),
+                    "c0@example.org",
+                    round % 2 == 0
+                ])
+                .unwrap();
+            while rows.next().unwrap().is_some() {}
+        }
+        let stmt = store.conn.prepare_cached(former).unwrap();
+        assert!(stmt.get_status(StatementStatus::RePrepare) >= 5);
+    }
 }
