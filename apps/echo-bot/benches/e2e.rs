@@ -12,7 +12,7 @@
 //! `fdatasync` (a seccomp filter: the other system calls run untraced), and the bench prints
 //! the syncs per echo during the timed part: under the burst of the N senders, and for one
 //! sender (the sequential sender against the bot without `TCP_QUICKACK`, so the traced run is
-//! not the one compared with the Python reference).
+//! not the one compared with the Python reference). `BENCH_NO_STRACE` turns the tracing off.
 //!
 //! The plaintext echo is this same executable, re-run with `BENCH_PLAINTEXT_ECHO` set: a
 //! bench-only baseline, never part of the bot.
@@ -119,8 +119,12 @@ struct Bot {
     trace: Option<PathBuf>,
 }
 
-/// Whether `strace` can be run here.
+/// Whether `strace` can be run here (and `BENCH_NO_STRACE` is not set, for profiling the
+/// bots with other tools).
 fn have_strace() -> bool {
+    if std::env::var_os("BENCH_NO_STRACE").is_some() {
+        return false;
+    }
     std::process::Command::new("strace")
         .arg("-V")
         .stdout(Stdio::null())
