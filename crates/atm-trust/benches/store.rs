@@ -204,7 +204,9 @@ fn scale() {
     const ROUNDS: usize = 10;
     const PER_ROUND: usize = 100;
     let dir = tempfile::tempdir().unwrap();
-    let mut stores: Vec<(u32, Store, Vec<IdentityPublicKey>, Vec<Duration>, u64)> = [100, SESSIONS]
+    // (sessions, store, identity keys, per-echo times, commits)
+    type Scaled = (u32, Store, Vec<IdentityPublicKey>, Vec<Duration>, u64);
+    let mut stores: Vec<Scaled> = [100, SESSIONS]
         .into_iter()
         .map(|n| {
             let (store, keys) = populate_scale(&dir.path().join(format!("scale{n}.sqlite")), n);

@@ -76,7 +76,7 @@ fn committed_seq(store: &Store) -> u64 {
 /// The state numbers a group ends on: the child commits states ≡ 1 (mod 3) alone and the two
 /// after them together, so a state ≡ 2 (mod 3) exists only inside a group.
 fn ends_a_group(seq: u64) -> bool {
-    seq % 3 == 0
+    seq.is_multiple_of(3)
 }
 
 /// The commit that follows the committed state `seq`.

@@ -6,7 +6,7 @@ use super::*;
 /// What the first store call of a send found: the message encrypted (every device had a
 /// session), or the devices that need a bundle first.
 enum Prepared {
-    Encrypted((Message, SendReport, i64)),
+    Encrypted(Box<(Message, SendReport, i64)>),
     Missing(Vec<(BareJid, DeviceId)>),
 }
 
@@ -126,14 +126,17 @@ impl OmemoManager {
                     );
                 }
                 if missing.is_empty() {
-                    return Ok(Prepared::Encrypted(first_encrypt(store, Vec::new())?));
+                    return Ok(Prepared::Encrypted(Box::new(first_encrypt(
+                        store,
+                        Vec::new(),
+                    )?)));
                 }
                 Ok(Prepared::Missing(missing))
             })
             .await??;
         let missing = match first {
             Prepared::Encrypted(encrypted) => {
-                let (message, report, outbox_id) = encrypted;
+                let (message, report, outbox_id) = *encrypted;
                 self.send_queued(outbox_id, message).await?;
                 return Ok(SendReport {
                     stanza_id,
