@@ -2,9 +2,17 @@
 //! plaintext echo over the same connection stack and once against the real OMEMO echo bot.
 //!
 //! Prints throughput, round-trip p50/p99, the bot's CPU time per message and its peak RSS,
-//! and the OMEMO/plaintext throughput ratio. Before the OMEMO run the bot's database is given
-//! 1,000 extra sessions (with generated peers), so the RSS figure is for a bot holding
-//! 1,000+ sessions. `BENCH_CLIENTS` (default 4) and `BENCH_MESSAGES` (default 100) set N and M.
+//! and the OMEMO/plaintext throughput ratio. The OMEMO run happens twice: with 100 extra
+//! stored sessions (with generated peers) in the bot's database, then, with other client
+//! accounts, after the database was filled up to 10,000 extra sessions; the bench prints the
+//! bot's CPU per message of both runs side by side and its peak RSS in the second.
+//! `BENCH_CLIENTS` (default 4) and `BENCH_MESSAGES` (default 100) set N and M.
+//!
+//! Where `strace` is installed, the OMEMO bots run under it, tracing only `fsync` and
+//! `fdatasync` (a seccomp filter: the other system calls run untraced), and the bench prints
+//! the syncs per echo during the timed part: under the burst of the N senders, and for one
+//! sender (the sequential sender against the bot without `TCP_QUICKACK`, so the traced run is
+//! not the one compared with the Python reference). `BENCH_NO_STRACE` turns the tracing off.
 //!
 //! The plaintext echo is this same executable, re-run with `BENCH_PLAINTEXT_ECHO` set: a
 //! bench-only baseline, never part of the bot.
@@ -38,7 +46,10 @@ use xmpp_core::jid::{BareJid, Jid};
 use xmpp_core::message::{Lang, Message, MessageType};
 use xmpp_core::settings::{AccountSettings, Password, ServerAddress, TrustPolicySetting};
 
-const EXTRA_SESSIONS: u32 = 1000;
+/// Extra stored sessions in the first OMEMO run.
+const FEW_SESSIONS: u32 = 100;
+/// Extra stored sessions in the second OMEMO run.
+const MANY_SESSIONS: u32 = 10_000;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -102,10 +113,62 @@ async fn plaintext_echo() {
 
 struct Bot {
     child: Child,
+    /// The bot's process id (the child of `strace` when traced).
+    pid: u32,
+    /// Where `strace` writes the bot's syncs, when traced.
+    trace: Option<PathBuf>,
+}
+
+/// Whether `strace` can be run here (and `BENCH_NO_STRACE` is not set, for profiling the
+/// bots with other tools).
+fn have_strace() -> bool {
+    if std::env::var_os("BENCH_NO_STRACE").is_some() {
+        return false;
+    }
+    std::process::Command::new("strace")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `command` run under `strace`, tracing only the syncs into `trace`.
+fn traced(command: &Command, trace: &Path) -> Command {
+    let std = command.as_std();
+    let mut wrapped = Command::new("strace");
+    wrapped
+        .args([
+            "-f",
+            "--seccomp-bpf",
+            "-qq",
+            "-e",
+            "trace=fsync,fdatasync",
+            "-o",
+        ])
+        .arg(trace)
+        .arg(std.get_program())
+        .args(std.get_args());
+    for (key, value) in std.get_envs() {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
+    }
+    wrapped
 }
 
 impl Bot {
-    async fn spawn(mut command: Command, ready: &str) -> Self {
+    async fn spawn(command: Command, ready: &str) -> Self {
+        Self::spawn_traced(command, ready, None).await
+    }
+
+    /// Spawns the bot, under `strace` writing to `trace` if given.
+    async fn spawn_traced(command: Command, ready: &str, trace: Option<PathBuf>) -> Self {
+        let mut command = match &trace {
+            Some(path) => traced(&command, path),
+            None => command,
+        };
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -117,15 +180,34 @@ impl Bot {
             if line.contains(ready) {
                 // Keep draining stdout so the bot never blocks on a full pipe.
                 tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-                return Self { child };
+                let outer = child.id().unwrap();
+                let pid = if trace.is_some() {
+                    let children =
+                        std::fs::read_to_string(format!("/proc/{outer}/task/{outer}/children"))
+                            .unwrap();
+                    children.split_whitespace().next().unwrap().parse().unwrap()
+                } else {
+                    outer
+                };
+                return Self { child, pid, trace };
             }
         }
         panic!("bot exited before it was ready");
     }
 
+    /// The syncs traced so far, if traced (strace writes each call's line when it returns).
+    fn syncs(&self) -> Option<usize> {
+        let text = std::fs::read_to_string(self.trace.as_ref()?).unwrap();
+        Some(
+            text.lines()
+                .filter(|l| l.contains("fsync(") || l.contains("fdatasync("))
+                .count(),
+        )
+    }
+
     /// (user + system CPU seconds, peak RSS in KiB) from /proc.
     fn usage(&self) -> (f64, u64) {
-        let pid = self.child.id().unwrap();
+        let pid = self.pid;
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
         let fields: Vec<&str> = stat
             .rsplit_once(')')
@@ -144,7 +226,7 @@ impl Bot {
     }
 
     async fn stop(mut self) {
-        let pid = self.child.id().unwrap();
+        let pid = self.pid;
         std::process::Command::new("kill")
             .args(["-TERM", &pid.to_string()])
             .status()
@@ -158,6 +240,8 @@ struct RunResult {
     wall: Duration,
     cpu: f64,
     rss_kib: u64,
+    /// The bot's syncs (`fsync`, `fdatasync`) during the timed part, when traced.
+    syncs: Option<usize>,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -260,17 +344,26 @@ async fn omemo_client(
     rtts
 }
 
-/// Fills the bot's store with sessions to generated peers, as a long-running bot would have.
-fn add_sessions(db: &Path, bot_jid: &BareJid) {
-    let (mut store, own) =
-        xmpp_core::omemo::OmemoManager::open_store(db, bot_jid, "echo-bot").unwrap();
+/// Fills the bot's store up to `total` extra sessions with generated peers (`peer0`, ...), as
+/// a long-running bot would have. The filling commits without waiting for the disk (it is
+/// set-up, not what is measured); the bot reopens the file at the default durability.
+fn add_sessions(db: &Path, bot_jid: &BareJid, from: u32, total: u32) {
+    // Creates the bot's device on the first call.
+    drop(xmpp_core::omemo::OmemoManager::open_store(db, bot_jid, "echo-bot").unwrap());
+    let mut store = atm_trust::Store::open_with(db, atm_trust::Durability::Normal).unwrap();
+    let own = store
+        .load_or_create_own_device(bot_jid.as_str(), Some("echo-bot"), &mut OsRng, 0)
+        .unwrap();
+    let identity = omemo_crypto::hazmat::identity_from_seed(&omemo_crypto::hazmat::identity_seed(
+        own.identity(),
+    ));
     let mut rng = OsRng;
-    for i in 0..EXTRA_SESSIONS {
+    for i in from..total {
         let peer = IdentityKeyPair::generate(&mut rng);
         let spk = SignedPreKey::generate(SignedPreKeyId::new(1).unwrap(), &peer, 0, &mut rng);
         let pk = PreKey::generate(PreKeyId::new(1).unwrap(), &mut rng);
         let bundle = Bundle::from_own_keys(&peer, &spk, [&pk]).unwrap();
-        let session = Session::initiate(&own.identity, &bundle, pk.id(), &mut rng).unwrap();
+        let session = Session::initiate(&identity, &bundle, pk.id(), &mut rng).unwrap();
         store
             .store_session(
                 atm_trust::Namespace::Omemo2,
@@ -376,6 +469,7 @@ async fn sequential(messages: usize) {
     // The bot as shipped, then with TCP_QUICKACK turned off (fresh store and sender each), to
     // show what the option does in this run.
     let mut ours = Vec::new();
+    let mut one_sender_syncs = None;
     for (name, quickack, user, sender) in [
         ("echo-bot", "on", "bot", "seq1"),
         ("echo-bot, no QUICKACK", "off", "bot2", "seq3"),
@@ -391,12 +485,21 @@ async fn sequential(messages: usize) {
             .env("XMPP_PASSWORD", format!("{user}-password"))
             .env("XMPP_TCP_QUICKACK", quickack)
             .env("RUST_LOG", "warn");
-        let bot = Bot::spawn(command, "echo-bot ready").await;
+        // The syncs of one sender are counted on the second bot, so that the bot compared
+        // with the Python reference runs untraced.
+        let trace = (quickack == "off" && have_strace())
+            .then(|| dir.path().join(format!("seq-{user}.strace")));
+        let bot = Bot::spawn_traced(command, "echo-bot ready", trace).await;
         let to = format!("{user}@localhost");
+        let syncs0 = bot.syncs();
         ours.push((
             name,
             sequential_sender(&python, &server, sender, &to, messages).await,
         ));
+        if let (Some(after), Some(before)) = (bot.syncs(), syncs0) {
+            // Every message of the sender, the first (key exchange) included.
+            one_sender_syncs = Some((after - before) as f64 / (messages + 1) as f64);
+        }
         bot.stop().await;
     }
 
@@ -434,6 +537,12 @@ async fn sequential(messages: usize) {
             "ours is NOT lower"
         }
     );
+    match one_sender_syncs {
+        Some(syncs) => println!(
+            "bot fsyncs per echo, one sequential sender: {syncs:.2} (target ≤ 1 per message)"
+        ),
+        None => println!("bot fsyncs per echo, one sender: NOT MEASURED (strace is not installed)"),
+    }
 }
 
 async fn bench() {
@@ -495,11 +604,89 @@ async fn bench() {
         wall,
         cpu: cpu1 - cpu0,
         rss_kib: rss,
+        syncs: None,
     };
 
-    // OMEMO echo bot with 1,000 stored sessions.
+    // The OMEMO echo bot: with 100 extra stored sessions, then (other client accounts, so
+    // that no client has a second device) with 10,000.
     let bot_db = dir.path().join("bot.sqlite3");
-    add_sessions(&bot_db, &bot_jid);
+    let trace = have_strace();
+    add_sessions(&bot_db, &bot_jid, 0, FEW_SESSIONS);
+    let few = omemo_run(
+        &server,
+        &bot_db,
+        dir.path(),
+        "omemo",
+        clients,
+        messages,
+        trace,
+    )
+    .await;
+    add_sessions(&bot_db, &bot_jid, FEW_SESSIONS, MANY_SESSIONS);
+    let many = omemo_run(
+        &server,
+        &bot_db,
+        dir.path(),
+        "manyc",
+        clients,
+        messages,
+        trace,
+    )
+    .await;
+
+    println!();
+    let plain_tp = report("plaintext", &plain);
+    let few_tp = report("omemo", &few);
+    report("omemo 10k", &many);
+    let per_message = |run: &RunResult| run.cpu / run.rtts.len() as f64;
+    println!(
+        "bot CPU per OMEMO echo / per plaintext echo: {:.1}× ({:.0} µs / {:.0} µs; target ≤ 3×)",
+        per_message(&few) / per_message(&plain),
+        per_message(&few) * 1e6,
+        per_message(&plain) * 1e6,
+    );
+    println!(
+        "OMEMO/plaintext throughput: {:.0} % (target ≥ 80 %)",
+        few_tp / plain_tp * 100.0,
+    );
+    println!(
+        "bot CPU per OMEMO echo with {MANY_SESSIONS} / with {FEW_SESSIONS} extra stored sessions: {:.2}× ({:.0} µs / {:.0} µs; target within ±20 %)",
+        per_message(&many) / per_message(&few),
+        per_message(&many) * 1e6,
+        per_message(&few) * 1e6,
+    );
+    println!(
+        "bot peak RSS with {MANY_SESSIONS}+ stored sessions: {:.1} MB (target ≤ 50 MB)",
+        many.rss_kib as f64 / 1024.0
+    );
+    match (few.syncs, many.syncs) {
+        (Some(a), Some(b)) => println!(
+            "bot fsyncs per echo, burst of {clients} senders: {:.2} ({FEW_SESSIONS} sessions), {:.2} ({MANY_SESSIONS} sessions) (target < 0.5 per message)",
+            a as f64 / few.rtts.len() as f64,
+            b as f64 / many.rtts.len() as f64,
+        ),
+        _ => println!("bot fsyncs per echo: NOT MEASURED (strace is not installed)"),
+    }
+    sequential(sequential_messages).await;
+}
+
+/// One OMEMO run: the bot on `bot_db`, `clients` new client accounts named `prefix{c}`, each
+/// sending `messages` messages after one untimed key-exchange round.
+async fn omemo_run(
+    server: &TestServer,
+    bot_db: &Path,
+    dir: &Path,
+    prefix: &str,
+    clients: usize,
+    messages: usize,
+    trace: bool,
+) -> RunResult {
+    let bot_jid = server.jid("bot").unwrap();
+    for c in 0..clients {
+        server
+            .create_account(&format!("{prefix}{c}"), "client-password")
+            .unwrap();
+    }
     let mut command = Command::new(env!("CARGO_BIN_EXE_echo-bot"));
     command
         .args(["--jid", bot_jid.as_str(), "--server"])
@@ -507,19 +694,20 @@ async fn bench() {
         .arg("--ca-file")
         .arg(server.ca_file())
         .arg("--db")
-        .arg(&bot_db)
+        .arg(bot_db)
         .env("XMPP_PASSWORD", "bot-password")
         .env("RUST_LOG", "warn");
-    let bot = Bot::spawn(command, "echo-bot ready").await;
+    let trace = trace.then(|| dir.join(format!("{prefix}-syncs.strace")));
+    let bot = Bot::spawn_traced(command, "echo-bot ready", trace).await;
     // Log-in and the first (key-exchange) round happen before the barrier; only the rounds
     // after it are timed and counted, in both runs.
     let start = Arc::new(Barrier::new(clients + 1));
     let tasks: Vec<_> = (0..clients)
         .map(|c| {
             let s = settings(
-                &server,
-                &format!("client{c}"),
-                &dir.path().join(format!("client{c}.sqlite3")),
+                server,
+                &format!("{prefix}{c}"),
+                &dir.join(format!("{prefix}{c}.sqlite3")),
             );
             tokio::spawn(omemo_client(
                 s,
@@ -531,6 +719,7 @@ async fn bench() {
         .collect();
     start.wait().await;
     let (cpu0, _) = bot.usage();
+    let syncs0 = bot.syncs();
     let started = Instant::now();
     let mut rtts = Vec::new();
     for task in tasks {
@@ -538,25 +727,13 @@ async fn bench() {
     }
     let wall = started.elapsed();
     let (cpu1, rss) = bot.usage();
+    let syncs = bot.syncs().zip(syncs0).map(|(b, a)| b - a);
     bot.stop().await;
-    let omemo = RunResult {
+    RunResult {
         rtts,
         wall,
         cpu: cpu1 - cpu0,
         rss_kib: rss,
-    };
-
-    println!();
-    let plain_tp = report("plaintext", &plain);
-    let omemo_tp = report("omemo", &omemo);
-    println!(
-        "bot CPU per OMEMO echo / per plaintext echo: {:.1}× (target ≤ 3×)",
-        (omemo.cpu / omemo.rtts.len() as f64) / (plain.cpu / plain.rtts.len() as f64)
-    );
-    println!(
-        "OMEMO/plaintext throughput: {:.0} % (target ≥ 80 %); bot RSS with {EXTRA_SESSIONS}+ stored sessions: {:.1} MB (target ≤ 50 MB)",
-        omemo_tp / plain_tp * 100.0,
-        omemo.rss_kib as f64 / 1024.0
-    );
-    sequential(sequential_messages).await;
+        syncs,
+    }
 }

@@ -3,6 +3,11 @@
 //!
 //! Criterion reports the mean and median; a manual loop of 10,000 individually timed
 //! iterations prints the median and p99.
+//!
+//! Then the store's part of one echo (check the sender's key, load and commit the received
+//! ratchet step, check the key, load and commit the answer's, with its outbox row) at the
+//! default durability with 100 and with 10,000 stored sessions, measured alternately in this
+//! run: the medians and their ratio, and the commits per echo the store counted.
 
 #![allow(
     missing_docs,
@@ -16,9 +21,9 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use atm_trust::{DecryptionCommit, Durability, Namespace, SessionUpdate, Store};
+use atm_trust::{DecryptionCommit, Durability, Namespace, SessionUpdate, Store, TrustPolicy};
 use criterion::{criterion_group, criterion_main, Criterion};
-use omemo_crypto::DeviceId;
+use omemo_crypto::{DeviceId, IdentityKeyPair, IdentityPublicKey};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
@@ -100,6 +105,7 @@ fn manual_timing(name: &str, store: &mut Store, jids: &[String]) {
 }
 
 fn bench(c: &mut Criterion) {
+    scale();
     let jids: Vec<String> = (0..SESSIONS).map(jid).collect();
     for (name, durability) in [
         ("synchronous=FULL", Durability::Full),
@@ -120,6 +126,121 @@ fn bench(c: &mut Criterion) {
             },
         );
     }
+}
+
+/// A file store with `sessions` sessions and their devices' identity keys, filled without
+/// waiting for the disk and reopened at the default durability.
+fn populate_scale(path: &Path, sessions: u32) -> (Store, Vec<IdentityPublicKey>) {
+    let mut store = Store::open_with(path, Durability::Normal).unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(4);
+    let mut state = vec![0u8; STATE_LEN];
+    rng.fill_bytes(&mut state);
+    let keys: Vec<IdentityPublicKey> = (0..100)
+        .map(|_| IdentityKeyPair::generate(&mut rng).public_key())
+        .collect();
+    for i in 0..sessions {
+        let jid = jid(i);
+        store
+            .record_identity_key(
+                NS,
+                &jid,
+                device(i),
+                &keys[(i % 100) as usize],
+                TrustPolicy::Toakafa,
+                1,
+            )
+            .unwrap();
+        store.store_session(NS, &jid, device(i), &state, 1).unwrap();
+    }
+    drop(store);
+    (Store::open(path).unwrap(), keys)
+}
+
+/// The store's part of one echo with the device `i`: returns the commits it made.
+fn echo(store: &mut Store, keys: &[IdentityPublicKey], i: u32, now: u64) -> u64 {
+    let before = store.commits();
+    let jid = jid(i);
+    let key = &keys[(i % 100) as usize];
+    store
+        .record_identity_key(NS, &jid, device(i), key, TrustPolicy::Toakafa, now)
+        .unwrap();
+    let (mut state, _) = store.load_sessions(NS, &jid, device(i)).unwrap().unwrap();
+    state[(now as usize) % STATE_LEN] ^= 0x5a;
+    store
+        .commit_decryption(&DecryptionCommit {
+            namespace: NS,
+            jid: &jid,
+            device_id: device(i),
+            session_state: &state,
+            previous_state: None,
+            used_pre_key: None,
+            now,
+        })
+        .unwrap();
+    store
+        .record_identity_key(NS, &jid, device(i), key, TrustPolicy::Toakafa, now)
+        .unwrap();
+    let mut state = store.load_session(NS, &jid, device(i)).unwrap().unwrap();
+    state[(now as usize + 1) % STATE_LEN] ^= 0xa5;
+    let id = store
+        .commit_encryption_queued(
+            NS,
+            &[SessionUpdate {
+                jid: &jid,
+                device_id: device(i),
+                session_state: &state,
+            }],
+            now,
+            "<message/>",
+            &[],
+        )
+        .unwrap();
+    black_box(id);
+    store.commits() - before
+}
+
+/// Per-echo store cost with 100 and with 10,000 sessions, alternating between the two.
+fn scale() {
+    const ROUNDS: usize = 10;
+    const PER_ROUND: usize = 100;
+    let dir = tempfile::tempdir().unwrap();
+    // (sessions, store, identity keys, per-echo times, commits)
+    type Scaled = (u32, Store, Vec<IdentityPublicKey>, Vec<Duration>, u64);
+    let mut stores: Vec<Scaled> = [100, SESSIONS]
+        .into_iter()
+        .map(|n| {
+            let (store, keys) = populate_scale(&dir.path().join(format!("scale{n}.sqlite")), n);
+            (n, store, keys, Vec::new(), 0)
+        })
+        .collect();
+    let mut rng = ChaCha20Rng::seed_from_u64(5);
+    let mut now = 2_000_000_000u64;
+    for _ in 0..ROUNDS {
+        for (n, store, keys, times, commits) in &mut stores {
+            for _ in 0..PER_ROUND {
+                now += 1;
+                let i = rng.next_u32() % *n;
+                let start = Instant::now();
+                *commits += echo(store, keys, i, now);
+                times.push(start.elapsed());
+            }
+        }
+    }
+    let mut medians = Vec::new();
+    for (n, _, _, times, commits) in &mut stores {
+        times.sort_unstable();
+        let median = percentile(times, 0.5);
+        println!(
+            "store part of one echo, {n} sessions, synchronous=FULL: median {median:?}, p99 {:?}, {:.2} commits per echo",
+            percentile(times, 0.99),
+            *commits as f64 / times.len() as f64,
+        );
+        medians.push(median);
+    }
+    println!(
+        "store part of one echo, {SESSIONS} / 100 sessions: {:.2}× (target within ±20 %)",
+        medians[1].as_secs_f64() / medians[0].as_secs_f64()
+    );
 }
 
 criterion_group! {

@@ -2,7 +2,7 @@
 //! keeping the decisions of not yet authenticated senders until they can be applied.
 
 use omemo_crypto::IdentityPublicKey;
-use rusqlite::{params, Transaction};
+use rusqlite::{params, Connection};
 
 use crate::error::Result;
 use crate::sql::{identity_key_from_sql, time_to_sql};
@@ -51,7 +51,7 @@ pub(crate) struct PendingDecision {
 /// order they should be applied (trust before distrust, so a key named in both ends
 /// distrusted).
 pub(crate) fn take_pending(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     sender_jid: &str,
     sender_key: &IdentityPublicKey,
 ) -> Result<Vec<PendingDecision>> {
@@ -78,7 +78,7 @@ pub(crate) fn take_pending(
 
 /// Deletes `sender_jid`'s oldest stored decisions beyond [`MAX_PENDING_PER_SENDER`]; returns
 /// how many.
-fn trim_pending(tx: &Transaction<'_>, sender_jid: &str) -> Result<usize> {
+fn trim_pending(tx: &Connection, sender_jid: &str) -> Result<usize> {
     let limit = i64::try_from(MAX_PENDING_PER_SENDER).unwrap_or(i64::MAX);
     Ok(tx
         .prepare_cached(

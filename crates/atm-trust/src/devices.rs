@@ -155,7 +155,7 @@ pub(crate) fn device_from_row(
 /// those that left the list longest ago, then those only seen in messages, least recently
 /// seen first. Their sessions go with them. Returns the deleted ids.
 pub(crate) fn trim_devices(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     namespace: Namespace,
     jid: &str,
     keep: Option<DeviceId>,

@@ -93,6 +93,10 @@ pub enum StoreError {
     /// Every pre-key id is taken (more than 2³¹−1 keys stored), which should never happen.
     #[error("no free pre-key id left")]
     PreKeyIdsExhausted,
+
+    /// A group of transactions (see [`crate::Store::begin_group`]) was misused or lost.
+    #[error("transaction group: {0}")]
+    GroupState(&'static str),
 }
 
 /// Shorthand for results of store operations.

@@ -6,7 +6,7 @@
 //! by a process that died before it was handled.
 
 use omemo_crypto::{DeviceId, IdentityPublicKey};
-use rusqlite::{params, Row, Transaction};
+use rusqlite::{params, Connection, Row};
 use zeroize::Zeroizing;
 
 use crate::devices::Namespace;
@@ -80,7 +80,7 @@ fn message_from_row(row: &Row<'_>) -> Result<InboxMessage> {
     })
 }
 
-pub(crate) fn remove_in(tx: &Transaction<'_>, ids: &[i64]) -> Result<()> {
+pub(crate) fn remove_in(tx: &Connection, ids: &[i64]) -> Result<()> {
     for id in ids {
         tx.prepare_cached("DELETE FROM inbox WHERE id = ?1")?
             .execute(params![id])?;

@@ -9,7 +9,7 @@ use omemo_crypto::{
     DeviceId, IdentityKeyPair, PreKey, PreKeyId, Signature, SignedPreKey, SignedPreKeyId, MAX_ID,
 };
 use rand_core::CryptoRngCore;
-use rusqlite::{params, OptionalExtension, Row, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::devices::Namespace;
 use crate::error::{Result, StoreError};
@@ -124,13 +124,13 @@ fn generate_signed_pre_key(
 }
 
 /// Stores `spk` as the current OMEMO 2 signed pre-key.
-fn insert_signed_pre_key(tx: &Transaction<'_>, spk: &SignedPreKey) -> Result<()> {
+fn insert_signed_pre_key(tx: &Connection, spk: &SignedPreKey) -> Result<()> {
     insert_signed_pre_key_for(tx, Namespace::Omemo2, spk)
 }
 
 /// Stores `spk` as the current signed pre-key of `namespace`.
 fn insert_signed_pre_key_for(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     namespace: Namespace,
     spk: &SignedPreKey,
 ) -> Result<()> {
@@ -149,7 +149,7 @@ fn insert_signed_pre_key_for(
 }
 
 /// Reads `next_signed_pre_key_id`, skipping ids still stored, and advances it.
-fn allocate_signed_pre_key_id(tx: &Transaction<'_>) -> Result<SignedPreKeyId> {
+fn allocate_signed_pre_key_id(tx: &Connection) -> Result<SignedPreKeyId> {
     let stored: i64 = tx.query_row(
         "SELECT next_signed_pre_key_id FROM own_device WHERE id = 1",
         [],
@@ -178,7 +178,7 @@ fn allocate_signed_pre_key_id(tx: &Transaction<'_>) -> Result<SignedPreKeyId> {
 /// Marks a pre-key of `namespace` as consumed by a key exchange. Marking it again keeps the
 /// first time. A key of the other namespace is unknown here.
 pub(crate) fn mark_pre_key_used_in(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     namespace: Namespace,
     id: PreKeyId,
     now: u64,

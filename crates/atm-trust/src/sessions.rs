@@ -2,7 +2,7 @@
 //! and the per-message transactions that keep them consistent with pre-keys and counters.
 
 use omemo_crypto::{DeviceId, PreKeyId};
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 use zeroize::Zeroizing;
 
 use crate::devices::Namespace;
@@ -54,7 +54,7 @@ pub struct DeviceCounters {
 }
 
 fn upsert_session(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     namespace: Namespace,
     jid: &str,
     device_id: DeviceId,
@@ -250,7 +250,7 @@ impl Store {
 
 /// The session, pre-key and device updates of a decryption, inside a write transaction.
 pub(crate) fn decryption_in(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     commit: &DecryptionCommit<'_>,
 ) -> Result<DeviceCounters> {
     let now = time_to_sql(commit.now);
@@ -296,7 +296,7 @@ pub(crate) fn decryption_in(
 
 /// The session and device updates of an encryption, inside a write transaction.
 fn encryption_updates(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     namespace: Namespace,
     updates: &[SessionUpdate<'_>],
     now: u64,

@@ -5,7 +5,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Savepoint, Transaction};
 
 use crate::error::{Result, StoreError};
 
@@ -62,6 +62,50 @@ impl Durability {
 /// either the state before or after the call.
 pub struct Store {
     pub(crate) conn: Connection,
+    /// Inside [`Store::begin_group`]: each method's transaction is a savepoint of the group's.
+    grouped: bool,
+    /// Transactions committed since the store was opened (see [`Store::commits`]).
+    commits: u64,
+    /// Method transactions committed inside the open group.
+    group_writes: u64,
+}
+
+/// One method's write transaction: a transaction of its own, or a savepoint inside a group
+/// (see [`Store::begin_group`]). Either way it rolls back when dropped without
+/// [`WriteTx::commit`].
+pub(crate) enum WriteTx<'a> {
+    /// A transaction of its own (`BEGIN IMMEDIATE`).
+    Own(Transaction<'a>, &'a mut u64),
+    /// A savepoint of the group's transaction, and the group's count of them.
+    Grouped(Savepoint<'a>, &'a mut u64),
+}
+
+impl std::ops::Deref for WriteTx<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        match self {
+            Self::Own(tx, _) => tx,
+            Self::Grouped(sp, _) => sp,
+        }
+    }
+}
+
+impl WriteTx<'_> {
+    /// Commits the transaction, or releases the savepoint into the group's transaction.
+    pub(crate) fn commit(self) -> Result<()> {
+        match self {
+            Self::Own(tx, commits) => {
+                tx.commit()?;
+                *commits += 1;
+            }
+            Self::Grouped(sp, writes) => {
+                sp.commit()?;
+                *writes += 1;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Debug for Store {
@@ -120,15 +164,103 @@ impl Store {
                 "SQLite refused to enable foreign keys".into(),
             ));
         }
-        Ok(Self { conn })
+        Ok(Self {
+            conn,
+            grouped: false,
+            commits: 0,
+            group_writes: 0,
+        })
     }
 
     /// Starts a write transaction that takes the write lock at once (`BEGIN IMMEDIATE`), so
-    /// it never fails half-way because another connection wrote first.
-    pub(crate) fn write(&mut self) -> Result<Transaction<'_>> {
-        Ok(self
+    /// it never fails half-way because another connection wrote first. Inside a group it is a
+    /// savepoint of the group's transaction.
+    pub(crate) fn write(&mut self) -> Result<WriteTx<'_>> {
+        if self.grouped {
+            return Ok(WriteTx::Grouped(
+                self.conn.savepoint()?,
+                &mut self.group_writes,
+            ));
+        }
+        let tx = self
             .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?)
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        Ok(WriteTx::Own(tx, &mut self.commits))
+    }
+
+    /// Starts a group: until [`Store::commit_group`] every method's transaction is a
+    /// savepoint inside one transaction, so several methods' changes (several messages'
+    /// ratchet steps) reach the disk with one commit and one sync.
+    ///
+    /// Nothing done inside a group is durable before [`Store::commit_group`] returned `Ok`:
+    /// the caller must hold back every result (a decrypted message, a stanza to send) until
+    /// then. A method that fails inside the group rolls back its own changes only, as it
+    /// would outside one. Dropping the store or calling [`Store::rollback_group`] undoes the
+    /// whole group.
+    pub fn begin_group(&mut self) -> Result<()> {
+        if self.grouped {
+            return Err(StoreError::GroupState("a group is already open"));
+        }
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        self.grouped = true;
+        self.group_writes = 0;
+        Ok(())
+    }
+
+    /// Whether the group is still open: SQLite rolls a transaction back by itself after some
+    /// errors (a full disk, I/O errors), and then the group is lost.
+    pub fn group_intact(&self) -> bool {
+        self.grouped && !self.conn.is_autocommit()
+    }
+
+    /// Whether a method wrote inside the open group (then its commit syncs the disk anyway,
+    /// and more changes can ride along for free).
+    pub fn group_has_writes(&self) -> bool {
+        self.grouped && self.group_writes > 0
+    }
+
+    /// Commits the group started by [`Store::begin_group`] in one transaction. On an error
+    /// nothing of the group is stored.
+    pub fn commit_group(&mut self) -> Result<()> {
+        if !self.grouped {
+            return Err(StoreError::GroupState("no group is open"));
+        }
+        self.grouped = false;
+        // SQLite rolls a transaction back by itself after some errors (a full disk, I/O
+        // errors): then there is nothing left to commit, and the group is lost.
+        if self.conn.is_autocommit() {
+            return Err(StoreError::GroupState(
+                "SQLite rolled the group back after an error",
+            ));
+        }
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(e.into());
+        }
+        // A group in which nothing was written commits no page and syncs nothing.
+        if self.group_writes > 0 {
+            self.commits += 1;
+        }
+        Ok(())
+    }
+
+    /// Undoes the group started by [`Store::begin_group`].
+    pub fn rollback_group(&mut self) -> Result<()> {
+        if !self.grouped {
+            return Err(StoreError::GroupState("no group is open"));
+        }
+        self.grouped = false;
+        if !self.conn.is_autocommit() {
+            self.conn.execute_batch("ROLLBACK")?;
+        }
+        Ok(())
+    }
+
+    /// How many write transactions this store has committed since it was opened (a group
+    /// counts once; a method that changed nothing and took no write lock does not count).
+    /// With [`Durability::Full`] each is one sync of the write-ahead log.
+    pub fn commits(&self) -> u64 {
+        self.commits
     }
 
     /// The highest schema version this build knows (the newest embedded migration).
@@ -276,5 +408,220 @@ mod tests {
                 .unwrap();
             assert_eq!(journal, "wal");
         }
+    }
+    use crate::{Namespace, SessionUpdate, TrustPolicy};
+    use omemo_crypto::{DeviceId, IdentityKeyPair};
+
+    const NS: Namespace = Namespace::Omemo2;
+
+    fn update<'a>(jid: &'a str, device: u32, state: &'a [u8]) -> SessionUpdate<'a> {
+        SessionUpdate {
+            jid,
+            device_id: DeviceId::new(device).unwrap(),
+            session_state: state,
+        }
+    }
+
+    fn state(store: &Store, jid: &str, device: u32) -> Option<Vec<u8>> {
+        store
+            .load_session(NS, jid, DeviceId::new(device).unwrap())
+            .unwrap()
+            .map(|s| s.to_vec())
+    }
+
+    #[test]
+    fn each_message_step_is_one_commit_and_a_known_key_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path().join("s.sqlite")).unwrap();
+        let key = IdentityKeyPair::generate(&mut rand_core::OsRng).public_key();
+        let device = DeviceId::new(7).unwrap();
+        let before = store.commits();
+        // A new key is written: one commit (the control for the next call).
+        store
+            .record_identity_key(NS, "a@example.org", device, &key, TrustPolicy::Toakafa, 1)
+            .unwrap();
+        assert_eq!(store.commits(), before + 1);
+        // The same key again changes nothing and takes no write transaction.
+        let recorded = store
+            .record_identity_key(NS, "a@example.org", device, &key, TrustPolicy::Toakafa, 2)
+            .unwrap();
+        assert!(recorded.event.is_none());
+        assert_eq!(store.commits(), before + 1);
+        store
+            .commit_encryption_queued(NS, &[update("a@example.org", 7, b"s1")], 3, "<m/>", &[])
+            .unwrap();
+        assert_eq!(store.commits(), before + 2);
+        store
+            .commit_decryption(&crate::DecryptionCommit {
+                namespace: NS,
+                jid: "a@example.org",
+                device_id: device,
+                session_state: b"s2",
+                previous_state: None,
+                used_pre_key: None,
+                now: 4,
+            })
+            .unwrap();
+        assert_eq!(store.commits(), before + 3);
+    }
+
+    #[test]
+    fn a_group_is_one_commit_and_visible_to_others_only_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        let mut store = Store::open(&path).unwrap();
+        let other = Store::open(&path).unwrap();
+        let before = store.commits();
+        store.begin_group().unwrap();
+        for device in 1..=3 {
+            store
+                .commit_encryption(NS, &[update("a@example.org", device, b"grouped")], 1)
+                .unwrap();
+        }
+        // Inside the group: visible on this connection, not yet committed.
+        assert_eq!(
+            state(&store, "a@example.org", 2).as_deref(),
+            Some(&b"grouped"[..])
+        );
+        assert_eq!(state(&other, "a@example.org", 2), None);
+        assert_eq!(store.commits(), before);
+        store.commit_group().unwrap();
+        assert_eq!(store.commits(), before + 1);
+        for device in 1..=3 {
+            assert_eq!(
+                state(&other, "a@example.org", device).as_deref(),
+                Some(&b"grouped"[..])
+            );
+        }
+        // Outside a group again, each call commits on its own.
+        store
+            .commit_encryption(NS, &[update("a@example.org", 1, b"alone")], 2)
+            .unwrap();
+        assert_eq!(store.commits(), before + 2);
+        assert_eq!(
+            state(&other, "a@example.org", 1).as_deref(),
+            Some(&b"alone"[..])
+        );
+    }
+
+    #[test]
+    fn a_failing_call_in_a_group_undoes_only_itself() {
+        let mut store = Store::open_in_memory().unwrap();
+        store.begin_group().unwrap();
+        store
+            .commit_encryption(NS, &[update("a@example.org", 1, b"kept")], 1)
+            .unwrap();
+        // The first update of this call is written, the second fails: the call rolls back.
+        let failed = store.commit_encryption(
+            NS,
+            &[
+                update("b@example.org", 1, b"undone"),
+                update("b@example.org", 2, b""),
+            ],
+            1,
+        );
+        assert!(matches!(failed, Err(StoreError::EmptySessionState)));
+        store.commit_group().unwrap();
+        assert_eq!(
+            state(&store, "a@example.org", 1).as_deref(),
+            Some(&b"kept"[..])
+        );
+        assert_eq!(state(&store, "b@example.org", 1), None);
+        assert!(store
+            .device(NS, "b@example.org", DeviceId::new(1).unwrap())
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn a_group_rolled_back_or_lost_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        let mut store = Store::open(&path).unwrap();
+        assert!(matches!(
+            store.commit_group(),
+            Err(StoreError::GroupState(_))
+        ));
+        store.begin_group().unwrap();
+        assert!(matches!(
+            store.begin_group(),
+            Err(StoreError::GroupState(_))
+        ));
+        store
+            .commit_encryption(NS, &[update("a@example.org", 1, b"x")], 1)
+            .unwrap();
+        store.rollback_group().unwrap();
+        assert_eq!(state(&store, "a@example.org", 1), None);
+
+        // SQLite dropped the transaction under the group (as it does after some I/O errors):
+        // the commit reports it instead of committing the calls made after it.
+        store.begin_group().unwrap();
+        store
+            .commit_encryption(NS, &[update("a@example.org", 1, b"y")], 1)
+            .unwrap();
+        store.conn.execute_batch("ROLLBACK").unwrap();
+        assert!(matches!(
+            store.commit_group(),
+            Err(StoreError::GroupState(_))
+        ));
+        assert_eq!(state(&store, "a@example.org", 1), None);
+
+        // A store dropped with its group open (a crash) committed none of it.
+        store.begin_group().unwrap();
+        store
+            .commit_encryption(NS, &[update("a@example.org", 1, b"z")], 1)
+            .unwrap();
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(state(&store, "a@example.org", 1), None);
+    }
+
+    #[test]
+    fn the_known_key_checks_are_not_recompiled_per_call() {
+        use rusqlite::StatementStatus;
+        let mut store = Store::open_in_memory().unwrap();
+        let keys: Vec<_> = (0..3)
+            .map(|_| IdentityKeyPair::generate(&mut rand_core::OsRng).public_key())
+            .collect();
+        for round in 0..4 {
+            for (n, key) in keys.iter().enumerate() {
+                let jid = format!("c{n}@example.org");
+                let device = DeviceId::new(u32::try_from(n).unwrap() + 1).unwrap();
+                let recorded = store
+                    .record_identity_key(NS, &jid, device, key, TrustPolicy::Toakafa, round)
+                    .unwrap();
+                assert_eq!(recorded.event.is_some(), round == 0);
+            }
+        }
+        // The statements of the read-only path, as the calls above used them.
+        for text in [
+            "SELECT identity_key FROM devices
+             WHERE jid = ?1 AND device_id = ?2 AND namespace <> ?3 AND identity_key IS NOT NULL",
+            "SELECT identity_key FROM devices
+             WHERE namespace = ?1 AND jid = ?2 AND device_id = ?3",
+            "SELECT level FROM trust WHERE jid = ?1 AND identity_key = ?2",
+        ] {
+            let stmt = store.conn.prepare_cached(text).unwrap();
+            assert!(stmt.get_status(StatementStatus::VmStep) > 0, "{text}");
+            assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0, "{text}");
+        }
+        // Control: a statement whose plan depends on a bound value is recompiled, and the
+        // counter sees it.
+        let former = "SELECT device_id FROM devices
+             WHERE namespace = ?1 AND jid = ?2 AND (active = 1 OR ?3 = 0)
+             ORDER BY device_id";
+        for round in 0..6 {
+            let mut stmt = store.conn.prepare_cached(former).unwrap();
+            let mut rows = stmt
+                .query(rusqlite::params![
+                    NS.as_str(),
+                    "c0@example.org",
+                    round % 2 == 0
+                ])
+                .unwrap();
+            while rows.next().unwrap().is_some() {}
+        }
+        let stmt = store.conn.prepare_cached(former).unwrap();
+        assert!(stmt.get_status(StatementStatus::RePrepare) >= 5);
     }
 }

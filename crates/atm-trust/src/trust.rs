@@ -2,7 +2,7 @@
 //! (XEP-0450 §security, QXmpp `QXmppTrustLevel`, `QXmppTrustSecurityPolicy`).
 
 use omemo_crypto::{DeviceId, IdentityPublicKey};
-use rusqlite::{params, OptionalExtension, Row, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::devices::Namespace;
 use crate::error::{Result, StoreError};
@@ -160,7 +160,24 @@ pub(crate) fn level_in(
     bits.map(TrustLevel::from_bits).transpose()
 }
 
-fn has_authenticated_key(tx: &Transaction<'_>, jid: &str) -> Result<bool> {
+/// The identity key stored for a device: `None` for an unknown device, `Some(None)` for a
+/// device whose key is not known yet.
+fn stored_identity_key(
+    conn: &rusqlite::Connection,
+    ns: &str,
+    jid: &str,
+    device_id: DeviceId,
+) -> Result<Option<Option<Vec<u8>>>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT identity_key FROM devices
+             WHERE namespace = ?1 AND jid = ?2 AND device_id = ?3",
+        )?
+        .query_row(params![ns, jid, device_id.get()], |row| row.get(0))
+        .optional()?)
+}
+
+fn has_authenticated_key(tx: &Connection, jid: &str) -> Result<bool> {
     Ok(tx
         .prepare_cached("SELECT EXISTS (SELECT 1 FROM trust WHERE jid = ?1 AND level = ?2)")?
         .query_row(params![jid, TrustLevel::Authenticated.bits()], |row| {
@@ -169,7 +186,7 @@ fn has_authenticated_key(tx: &Transaction<'_>, jid: &str) -> Result<bool> {
 }
 
 fn insert_event(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     jid: &str,
     key: &IdentityPublicKey,
     old: Option<TrustLevel>,
@@ -212,7 +229,7 @@ fn insert_event(
 /// records nothing. Returns true if the key became Authenticated just now (the caller then
 /// runs [`settle_authentications`]).
 fn change_level(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     jid: &str,
     key: &IdentityPublicKey,
     new: TrustLevel,
@@ -244,7 +261,7 @@ fn change_level(
 /// Sets a key's level and then carries out what every new authentication implies, all in
 /// the caller's transaction.
 pub(crate) fn set_level_and_settle(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     jid: &str,
     key: &IdentityPublicKey,
     new: TrustLevel,
@@ -263,7 +280,7 @@ pub(crate) fn set_level_and_settle(
 /// this key. Decisions that authenticate further keys are handled the same way, until
 /// nothing is left. Every pending row is deleted when applied, so this terminates.
 pub(crate) fn settle_authentications(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     mut newly_authenticated: Vec<(String, IdentityPublicKey)>,
     now: u64,
     events: &mut Vec<TrustEvent>,
@@ -303,11 +320,7 @@ pub(crate) fn settle_authentications(
     Ok(())
 }
 
-fn keys_at_level(
-    tx: &Transaction<'_>,
-    jid: &str,
-    level: TrustLevel,
-) -> Result<Vec<IdentityPublicKey>> {
+fn keys_at_level(tx: &Connection, jid: &str, level: TrustLevel) -> Result<Vec<IdentityPublicKey>> {
     let mut stmt = tx.prepare_cached(
         "SELECT identity_key FROM trust WHERE jid = ?1 AND level = ?2 ORDER BY identity_key",
     )?;
@@ -372,15 +385,26 @@ impl Store {
     ) -> Result<RecordedKey> {
         let ns = namespace.as_str();
         let now_sql = time_to_sql(now);
+        // The common case, a key already recorded for this device, changes nothing: it is
+        // answered by reads alone, without taking the write lock.
+        Store::check_key_across_versions(&self.conn, namespace, jid, device_id, key)?;
+        match stored_identity_key(&self.conn, ns, jid, device_id)? {
+            Some(Some(bytes)) if bytes.as_slice() != key.as_bytes() => {
+                return Err(StoreError::IdentityKeyChanged {
+                    jid: jid.to_owned(),
+                    device_id,
+                });
+            }
+            Some(Some(_)) => {
+                if let Some(level) = level_in(&self.conn, jid, key)? {
+                    return Ok(RecordedKey { level, event: None });
+                }
+            }
+            _ => {}
+        }
         let tx = self.write()?;
         Store::check_key_across_versions(&tx, namespace, jid, device_id, key)?;
-        let stored: Option<Option<Vec<u8>>> = tx
-            .prepare_cached(
-                "SELECT identity_key FROM devices
-                 WHERE namespace = ?1 AND jid = ?2 AND device_id = ?3",
-            )?
-            .query_row(params![ns, jid, device_id.get()], |row| row.get(0))
-            .optional()?;
+        let stored = stored_identity_key(&tx, ns, jid, device_id)?;
         match stored {
             Some(Some(bytes)) if bytes.as_slice() != key.as_bytes() => {
                 return Err(StoreError::IdentityKeyChanged {

@@ -165,7 +165,7 @@ impl Store {
     /// Checks, inside a write transaction, that `key` agrees with the identity key any other
     /// namespace recorded for the device.
     pub(crate) fn check_key_across_versions(
-        tx: &rusqlite::Transaction<'_>,
+        tx: &rusqlite::Connection,
         namespace: Namespace,
         jid: &str,
         device_id: DeviceId,

@@ -3,6 +3,9 @@
 //! `PRAGMA integrity_check` and hold exactly one committed state, consistent across all rows
 //! of the transaction.
 //!
+//! The child alternates a commit of its own with a group of two (`Store::begin_group`): a
+//! state in the middle of a group must never be found, however the kill falls.
+//!
 //! This test target has no libtest harness (`harness = false`): the same executable is the
 //! parent test and, with `ATM_TRUST_CRASH_CHILD_DB` set, the child that gets killed.
 
@@ -58,12 +61,27 @@ fn committed_seq(store: &Store) -> u64 {
     seqs[0]
 }
 
-/// The child: commits states seq+1, seq+2, … forever, printing each number after its commit.
+/// The state numbers a group ends on: the child commits states ≡ 1 (mod 3) alone and the two
+/// after them together, so a state ≡ 2 (mod 3) exists only inside a group.
+fn ends_a_group(seq: u64) -> bool {
+    seq.is_multiple_of(3)
+}
+
+/// The commit that follows the committed state `seq`.
+fn commit_after(seq: u64) -> u64 {
+    if ends_a_group(seq) {
+        seq + 1
+    } else {
+        seq + 2
+    }
+}
+
+/// The child: commits states seq+1, seq+2, … forever (see [`ends_a_group`]), printing the
+/// number of each commit after it.
 fn crash_child(path: &str) {
     let mut store = Store::open(path).unwrap();
     let mut seq = committed_seq(&store);
-    loop {
-        seq += 1;
+    let commit = |store: &mut Store, seq: u64| {
         let state = state_for(seq, STATE_LEN);
         let updates: Vec<SessionUpdate<'_>> = (1..=DEVICES)
             .map(|n| SessionUpdate {
@@ -73,6 +91,18 @@ fn crash_child(path: &str) {
             })
             .collect();
         store.commit_encryption(NS, &updates, seq).unwrap();
+    };
+    loop {
+        if ends_a_group(seq) {
+            seq += 1;
+            commit(&mut store, seq);
+        } else {
+            store.begin_group().unwrap();
+            commit(&mut store, seq + 1);
+            commit(&mut store, seq + 2);
+            store.commit_group().unwrap();
+            seq += 2;
+        }
         report_commit(seq);
     }
 }
@@ -97,16 +127,21 @@ fn sigkill_during_commits_leaves_exactly_a_committed_state() {
         let store = Store::open(&path).unwrap();
         let seq = committed_seq(&store);
         drop(store);
-        // The kill can land between a commit and its print, never before a printed commit.
+        // The kill can land between a commit and its print, never before a printed commit,
+        // and never leaves half a group.
         assert!(
-            seq == last_printed || seq == last_printed + 1,
+            seq == last_printed || seq == commit_after(last_printed),
             "round {round}: stored {seq}, last printed {last_printed}"
+        );
+        assert!(
+            seq % 3 != 2,
+            "round {round}: state {seq}, from the middle of a group"
         );
         assert!(
             seq > previous,
             "round {round}: went back from {previous} to {seq}"
         );
-        if seq == last_printed + 1 {
+        if seq != last_printed {
             landed_after_print += 1;
         }
         previous = seq;

@@ -95,6 +95,38 @@ impl Removals {
         }
     }
 
+    /// Takes the ids queued now, to delete them inside a commit that happens anyway (see
+    /// [`Removals::remove_in`]). Nothing once stopped.
+    pub(crate) fn take(&self) -> Vec<i64> {
+        if self.stopped.load(Ordering::SeqCst) {
+            return Vec::new();
+        }
+        take(&self.pending)
+    }
+
+    /// Deletes `ids` (from [`Removals::take`]) with the store already locked, inside the
+    /// caller's transaction. A failure is logged and the ids go back into the queue.
+    pub(crate) fn remove_in(&self, store: &mut Store, ids: Vec<i64>) {
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(e) = (self.remove)(store, &ids) {
+            tracing::debug!(error = %e, "cannot remove {} in a group; queued again", self.what);
+            self.requeue(ids);
+        }
+    }
+
+    /// Puts ids back into the queue (a group that would have deleted them failed).
+    pub(crate) fn requeue(&self, ids: Vec<i64>) {
+        if ids.is_empty() {
+            return;
+        }
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(ids);
+    }
+
     /// Deletes what is queued now, before a clean stop.
     pub(crate) fn flush(&self) {
         remove_now(&self.store, self.remove, self.what, &take(&self.pending));

@@ -134,6 +134,7 @@ mod outbox;
 mod publish;
 mod receive;
 mod send;
+mod store_thread;
 mod trust;
 mod types;
 mod versions;
@@ -158,6 +159,9 @@ type VersionedDevice = (Namespace, BareJid, DeviceId);
 pub struct OmemoManager {
     connection: Connection,
     store: Arc<Mutex<Store>>,
+    /// Runs [`OmemoManager::with_store`] calls, grouping their commits under load (`None`
+    /// if the thread could not be started: then each call runs on a blocking thread).
+    store_thread: Option<store_thread::StoreThread>,
     own: Arc<OwnIdentity>,
     policy: TrustPolicy,
     device_lists_fetched: AsyncMutex<HashMap<(Namespace, BareJid), Instant>>,
@@ -269,7 +273,7 @@ impl OmemoManager {
         Ok((store, own))
     }
 
-    /// Wraps an opened store and a connection.
+    /// Wraps an opened store and a connection, and starts the store's thread.
     pub fn new(
         connection: Connection,
         store: Store,
@@ -277,18 +281,31 @@ impl OmemoManager {
         policy: TrustPolicy,
     ) -> Self {
         let store = Arc::new(Mutex::new(store));
+        let acknowledged = Arc::new(Removals::new(
+            Arc::clone(&store),
+            Store::outbox_remove,
+            "acknowledged messages from the outbox",
+        ));
+        let handled = Arc::new(Removals::new(
+            Arc::clone(&store),
+            Store::inbox_remove,
+            "handled messages from the inbox",
+        ));
+        let store_thread = match store_thread::StoreThread::start(
+            Arc::downgrade(&store),
+            vec![Arc::clone(&acknowledged), Arc::clone(&handled)],
+        ) {
+            Ok(thread) => Some(thread),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the store thread; using blocking tasks");
+                None
+            }
+        };
         Self {
             connection,
-            acknowledged: Arc::new(Removals::new(
-                Arc::clone(&store),
-                Store::outbox_remove,
-                "acknowledged messages from the outbox",
-            )),
-            handled: Arc::new(Removals::new(
-                Arc::clone(&store),
-                Store::inbox_remove,
-                "handled messages from the inbox",
-            )),
+            store_thread,
+            acknowledged,
+            handled,
             store,
             own: Arc::new(own),
             policy,
@@ -314,12 +331,17 @@ impl OmemoManager {
         &self.connection
     }
 
-    /// Runs `f` with the store on a blocking thread.
+    /// Runs `f` with the store on the store's thread. The result comes back once what `f`
+    /// changed is committed: calls that queue up while the thread is busy share one commit
+    /// (see [`Store::begin_group`]); if that commit fails, they all get an error.
     pub async fn with_store<T, F>(&self, f: F) -> Result<T, OmemoError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Store) -> T + Send + 'static,
     {
+        if let Some(thread) = &self.store_thread {
+            return thread.call(f).await;
+        }
         let store = Arc::clone(&self.store);
         tokio::task::spawn_blocking(move || f(&mut lock(&store)))
             .await
