@@ -36,14 +36,18 @@ fn take(pending: &Mutex<Vec<i64>>) -> Vec<i64> {
     )
 }
 
-fn remove_now(store: &Mutex<Store>, remove: Remove, what: &'static str, ids: &[i64]) {
-    if ids.is_empty() {
-        return;
-    }
+/// Deletes what is queued, taking the queue with the store locked. Every path that takes ids
+/// (this, and the store thread's group commits) does so under that lock, so once this has the
+/// lock, ids taken earlier are committed and none is on its way.
+fn drain(store: &Mutex<Store>, pending: &Mutex<Vec<i64>>, remove: Remove, what: &'static str) {
     let mut store = store
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Err(e) = remove(&mut store, ids) {
+    let ids = take(pending);
+    if ids.is_empty() {
+        return;
+    }
+    if let Err(e) = remove(&mut store, &ids) {
         tracing::warn!(error = %e, count = ids.len(), "cannot remove {what}");
     }
 }
@@ -80,10 +84,10 @@ impl Removals {
                 while rx.recv().await.is_some() {
                     tokio::time::sleep(GATHER).await;
                     while rx.try_recv().is_ok() {}
-                    let ids = take(&pending);
                     let store = Arc::clone(&store);
+                    let pending = Arc::clone(&pending);
                     let _ = tokio::task::spawn_blocking(move || {
-                        remove_now(&store, remove, what, &ids);
+                        drain(&store, &pending, remove, what);
                     })
                     .await;
                 }
@@ -127,9 +131,10 @@ impl Removals {
             .extend(ids);
     }
 
-    /// Deletes what is queued now, before a clean stop.
+    /// Deletes what is queued now, before a clean stop; ids a group commit already took are
+    /// committed by the time this returns (see [`drain`]).
     pub(crate) fn flush(&self) {
-        remove_now(&self.store, self.remove, self.what, &take(&self.pending));
+        drain(&self.store, &self.pending, self.remove, self.what);
     }
 
     /// Deletes what is queued now and nothing after: at a stop, what is dropped from then on
