@@ -193,7 +193,7 @@ up: up-server
     $(cat "{{state}}/echo-bot.out")
 
     The echo bot is {{"$"}}DEMO_BOT_JID on 127.0.0.1:{{"$"}}DEMO_PORT (logs: .run/up/echo-bot.log).
-    Talk to it from an OMEMO 2 client (Kaidan, or any QXmpp-based client) as:
+    Talk to it from an OMEMO client (Conversations, Gajim, Dino, Monal, Profanity, Kaidan) as:
       {{"$"}}DEMO_ALICE_JID  password in {{"$"}}DEMO_ALICE_PASSWORD_FILE
       {{"$"}}DEMO_BOB_JID    password in {{"$"}}DEMO_BOB_PASSWORD_FILE
     Server: 127.0.0.1 port {{"$"}}DEMO_PORT, StartTLS with the CA in {{"$"}}DEMO_CA_FILE.
