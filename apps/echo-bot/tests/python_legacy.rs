@@ -221,30 +221,7 @@ async fn one_account_with_an_omemo2_and_a_legacy_device_talks_to_a_dual_stack_ec
     // Our own parsers read the dual-stack device in both namespaces: one id, one identity.
     let pybot = server.jid("pybot").unwrap();
     let mut raw = RawClient::login(&server, "carol", &password("carol")).await;
-    assert_eq!(
-        legacy_pep::omemo2_device_ids(&mut raw, &pybot).await,
-        vec![echo_device]
-    );
-    let legacy_ids: Vec<DeviceId> = match legacy_pep::legacy_device_list(&mut raw, &pybot).await {
-        Fetched::Found(list) => list.ids().collect(),
-        other => panic!("no legacy device list: {other:?}"),
-    };
-    assert_eq!(legacy_ids, vec![echo_device]);
-    let omemo2_bundle = legacy_pep::omemo2_bundle(&mut raw, &pybot, echo_device).await;
-    let legacy_bundle = match legacy_pep::legacy_bundle(&mut raw, &pybot, echo_device).await {
-        Fetched::Found(bundle) => bundle,
-        other => panic!("no legacy bundle: {other:?}"),
-    };
-    assert_eq!(legacy_bundle.identity_key(), omemo2_bundle.identity_key());
-    assert_eq!(
-        legacy_bundle.legacy_identity_key().fingerprint(),
-        omemo2_bundle.identity_key().fingerprint()
-    );
-    // Each version has its own signed pre-key and pre-keys.
-    assert_ne!(
-        legacy_bundle.signed_pre_key().as_bytes(),
-        omemo2_bundle.signed_pre_key().as_bytes()
-    );
+    legacy_pep::assert_one_device_in_both_versions(&mut raw, &pybot, echo_device).await;
 
     // One account, two devices, two versions, at the same time.
     let count = MESSAGES.to_string();
@@ -330,28 +307,8 @@ async fn python_legacy_sender_talks_to_the_rust_echo_bot() {
     let bot_jid = server.jid("bot").unwrap();
     let bot_device = DeviceId::new(bot.device.parse().unwrap()).unwrap();
     let mut raw = RawClient::login(&server, "carol", &password("carol")).await;
-    assert_eq!(
-        legacy_pep::omemo2_device_ids(&mut raw, &bot_jid).await,
-        vec![bot_device]
-    );
-    match legacy_pep::legacy_device_list(&mut raw, &bot_jid).await {
-        Fetched::Found(list) => assert_eq!(list.ids().collect::<Vec<_>>(), vec![bot_device]),
-        other => panic!("no legacy device list: {other:?}"),
-    }
-    let omemo2_bundle = legacy_pep::omemo2_bundle(&mut raw, &bot_jid, bot_device).await;
-    let legacy_before = match legacy_pep::legacy_bundle(&mut raw, &bot_jid, bot_device).await {
-        Fetched::Found(bundle) => bundle,
-        other => panic!("no legacy bundle: {other:?}"),
-    };
-    assert_eq!(legacy_before.identity_key(), omemo2_bundle.identity_key());
-    assert_eq!(
-        legacy_before.legacy_identity_key().fingerprint(),
-        omemo2_bundle.identity_key().fingerprint()
-    );
-    assert_ne!(
-        legacy_before.signed_pre_key().as_bytes(),
-        omemo2_bundle.signed_pre_key().as_bytes()
-    );
+    let (omemo2_bundle, legacy_before) =
+        legacy_pep::assert_one_device_in_both_versions(&mut raw, &bot_jid, bot_device).await;
     assert_eq!(legacy_before.pre_keys().len(), 100);
 
     let started = Instant::now();

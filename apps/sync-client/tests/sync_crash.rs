@@ -11,15 +11,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use sync_client::bookmarks::Format;
-use sync_client::sync::{TEST_PAUSE_AT, TEST_RESUME};
 
 mod common;
 
-use common::vault::{server_with, start_vault_bot, url, urls, wait_for_stderr, Device};
+use common::vault::{server_with, start_vault_bot, url, urls, Device};
 
 fn sorted(names: &[String]) -> Vec<String> {
     let mut urls: Vec<String> = names.iter().map(|n| url(n)).collect();
@@ -78,19 +76,7 @@ async fn a_client_killed_at_any_step_of_a_sync_loses_nothing_and_duplicates_noth
         laptop_names.push(local.clone());
         laptop.write(&refs(&laptop_names));
 
-        let mut child = laptop
-            .command(&server, "sync", &[])
-            .env(TEST_PAUSE_AT, step)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        wait_for_stderr(
-            &mut child,
-            &format!("test pause at {step}"),
-            Duration::from_secs(120),
-        )
-        .await;
+        let mut child = laptop.sync_paused_at(&server, step, None).await;
         child.kill().await.unwrap();
 
         // Never a half-written file: the old one, or the merged one.
@@ -149,20 +135,9 @@ async fn the_bot_killed_during_a_sync_loses_nothing() {
     laptop.write(&refs(&laptop_names));
     names.push("during-crash".into());
     let resume = dir.path().join("resume");
-    let mut child = laptop
-        .command(&server, "sync", &[])
-        .env(TEST_PAUSE_AT, "pending")
-        .env(TEST_RESUME, &resume)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_stderr(
-        &mut child,
-        "test pause at pending",
-        Duration::from_secs(120),
-    )
-    .await;
+    let child = laptop
+        .sync_paused_at(&server, "pending", Some(&resume))
+        .await;
     bot.kill().await.unwrap();
     // The push goes out while the bot is down; the client sends it again until the bot is
     // back, and the bot answers the repeat.

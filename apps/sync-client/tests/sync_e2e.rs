@@ -8,11 +8,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use sync_client::bookmarks::Format;
-use sync_client::sync::{TEST_PAUSE_AT, TEST_RESUME};
 use test_prosody::TestServer;
 use xmpp_core::client::Client;
 use xmpp_core::jid::Jid;
@@ -22,7 +20,7 @@ mod common;
 
 use common::vault::{
     bot_command, expected, server_with, start_vault_bot, start_vault_bot_with, url, urls,
-    wait_for_file_text, wait_for_stderr, with_filler, Device, MARKER,
+    wait_for_file_text, with_filler, Device, MARKER,
 };
 
 fn stderr(output: &std::process::Output) -> String {
@@ -174,20 +172,9 @@ async fn three_clients_syncing_at_the_same_moment_converge_through_cas_retries()
     let resume = dir.path().join("resume");
     let mut children = Vec::new();
     for device in &devices {
-        let mut child = device
-            .command(&server, "sync", &[])
-            .env(TEST_PAUSE_AT, "pending")
-            .env(TEST_RESUME, &resume)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        wait_for_stderr(
-            &mut child,
-            "test pause at pending",
-            Duration::from_secs(120),
-        )
-        .await;
+        let child = device
+            .sync_paused_at(&server, "pending", Some(&resume))
+            .await;
         children.push(child);
     }
     std::fs::write(&resume, "").unwrap();

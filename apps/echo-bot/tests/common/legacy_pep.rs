@@ -94,3 +94,33 @@ pub(crate) async fn publish_legacy_device_list(
     }
     panic!("publishing did not finish");
 }
+
+/// Checks that `jid` publishes `device` as one device in both namespaces: the only id of
+/// both device lists, one identity (the same fingerprint) in both bundles, and a signed
+/// pre-key of its own per version. Returns the OMEMO 2 and the legacy bundle.
+pub(crate) async fn assert_one_device_in_both_versions(
+    raw: &mut RawClient,
+    jid: &BareJid,
+    device: DeviceId,
+) -> (Bundle, legacy::Bundle) {
+    assert_eq!(omemo2_device_ids(raw, jid).await, vec![device]);
+    match legacy_device_list(raw, jid).await {
+        Fetched::Found(list) => assert_eq!(list.ids().collect::<Vec<_>>(), vec![device]),
+        other => panic!("no legacy device list for {jid}: {other:?}"),
+    }
+    let omemo2 = omemo2_bundle(raw, jid, device).await;
+    let legacy = match legacy_bundle(raw, jid, device).await {
+        Fetched::Found(bundle) => bundle,
+        other => panic!("no legacy bundle for {jid}/{device}: {other:?}"),
+    };
+    assert_eq!(legacy.identity_key(), omemo2.identity_key());
+    assert_eq!(
+        legacy.legacy_identity_key().fingerprint(),
+        omemo2.identity_key().fingerprint()
+    );
+    assert_ne!(
+        legacy.signed_pre_key().as_bytes(),
+        omemo2.signed_pre_key().as_bytes()
+    );
+    (omemo2, legacy)
+}

@@ -6,6 +6,7 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use sync_client::bookmarks::{self, Bookmark, BookmarkTree, Folder, FolderRole, Format, Node};
+use sync_client::sync::{TEST_PAUSE_AT, TEST_RESUME};
 use test_prosody::TestServer;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -202,6 +203,31 @@ impl Device {
             .stdin(Stdio::null())
             .kill_on_drop(true);
         cmd
+    }
+
+    /// Starts `sync-client sync` told to stop at `step` (and, with `resume`, to go on once
+    /// that file exists) and waits until it says it stopped there. Its stdout is piped when it
+    /// is to go on (its summary is read), dropped otherwise.
+    pub(crate) async fn sync_paused_at(
+        &self,
+        server: &TestServer,
+        step: &str,
+        resume: Option<&Path>,
+    ) -> Child {
+        let mut command = self.command(server, "sync", &[]);
+        command.env(TEST_PAUSE_AT, step).stderr(Stdio::piped());
+        match resume {
+            Some(resume) => command.env(TEST_RESUME, resume).stdout(Stdio::piped()),
+            None => command.stdout(Stdio::null()),
+        };
+        let mut child = command.spawn().unwrap();
+        wait_for_stderr(
+            &mut child,
+            &format!("test pause at {step}"),
+            Duration::from_secs(120),
+        )
+        .await;
+        child
     }
 
     pub(crate) async fn run(&self, server: &TestServer, command: &str, extra: &[&str]) -> Output {

@@ -331,6 +331,27 @@ impl OmemoManager {
         &self.connection
     }
 
+    /// Runs one [`Engine`] step on the store (see [`OmemoManager::with_store`]) with our
+    /// device, the trust policy, the current time and the operating system's random source.
+    async fn with_engine<T, F>(&self, f: F) -> Result<T, OmemoError>
+    where
+        T: Send + 'static,
+        F: for<'a> FnOnce(Engine<'a, OsRng>) -> T + Send + 'static,
+    {
+        let own = Arc::clone(&self.own);
+        let policy = self.policy;
+        self.with_store(move |store| {
+            f(Engine {
+                store,
+                own: &own,
+                policy,
+                now: now(),
+                rng: &mut OsRng,
+            })
+        })
+        .await
+    }
+
     /// Runs `f` with the store on the store's thread. The result comes back once what `f`
     /// changed is committed: calls that queue up while the thread is busy share one commit
     /// (see [`Store::begin_group`]); if that commit fails, they all get an error.

@@ -114,27 +114,13 @@ impl OmemoManager {
         // messages we sent never reach the program.
         let keep = (!sent_carbon).then(|| header.clone());
         let decrypt = || {
-            let own = Arc::clone(&self.own);
-            let policy = self.policy;
             let encrypted = Arc::clone(&encrypted);
             let sender = sender.clone();
             let recipient = recipient.clone();
             let keep = keep.clone();
             async move {
-                self.with_store(move |store| {
-                    Engine {
-                        store,
-                        own: &own,
-                        policy,
-                        now: now(),
-                        rng: &mut OsRng,
-                    }
-                    .decrypt::<V>(
-                        &encrypted,
-                        &sender,
-                        &recipient,
-                        keep.as_ref(),
-                    )
+                self.with_engine(move |engine| {
+                    engine.decrypt::<V>(&encrypted, &sender, &recipient, keep.as_ref())
                 })
                 .await
                 .map_err(|_| ReceiveError::Internal)?
@@ -185,20 +171,9 @@ impl OmemoManager {
                 return false;
             }
         };
-        let own = Arc::clone(&self.own);
-        let policy = self.policy;
         let jid = jid.clone();
         let learned = self
-            .with_store(move |store| {
-                Engine {
-                    store,
-                    own: &own,
-                    policy,
-                    now: now(),
-                    rng: &mut OsRng,
-                }
-                .learn_identity::<V>(&jid, device, &bundle)
-            })
+            .with_engine(move |engine| engine.learn_identity::<V>(&jid, device, &bundle))
             .await;
         matches!(learned, Ok(Ok(true)))
     }
@@ -258,20 +233,9 @@ impl OmemoManager {
         let Some(bundle) = self.fetch_bundle::<V>(jid, device).await? else {
             return Ok(());
         };
-        let own = Arc::clone(&self.own);
-        let policy = self.policy;
         let jid_owned = jid.clone();
         let built = self
-            .with_store(move |store| {
-                Engine {
-                    store,
-                    own: &own,
-                    policy,
-                    now: now(),
-                    rng: &mut OsRng,
-                }
-                .build_session::<V>(&jid_owned, device, &bundle)
-            })
+            .with_engine(move |engine| engine.build_session::<V>(&jid_owned, device, &bundle))
             .await??;
         if built {
             tracing::info!(%jid, %device, node = V::BUNDLE_NODE, "built a new session after a message without one");

@@ -234,9 +234,6 @@ impl OmemoManager {
         for result in fetched {
             bundles.extend(result?);
         }
-
-        let own = Arc::clone(&self.own);
-        let policy = self.policy;
         let to_owned = to.clone();
         let devices: Vec<(BareJid, DeviceId)> = devices
             .into_iter()
@@ -246,15 +243,8 @@ impl OmemoManager {
         let stanza_id = self.iq_id("msg");
         let id_for_store = stanza_id.clone();
         let encrypted = self
-            .with_store(move |store| {
-                Engine {
-                    store,
-                    own: &own,
-                    policy,
-                    now: now(),
-                    rng: &mut OsRng,
-                }
-                .encrypt::<V>(Outgoing {
+            .with_engine(move |engine| {
+                engine.encrypt::<V>(Outgoing {
                     accept,
                     devices: &devices,
                     to_required,
@@ -326,21 +316,10 @@ impl OmemoManager {
         jid: &BareJid,
         device: DeviceId,
     ) -> Result<(), OmemoError> {
-        let policy = self.policy;
-        let own = Arc::clone(&self.own);
         let jid_owned = jid.clone();
         let stanza_id = self.iq_id("empty");
         let queued = self
-            .with_store(move |store| {
-                Engine {
-                    store,
-                    own: &own,
-                    policy,
-                    now: now(),
-                    rng: &mut OsRng,
-                }
-                .empty_message::<V>(&jid_owned, device, &stanza_id)
-            })
+            .with_engine(move |engine| engine.empty_message::<V>(&jid_owned, device, &stanza_id))
             .await??;
         if let Some((outbox_id, message)) = queued {
             self.send_queued(outbox_id, message).await?;
