@@ -118,6 +118,24 @@ async fn start_peer(mut command: Command) -> (Child, Value, tokio::task::JoinHan
     (child, ready, rest)
 }
 
+/// Starts the Python echo as `pybot` speaking `versions` (e.g. `legacy`, `omemo2,legacy`),
+/// its state under `dir`, and waits until it is ready.
+async fn start_python_echo(
+    server: &TestServer,
+    dir: &std::path::Path,
+    versions: &str,
+) -> (Child, Value, tokio::task::JoinHandle<Vec<Value>>) {
+    let data = dir.join("pybot");
+    let data = data.to_str().unwrap();
+    start_peer(peer(
+        server,
+        "pybot",
+        "echo",
+        &["--versions", versions, "--data-dir", data],
+    ))
+    .await
+}
+
 fn summary_of(lines: &[Value]) -> Value {
     lines
         .iter()
@@ -140,14 +158,7 @@ async fn stop_peer(mut child: Child, events: tokio::task::JoinHandle<Vec<Value>>
 async fn python_legacy_sender_talks_to_python_legacy_echo() {
     let server = server(&["pybot", "alice"]);
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("pybot");
-    let (echo, ready, echo_events) = start_peer(peer(
-        &server,
-        "pybot",
-        "echo",
-        &["--versions", "legacy", "--data-dir", data.to_str().unwrap()],
-    ))
-    .await;
+    let (echo, ready, echo_events) = start_python_echo(&server, dir.path(), "legacy").await;
     assert_eq!(ready["versions"], serde_json::json!(["legacy"]));
     let echo_device = ready["device_id"].as_u64().unwrap();
 
@@ -202,19 +213,7 @@ async fn python_legacy_sender_talks_to_python_legacy_echo() {
 async fn one_account_with_an_omemo2_and_a_legacy_device_talks_to_a_dual_stack_echo() {
     let server = server(&["pybot", "alice", "carol"]);
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("pybot");
-    let (echo, ready, echo_events) = start_peer(peer(
-        &server,
-        "pybot",
-        "echo",
-        &[
-            "--versions",
-            "omemo2,legacy",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-    ))
-    .await;
+    let (echo, ready, echo_events) = start_python_echo(&server, dir.path(), "omemo2,legacy").await;
     let echo_device =
         DeviceId::new(u32::try_from(ready["device_id"].as_u64().unwrap()).unwrap()).unwrap();
 
@@ -448,14 +447,7 @@ async fn one_account_with_an_omemo2_and_a_legacy_device_talks_to_the_rust_echo_b
 async fn rust_client_talks_legacy_to_the_python_legacy_echo() {
     let server = server(&["pybot", "carol"]);
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("pybot");
-    let (echo, ready, echo_events) = start_peer(peer(
-        &server,
-        "pybot",
-        "echo",
-        &["--versions", "legacy", "--data-dir", data.to_str().unwrap()],
-    ))
-    .await;
+    let (echo, ready, echo_events) = start_python_echo(&server, dir.path(), "legacy").await;
     let echo_device = ready["device_id"].as_u64().unwrap();
 
     let settings = settings(&server, "carol", &dir.path().join("carol.sqlite3"));
