@@ -27,11 +27,12 @@ use test_prosody::TestServer;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 use xmpp_core::client::{Client, ClientEvent};
-use xmpp_core::settings::{AccountSettings, Password, ServerAddress, TrustPolicySetting};
 
 mod common;
 
-use common::e2e::{alice_db, report, send_command, server, start_echo_bot, write_bookmarks};
+use common::e2e::{
+    alice_db, client_settings, report, send_command, server, start_echo_bot, write_bookmarks,
+};
 
 /// Bookmarks in the file: enough for a couple of dozen chunks.
 const BOOKMARKS: usize = 15_000;
@@ -441,20 +442,8 @@ async fn drain_late_echoes(
     if wanted.is_empty() {
         return Vec::new();
     }
-    let settings = AccountSettings {
-        jid: server.jid("alice").unwrap(),
-        password: Password::new("alice-password".to_owned()),
-        server: Some(ServerAddress {
-            host: "127.0.0.1".to_owned(),
-            port: server.port(),
-        }),
-        ca_file: Some(server.ca_file().to_owned()),
-        insecure_plaintext: false,
-        db: db.to_owned(),
-        // The label sync-client publishes by default.
-        label: "sync-client".to_owned(),
-        trust_policy: TrustPolicySetting::Toakafa,
-    };
+    // The label sync-client publishes by default.
+    let settings = client_settings(server, "alice", db.to_owned(), "sync-client");
     let (client, mut events) = Client::start(&settings).await.unwrap();
     let mut arrived = Vec::new();
     let deadline = Instant::now() + PATIENCE;

@@ -5,22 +5,19 @@
 // Test helpers outside #[test] functions fail loudly on purpose.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use test_prosody::TestServer;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use xmpp_core::client::Client;
-use xmpp_core::jid::Jid;
-use xmpp_core::settings::{AccountSettings, Password, ServerAddress, TrustPolicySetting};
 
 mod common;
 
 use common::e2e::{
-    report, server, start_echo_bot, sync_client, sync_client_command, workspace_root,
-    write_bookmarks,
+    plaintext_to_the_bot, report, server, start_echo_bot, sync_client, sync_client_command,
+    workspace_root, write_bookmarks,
 };
 
 fn python() -> PathBuf {
@@ -140,35 +137,7 @@ async fn sends_a_small_set_and_5000_bookmarks_to_the_echo_bot() {
         "a chunk reached the server in plaintext"
     );
     // The positive control: the same header sent as a plaintext body is in the log.
-    plaintext_to_the_bot(&server, dir.path(), &header).await;
-}
-
-/// Sends `body` to the bot unencrypted, as alice from a new device, and waits until the
-/// server's stanza log shows it.
-async fn plaintext_to_the_bot(server: &TestServer, dir: &Path, body: &str) {
-    let settings = AccountSettings {
-        jid: server.jid("alice").unwrap(),
-        password: Password::new("alice-password".to_owned()),
-        server: Some(ServerAddress {
-            host: "127.0.0.1".to_owned(),
-            port: server.port(),
-        }),
-        ca_file: Some(server.ca_file().to_owned()),
-        insecure_plaintext: false,
-        db: dir.join("alice-control.sqlite3"),
-        label: "positive control".to_owned(),
-        trust_policy: TrustPolicySetting::Toakafa,
-    };
-    let (client, _events) = Client::start(&settings).await.unwrap();
-    client
-        .send_plaintext(Jid::from(server.jid("bot").unwrap()), body)
-        .await
-        .unwrap();
-    server
-        .wait_for_stanza_log(body, Duration::from_secs(20))
-        .await
-        .unwrap();
-    client.close().await;
+    plaintext_to_the_bot(&server, dir.path(), "alice", &header).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,7 +164,7 @@ async fn bad_files_are_refused_before_anything_is_sent() {
     // Nothing logged in: the input is checked before connecting.
     assert!(!server.stanza_log().contains("alice@localhost"));
     // The positive control: a login as alice does show in the log.
-    plaintext_to_the_bot(&server, dir.path(), "a login as alice").await;
+    plaintext_to_the_bot(&server, dir.path(), "alice", "a login as alice").await;
     assert!(server.stanza_log().contains("alice@localhost"));
 }
 

@@ -7,17 +7,13 @@
 // Test helpers outside #[test] functions fail loudly on purpose.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
 use std::time::Duration;
 
 use sync_client::bookmarks::Format;
-use test_prosody::TestServer;
-use xmpp_core::client::Client;
-use xmpp_core::jid::Jid;
-use xmpp_core::settings::{AccountSettings, Password, ServerAddress, TrustPolicySetting};
 
 mod common;
 
+use common::e2e::plaintext_to_the_bot;
 use common::vault::{
     bot_command, expected, server_with, start_vault_bot, start_vault_bot_with, url, urls,
     wait_for_file_text, with_filler, Device, MARKER,
@@ -144,7 +140,7 @@ async fn three_clients_in_three_formats_sync_in_turns_and_end_with_the_same_tree
     );
     // The positive control: a marker URL in a plaintext message does show in the log.
     let control = url("control");
-    plaintext(&server, dir.path(), &control).await;
+    plaintext_to_the_bot(&server, dir.path(), "eve", &control).await;
     assert!(server.stanza_log().contains(&control));
 }
 
@@ -383,30 +379,4 @@ async fn an_untrusted_device_gets_nothing_until_it_is_trusted() {
     laptop.timeout = 90;
     let synced = laptop.sync_ok(&server, &[]).await;
     assert_eq!(synced["revision"], 1, "{synced}");
-}
-
-async fn plaintext(server: &TestServer, dir: &Path, body: &str) {
-    let settings = AccountSettings {
-        jid: server.jid("eve").unwrap(),
-        password: Password::new("eve-password".to_owned()),
-        server: Some(ServerAddress {
-            host: "127.0.0.1".to_owned(),
-            port: server.port(),
-        }),
-        ca_file: Some(server.ca_file().to_owned()),
-        insecure_plaintext: false,
-        db: dir.join("eve-control.sqlite3"),
-        label: "positive control".to_owned(),
-        trust_policy: TrustPolicySetting::Toakafa,
-    };
-    let (client, _events) = Client::start(&settings).await.unwrap();
-    client
-        .send_plaintext(Jid::from(server.jid("bot").unwrap()), body)
-        .await
-        .unwrap();
-    server
-        .wait_for_stanza_log(body, Duration::from_secs(20))
-        .await
-        .unwrap();
-    client.close().await;
 }

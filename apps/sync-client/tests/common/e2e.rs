@@ -205,3 +205,42 @@ pub(crate) fn write_bookmarks(path: &Path, count: usize) {
     html.push_str("</DL><p>\n");
     std::fs::write(path, html).unwrap();
 }
+
+/// The library-client settings of `user` (password `<user>-password`) on the test server,
+/// with its OMEMO state in `db`.
+pub(crate) fn client_settings(
+    server: &TestServer,
+    user: &str,
+    db: PathBuf,
+    label: &str,
+) -> xmpp_core::settings::AccountSettings {
+    use xmpp_core::settings::{AccountSettings, Password, ServerAddress, TrustPolicySetting};
+    AccountSettings {
+        jid: server.jid(user).unwrap(),
+        password: Password::new(format!("{user}-password")),
+        server: Some(ServerAddress {
+            host: "127.0.0.1".to_owned(),
+            port: server.port(),
+        }),
+        ca_file: Some(server.ca_file().to_owned()),
+        insecure_plaintext: false,
+        db,
+        label: label.to_owned(),
+        trust_policy: TrustPolicySetting::Toakafa,
+    }
+}
+
+/// Sends `body` to the bot unencrypted, as `user` from a new device, and waits until the
+/// server's stanza log shows it: the positive control of the "never in plaintext" checks.
+pub(crate) async fn plaintext_to_the_bot(server: &TestServer, dir: &Path, user: &str, body: &str) {
+    let db = dir.join(format!("{user}-control.sqlite3"));
+    let settings = client_settings(server, user, db, "positive control");
+    let (client, _events) = xmpp_core::client::Client::start(&settings).await.unwrap();
+    let bot = xmpp_core::jid::Jid::from(server.jid("bot").unwrap());
+    client.send_plaintext(bot, body).await.unwrap();
+    server
+        .wait_for_stanza_log(body, Duration::from_secs(20))
+        .await
+        .unwrap();
+    client.close().await;
+}
