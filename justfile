@@ -53,6 +53,13 @@ package:
     crates=$(python3 .ci/publishable.py)
     args=()
     for crate in $crates; do args+=(-p "$crate"); done
+    # Verifying a crate builds it against the .crate files just made for its workspace
+    # dependencies, which cargo unpacks under $CARGO_HOME/registry/src/-<hash of this
+    # checkout's path>/<name>-<version>. An unpacked copy from an earlier run at the same path
+    # is reused as it is, so a second checkout of a newer commit there would be verified
+    # against the old sources of its unchanged-version dependencies. Remove those copies.
+    cargo_home=${CARGO_HOME:-$HOME/.cargo}
+    for crate in $crates; do rm -rf "$cargo_home"/registry/src/-*/"$crate"-[0-9]*; done
     # --allow-dirty: a developer's `just test` with uncommitted changes packages them too (CI
     # packages a clean clone).
     cargo package --locked --allow-dirty "${args[@]}"
