@@ -624,4 +624,58 @@ mod tests {
         let stmt = store.conn.prepare_cached(former).unwrap();
         assert!(stmt.get_status(StatementStatus::RePrepare) >= 5);
     }
+
+    #[test]
+    fn the_cross_version_lookups_do_not_scan_other_accounts_devices() {
+        use rusqlite::StatementStatus;
+        let mut store = Store::open_in_memory().unwrap();
+        let key = IdentityKeyPair::generate(&mut rand_core::OsRng).public_key();
+        // Other accounts' devices, as a bot that has talked to many people stores them.
+        for n in 0..200 {
+            store
+                .record_identity_key(
+                    NS,
+                    &format!("other{n}@example.org"),
+                    DeviceId::new(7).unwrap(),
+                    &key,
+                    TrustPolicy::Toakafa,
+                    0,
+                )
+                .unwrap();
+        }
+        let device = DeviceId::new(7).unwrap();
+        store
+            .record_identity_key(NS, "c@example.org", device, &key, TrustPolicy::Toakafa, 0)
+            .unwrap();
+        store
+            .record_identity_key(NS, "c@example.org", device, &key, TrustPolicy::Toakafa, 1)
+            .unwrap();
+        assert_eq!(store.device_versions("c@example.org").unwrap().len(), 1);
+        let statements = [
+            // check_key_across_versions
+            "SELECT identity_key FROM devices
+             WHERE jid = ?1 AND device_id = ?2 AND namespace <> ?3 AND identity_key IS NOT NULL",
+            // device_versions
+            "SELECT d.namespace, d.device_id, d.active, d.identity_key,
+                    EXISTS (SELECT 1 FROM sessions s
+                            WHERE s.namespace = d.namespace AND s.jid = d.jid
+                              AND s.device_id = d.device_id)
+             FROM devices d WHERE d.jid = ?1",
+        ];
+        for text in statements {
+            let stmt = store.conn.prepare_cached(text).unwrap();
+            assert!(
+                stmt.get_status(StatementStatus::VmStep) > 0,
+                "not run: {text}"
+            );
+            assert_eq!(stmt.get_status(StatementStatus::FullscanStep), 0, "{text}");
+        }
+        // Control: the counter sees a scan of the devices table.
+        let mut scan = store
+            .conn
+            .prepare_cached("SELECT count(*) FROM devices WHERE label IS NULL")
+            .unwrap();
+        let _: i64 = scan.query_row([], |row| row.get(0)).unwrap();
+        assert!(scan.get_status(StatementStatus::FullscanStep) >= 200);
+    }
 }
