@@ -56,6 +56,7 @@ pub struct TestServerBuilder {
     interface: String,
     extra: Vec<String>,
     websocket: bool,
+    debug_log: bool,
 }
 
 impl Default for TestServerBuilder {
@@ -67,6 +68,7 @@ impl Default for TestServerBuilder {
             interface: "127.0.0.1".to_owned(),
             extra: Vec::new(),
             websocket: false,
+            debug_log: true,
         }
     }
 }
@@ -117,6 +119,15 @@ impl TestServerBuilder {
         self
     }
 
+    /// Whether Prosody logs at debug level with every stanza (`mod_stanza_debug`), which
+    /// [`TestServer::stanza_log`] reads; on by default. Benchmarks turn it off: writing each
+    /// stanza to the log costs the server more CPU than routing it, more for larger stanzas,
+    /// and a production server logs at `info`. Without it the log has `info` and above.
+    pub fn debug_log(mut self, enable: bool) -> Self {
+        self.debug_log = enable;
+        self
+    }
+
     /// Generates everything and starts Prosody; returns once the port accepts connections.
     pub fn start(self) -> anyhow::Result<TestServer> {
         let prosody = find_program("prosody").ok_or_else(|| {
@@ -141,6 +152,7 @@ impl TestServerBuilder {
             allow_plaintext: self.allow_plaintext,
             interface: self.interface,
             extra: self.extra,
+            debug_log: self.debug_log,
             port: 0,
             http_port: None,
             child: None,
@@ -186,6 +198,7 @@ pub struct TestServer {
     allow_plaintext: bool,
     interface: String,
     extra: Vec<String>,
+    debug_log: bool,
     port: u16,
     /// The HTTP port serving WebSocket, when enabled.
     http_port: Option<u16>,
@@ -372,6 +385,7 @@ impl TestServer {
             allow_plaintext: self.allow_plaintext,
             interface: &self.interface,
             extra: &self.extra,
+            debug_log: self.debug_log,
         });
         fs::write(self.config_file(), config).context("writing prosody.cfg.lua")
     }
@@ -448,6 +462,7 @@ struct ConfigValues<'a> {
     allow_plaintext: bool,
     interface: &'a str,
     extra: &'a [String],
+    debug_log: bool,
 }
 
 fn lua_string(s: &str) -> String {
@@ -475,7 +490,7 @@ run_as_root = true
 pidfile = {pidfile}
 data_path = {data}
 certificates = {certs}
-log = {{ debug = {log} }}
+log = {{ {log_level} = {log} }}
 
 -- Interactive traffic: no Nagle delay on the server's sockets.
 network_settings = {{ nagle = false }}
@@ -489,7 +504,7 @@ https_ports = {{ }}
 
 modules_enabled = {{
     "roster"; "saslauth"; "tls"; "disco"; "carbons"; "pep"; "mam"; "offline";
-    "smacks"; "register"; "ping"; "time"; "version"; "posix"; "stanza_debug";{websocket_module}
+    "smacks"; "register"; "ping"; "time"; "version"; "posix";{stanza_debug}{websocket_module}
 }}
 {websocket_options}
 modules_disabled = {{ "s2s" }}
@@ -507,6 +522,12 @@ VirtualHost {domain}
         data = path("data"),
         certs = path("certs"),
         log = path("prosody.log"),
+        log_level = if v.debug_log { "debug" } else { "info" },
+        stanza_debug = if v.debug_log {
+            " \"stanza_debug\";"
+        } else {
+            ""
+        },
         port = v.port,
         http_ports = v.http_port.map(|p| p.to_string()).unwrap_or_default(),
         // Browser clients also expect blocking (XEP-0191): Converse.js waits for it before
@@ -635,6 +656,7 @@ mod tests {
             allow_plaintext: false,
             interface: "127.0.0.1",
             extra: &["smacks_hibernation_time = 5".to_owned()],
+            debug_log: true,
         });
         for needle in [
             "\nsmacks_hibernation_time = 5\n",
@@ -661,6 +683,7 @@ mod tests {
             allow_plaintext: false,
             interface: "127.0.0.1",
             extra: &[],
+            debug_log: true,
         });
         for needle in [
             "http_ports = { 23456 }",
@@ -671,5 +694,27 @@ mod tests {
         ] {
             assert!(config.contains(needle), "missing {needle}");
         }
+    }
+
+    #[test]
+    fn without_debug_log_the_server_logs_info_and_no_stanzas() {
+        let values = |debug_log| ConfigValues {
+            dir: Path::new("/tmp/x"),
+            domain: "localhost",
+            port: 12345,
+            http_port: None,
+            allow_plaintext: false,
+            interface: "127.0.0.1",
+            extra: &[],
+            debug_log,
+        };
+        let quiet = render_config(&values(false));
+        assert!(quiet.contains("log = { info = \"/tmp/x/prosody.log\" }"));
+        assert!(!quiet.contains("stanza_debug"));
+        assert!(!quiet.contains("debug ="));
+        // The same values with the debug log: the difference is the option alone.
+        let debug = render_config(&values(true));
+        assert!(debug.contains("\"stanza_debug\""));
+        assert!(debug.contains("log = { debug = \"/tmp/x/prosody.log\" }"));
     }
 }
