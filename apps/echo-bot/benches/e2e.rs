@@ -401,6 +401,17 @@ fn add_sessions(db: &Path, bot_jid: &BareJid, from: u32, total: u32) {
             )
             .unwrap();
     }
+    drop(store);
+    // A long-running bot's write-ahead log is checkpointed as it goes; without this the bot
+    // would copy the whole filling into the database file during the measured run.
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let busy: i64 = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(
+        busy, 0,
+        "the checkpoint after filling the store did not complete"
+    );
 }
 
 fn workspace_root() -> PathBuf {
@@ -568,7 +579,8 @@ async fn sequential(messages: usize) {
     );
     match one_sender_syncs {
         Some(syncs) => println!(
-            "bot fsyncs per echo, one sequential sender: {syncs:.2} (target ≤ 1 per message)"
+            "bot fsyncs, one sequential sender: {syncs:.2} per echo, {:.2} per message (an echo is two; target ≤ 1 per message)",
+            syncs / 2.0
         ),
         None => println!("bot fsyncs per echo, one sender: NOT MEASURED (strace is not installed)"),
     }
@@ -692,11 +704,17 @@ async fn bench() {
         many.rss_kib as f64 / 1024.0
     );
     match (few.syncs, many.syncs) {
-        (Some(a), Some(b)) => println!(
-            "bot fsyncs per echo, burst of {clients} senders: {:.2} ({FEW_SESSIONS} sessions), {:.2} ({MANY_SESSIONS} sessions) (target < 0.5 per message)",
-            a as f64 / few.rtts.len() as f64,
-            b as f64 / many.rtts.len() as f64,
-        ),
+        (Some(a), Some(b)) => {
+            let (a, b) = (
+                a as f64 / few.rtts.len() as f64,
+                b as f64 / many.rtts.len() as f64,
+            );
+            println!(
+                "bot fsyncs per echo, burst of {clients} senders: {a:.2} ({FEW_SESSIONS} sessions), {b:.2} ({MANY_SESSIONS} sessions); per message (an echo is two): {:.2}, {:.2} (target < 0.5 per message)",
+                a / 2.0,
+                b / 2.0,
+            );
+        }
         _ => println!("bot fsyncs per echo: NOT MEASURED (strace is not installed)"),
     }
     sequential(sequential_messages).await;

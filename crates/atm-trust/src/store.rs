@@ -256,6 +256,35 @@ impl Store {
         Ok(())
     }
 
+    /// Runs `f` with commits that do not wait for the disk (`synchronous=NORMAL` while it
+    /// runs), for changes whose loss in a power failure only repeats work already done, such
+    /// as removing an acknowledged outbox row or a handled inbox row: lost, the message is
+    /// sent or handed over once more, as after a crash just before the removal. Never for a
+    /// ratchet step.
+    ///
+    /// The write-ahead log is written in order, so the next synced commit makes these
+    /// commits durable too: a power loss can lose only the unsynced commits after the last
+    /// synced one, never a synced commit. Not inside a group (its commit decides the sync).
+    /// These commits are not counted by [`Store::commits`].
+    pub fn unsynced<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> Result<T> {
+        if self.grouped {
+            return Err(StoreError::GroupState("unsynced commits inside a group"));
+        }
+        let synchronous: i64 = self
+            .conn
+            .query_row("PRAGMA synchronous", [], |row| row.get(0))?;
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let commits = self.commits;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)));
+        self.commits = commits;
+        // Restored before anything else can commit, also when `f` panicked.
+        let restored = self.conn.pragma_update(None, "synchronous", synchronous);
+        match outcome {
+            Ok(value) => restored.map(|()| value).map_err(Into::into),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
     /// How many write transactions this store has committed since it was opened (a group
     /// counts once; a method that changed nothing and took no write lock does not count).
     /// With [`Durability::Full`] each is one sync of the write-ahead log.
@@ -677,5 +706,47 @@ mod tests {
             .unwrap();
         let _: i64 = scan.query_row([], |row| row.get(0)).unwrap();
         assert!(scan.get_status(StatementStatus::FullscanStep) >= 200);
+    }
+
+    #[test]
+    fn unsynced_commits_only_while_it_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path().join("s.sqlite")).unwrap();
+        let synchronous = |store: &Store| -> i64 {
+            store
+                .conn
+                .query_row("PRAGMA synchronous", [], |row| row.get(0))
+                .unwrap()
+        };
+        // Control: the store syncs every commit (FULL = 2).
+        assert_eq!(synchronous(&store), 2);
+        let during = store
+            .unsynced(|store| {
+                store
+                    .commit_encryption(NS, &[update("a@example.org", 1, b"x")], 1)
+                    .unwrap();
+                synchronous(store)
+            })
+            .unwrap();
+        assert_eq!(during, 1);
+        assert_eq!(synchronous(&store), 2);
+        assert_eq!(
+            state(&store, "a@example.org", 1).as_deref(),
+            Some(&b"x"[..])
+        );
+        assert_eq!(store.commits(), 0);
+        // Restored after a panic too.
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            store.unsynced(|_| panic!("inside")).unwrap();
+        }));
+        assert!(panicked.is_err());
+        assert_eq!(synchronous(&store), 2);
+        // Not inside a group, whose commit decides the sync.
+        store.begin_group().unwrap();
+        assert!(matches!(
+            store.unsynced(|_| ()),
+            Err(StoreError::GroupState(_))
+        ));
+        store.rollback_group().unwrap();
     }
 }

@@ -36,10 +36,28 @@ fn take(pending: &Mutex<Vec<i64>>) -> Vec<i64> {
     )
 }
 
+/// Whether a removal's own commit waits for the disk.
+#[derive(Debug, Clone, Copy)]
+enum Commit {
+    /// It does not ([`Store::unsynced`]): the task's removals between messages. A removal
+    /// lost in a power failure repeats a send or a hand-over, as a crash just before it
+    /// would; the next message's synced commit makes it durable. Without this, a contact
+    /// writing every few seconds would cost the bot a third sync per echo.
+    Lazy,
+    /// It does: at a stop, the last commit before the store closes.
+    Synced,
+}
+
 /// Deletes what is queued, taking the queue with the store locked. Every path that takes ids
 /// (this, and the store thread's group commits) does so under that lock, so once this has the
 /// lock, ids taken earlier are committed and none is on its way.
-fn drain(store: &Mutex<Store>, pending: &Mutex<Vec<i64>>, remove: Remove, what: &'static str) {
+fn drain(
+    store: &Mutex<Store>,
+    pending: &Mutex<Vec<i64>>,
+    remove: Remove,
+    what: &'static str,
+    commit: Commit,
+) {
     let mut store = store
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -47,7 +65,11 @@ fn drain(store: &Mutex<Store>, pending: &Mutex<Vec<i64>>, remove: Remove, what: 
     if ids.is_empty() {
         return;
     }
-    if let Err(e) = remove(&mut store, &ids) {
+    let removed = match commit {
+        Commit::Lazy => store.unsynced(|store| remove(store, &ids)).and_then(|r| r),
+        Commit::Synced => remove(&mut store, &ids),
+    };
+    if let Err(e) = removed {
         tracing::warn!(error = %e, count = ids.len(), "cannot remove {what}");
     }
 }
@@ -87,7 +109,7 @@ impl Removals {
                     let store = Arc::clone(&store);
                     let pending = Arc::clone(&pending);
                     let _ = tokio::task::spawn_blocking(move || {
-                        drain(&store, &pending, remove, what);
+                        drain(&store, &pending, remove, what, Commit::Lazy);
                     })
                     .await;
                 }
@@ -134,7 +156,13 @@ impl Removals {
     /// Deletes what is queued now, before a clean stop; ids a group commit already took are
     /// committed by the time this returns (see [`drain`]).
     pub(crate) fn flush(&self) {
-        drain(&self.store, &self.pending, self.remove, self.what);
+        drain(
+            &self.store,
+            &self.pending,
+            self.remove,
+            self.what,
+            Commit::Synced,
+        );
     }
 
     /// Deletes what is queued now and nothing after: at a stop, what is dropped from then on
