@@ -2,6 +2,7 @@
 //! up, send encrypted content, and receive a stream of [`ClientEvent`]s.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use atm_trust::TrustPolicy;
@@ -84,15 +85,16 @@ pub struct Client {
     answers: Answers,
 }
 
-/// The program's end of a client: events in order, `None` once the client stopped. Read it
-/// continuously; while it is full, inbound messages wait in bounded per-sender queues and
-/// what does not fit there is dropped.
+/// The program's end of a client: events, each sender's in order, `None` once the client
+/// stopped. Read it continuously; while it is full, inbound messages wait in bounded
+/// per-sender queues and what does not fit there is dropped.
 pub type ClientEvents = mpsc::Receiver<ClientEvent>;
 
 /// Events decrypted ahead of the program. What is decrypted but not yet handled survives a
 /// crash in the store's inbox (see [`Receipt`]) and comes back at the next start; one event
-/// ahead keeps that backlog, and the replay after a crash, small while decryption still
-/// overlaps the program's work.
+/// ahead (plus at most one finished message per sender decrypted at the same time, see
+/// [`CONCURRENT_SENDERS`]) keeps that backlog, and the replay after a crash, small while
+/// decryption still overlaps the program's work.
 const APP_QUEUE: usize = 1;
 /// Inbound messages one sender may have waiting for decryption.
 const PER_SENDER_QUEUE: usize = 128;
@@ -103,6 +105,8 @@ const INBOUND_QUEUE: usize = 2048;
 struct Queues {
     state: Mutex<InboundState>,
     ready: Notify,
+    /// Messages being decrypted now (see [`Decrypting`]).
+    decrypting: std::sync::atomic::AtomicUsize,
 }
 
 /// One queued message.
@@ -143,6 +147,7 @@ impl Queues {
                 archived: 0,
             }),
             ready: Notify::new(),
+            decrypting: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -252,7 +257,9 @@ fn answer_subscription(connection: &Connection, own: &BareJid, presence: &Presen
 }
 
 /// Takes events from the inbound queues (control first, then senders in turn), decrypts and
-/// hands them to the program; waits while the program's queue is full.
+/// hands them to the program; waits while the program's queue is full. Messages of different
+/// senders are decrypted at the same time (see [`CONCURRENT_SENDERS`]) and handed over as
+/// they finish; a sender's messages one after another, in order.
 async fn work(manager: Arc<OmemoManager>, inbound: Arc<Queues>, tx: mpsc::Sender<ClientEvent>) {
     // First what a previous process decrypted but did not finish handling.
     for message in manager.take_inbox().await {
@@ -267,15 +274,30 @@ async fn work(manager: Arc<OmemoManager>, inbound: Arc<Queues>, tx: mpsc::Sender
         }
     }
     let mut first_online = true;
+    let mut decrypting = Decrypting::default();
     loop {
         let next = {
             let mut state = inbound.lock();
-            if let Some(event) = state.control.pop_front() {
-                if let Event::Online { resumed: false, .. } = event {
-                    tokio::spawn(catch_up(Arc::clone(&manager), Arc::clone(&inbound)));
+            if !state.control.is_empty() {
+                // Served before any message not yet started, after those already started.
+                if decrypting.is_empty() {
+                    match state.control.pop_front() {
+                        Some(event) => {
+                            if let Event::Online { resumed: false, .. } = event {
+                                tokio::spawn(catch_up(Arc::clone(&manager), Arc::clone(&inbound)));
+                            }
+                            Next::Control(event)
+                        }
+                        None => Next::Wait,
+                    }
+                } else {
+                    Next::Finish
                 }
-                Some(Inbound::Live(event))
-            } else if let Some((sender, event)) = state.messages.pop() {
+            } else if let Some((sender, item)) = decrypting
+                .has_room()
+                .then(|| state.messages.pop_where(|sender| !decrypting.busy(sender)))
+                .flatten()
+            {
                 if state.messages.queued(&sender) == 0 {
                     if let Some(dropped) = state.flooding.remove(&sender) {
                         tracing::warn!(%sender, dropped, "inbound flood over: messages were dropped");
@@ -288,24 +310,44 @@ async fn work(manager: Arc<OmemoManager>, inbound: Arc<Queues>, tx: mpsc::Sender
                     );
                     state.overflow = 0;
                 }
-                Some(event)
+                Next::Start(sender, item)
+            } else if !decrypting.is_empty() {
+                Next::FinishOrArrive
             } else if state.closed {
                 break;
             } else {
-                None
+                Next::Wait
             }
         };
         let keep_going = match next {
-            Some(Inbound::Live(event)) => {
-                handle_event(&manager, event, &tx, &mut first_online).await
+            Next::Control(event) => handle_event(&manager, event, &tx, &mut first_online).await,
+            Next::Start(sender, item) => {
+                decrypting.start(sender, handle_inbound(Arc::clone(&manager), item));
+                inbound
+                    .decrypting
+                    .store(decrypting.running.len(), Ordering::SeqCst);
+                true
             }
-            Some(Inbound::Archived(message)) => {
-                match handle_message(&manager, &message, Origin::Archive).await {
-                    Some(event) => tx.send(event).await.is_ok(),
-                    None => !tx.is_closed(),
+            Next::Finish => match decrypting.next().await {
+                Some(out) => {
+                    inbound
+                        .decrypting
+                        .store(decrypting.running.len(), Ordering::SeqCst);
+                    hand_over(out, &tx).await
                 }
-            }
-            None => {
+                None => true,
+            },
+            Next::FinishOrArrive => tokio::select! {
+                out = decrypting.next() => match out {
+                    Some(out) => {
+                        inbound.decrypting.store(decrypting.running.len(), Ordering::SeqCst);
+                        hand_over(out, &tx).await
+                    }
+                    None => true,
+                },
+                () = inbound.ready.notified() => true,
+            },
+            Next::Wait => {
                 inbound.ready.notified().await;
                 true
             }
@@ -313,6 +355,97 @@ async fn work(manager: Arc<OmemoManager>, inbound: Arc<Queues>, tx: mpsc::Sender
         if !keep_going {
             break;
         }
+    }
+}
+
+/// What the worker does next.
+enum Next {
+    /// Handles a connection event (online, offline), with no message in flight.
+    Control(Event),
+    /// Starts decrypting a sender's message.
+    Start(BareJid, Inbound),
+    /// Waits for a message in flight and hands it over.
+    Finish,
+    /// Waits for a message in flight or for a new arrival, whichever comes first.
+    FinishOrArrive,
+    /// Waits for a new arrival.
+    Wait,
+}
+
+/// Senders whose messages are decrypted at the same time, one message each. Their ratchet
+/// steps reach the store thread together and share one commit (see
+/// [`crate::omemo::store_thread`]), where one at a time would cost each message a sync of its
+/// own; a sender's next message waits for its previous one, so each sender's order holds.
+const CONCURRENT_SENDERS: usize = 8;
+
+/// One message's decryption, yielding its sender and the event for the program.
+type Decryption =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (BareJid, Option<ClientEvent>)> + Send>>;
+
+/// The messages being decrypted: at most one per sender, at most [`CONCURRENT_SENDERS`].
+#[derive(Default)]
+struct Decrypting {
+    running: futures::stream::FuturesUnordered<Decryption>,
+    senders: std::collections::HashSet<BareJid>,
+}
+
+impl Decrypting {
+    fn is_empty(&self) -> bool {
+        self.running.is_empty()
+    }
+
+    fn has_room(&self) -> bool {
+        self.running.len() < CONCURRENT_SENDERS
+    }
+
+    /// Whether a message of `sender` is being decrypted.
+    fn busy(&self, sender: &BareJid) -> bool {
+        self.senders.contains(sender)
+    }
+
+    fn start(
+        &mut self,
+        sender: BareJid,
+        handling: impl std::future::Future<Output = Option<ClientEvent>> + Send + 'static,
+    ) {
+        self.senders.insert(sender.clone());
+        self.running
+            .push(Box::pin(async move { (sender, handling.await) }));
+    }
+
+    /// The next message finished (in any order between senders); `None` if none is running.
+    async fn next(&mut self) -> Option<Option<ClientEvent>> {
+        use futures::StreamExt as _;
+        let (sender, out) = self.running.next().await?;
+        self.senders.remove(&sender);
+        Some(out)
+    }
+}
+
+/// Decrypts one queued message.
+async fn handle_inbound(manager: Arc<OmemoManager>, item: Inbound) -> Option<ClientEvent> {
+    match item {
+        Inbound::Live(Event::Message(message)) => {
+            handle_message(&manager, &message, Origin::Live).await
+        }
+        Inbound::Live(Event::Carbon { direction, message }) => {
+            let origin = match direction {
+                CarbonDirection::Sent => Origin::SentCarbon,
+                CarbonDirection::Received => Origin::Live,
+            };
+            handle_message(&manager, &message, origin).await
+        }
+        // The dispatcher queues only messages and carbons by sender.
+        Inbound::Live(_) => None,
+        Inbound::Archived(message) => handle_message(&manager, &message, Origin::Archive).await,
+    }
+}
+
+/// Hands a finished message's event to the program; false when the program is gone.
+async fn hand_over(out: Option<ClientEvent>, tx: &mpsc::Sender<ClientEvent>) -> bool {
+    match out {
+        Some(event) => tx.send(event).await.is_ok(),
+        None => !tx.is_closed(),
     }
 }
 
@@ -458,6 +591,12 @@ impl Client {
         &self.manager
     }
 
+    /// Inbound messages being decrypted right now: at most one per sender, several senders'
+    /// at once (for monitoring and tests).
+    pub fn decrypting(&self) -> usize {
+        self.inbound.decrypting.load(Ordering::SeqCst)
+    }
+
     /// Our bare JID.
     pub fn jid(&self) -> &BareJid {
         &self.manager.own().jid
@@ -547,7 +686,7 @@ impl Client {
     }
 }
 
-/// Handles one connection event; false when the receiver is gone.
+/// Handles a control event (online, offline); false when the receiver is gone.
 async fn handle_event(
     manager: &Arc<OmemoManager>,
     event: Event,
@@ -585,20 +724,10 @@ async fn handle_event(
             Some(ClientEvent::Online { resumed })
         }
         Event::Offline => Some(ClientEvent::Offline),
-        Event::Message(message) => handle_message(manager, &message, Origin::Live).await,
-        Event::Carbon { direction, message } => {
-            let origin = match direction {
-                CarbonDirection::Sent => Origin::SentCarbon,
-                CarbonDirection::Received => Origin::Live,
-            };
-            handle_message(manager, &message, origin).await
-        }
-        Event::Presence(_) => None,
+        // Messages and carbons go through the per-sender queues (see `handle_inbound`).
+        Event::Message(_) | Event::Carbon { .. } | Event::Presence(_) => None,
     };
-    match out {
-        Some(event) => tx.send(event).await.is_ok(),
-        None => !tx.is_closed(),
-    }
+    hand_over(out, tx).await
 }
 
 /// Where a message came from.

@@ -60,8 +60,17 @@ impl<K: Hash + Eq + Clone, T> FairQueue<K, T> {
     }
 
     /// The oldest item of the key whose turn it is; that key goes to the back of the line.
+    #[cfg(test)]
     pub(crate) fn pop(&mut self) -> Option<(K, T)> {
-        let key = self.turn.pop_front()?;
+        self.pop_where(|_| true)
+    }
+
+    /// Like [`FairQueue::pop`], from the first key in line for which `ready` holds (the worker
+    /// passes over senders with a message still being decrypted); the keys passed over keep
+    /// their place.
+    pub(crate) fn pop_where(&mut self, ready: impl FnMut(&K) -> bool) -> Option<(K, T)> {
+        let index = self.turn.iter().position(ready)?;
+        let key = self.turn.remove(index)?;
         let queue = self.queues.get_mut(&key)?;
         let item = queue.pop_front()?;
         self.len -= 1;
@@ -153,6 +162,24 @@ mod tests {
         assert_eq!(queue.pop(), Some(("a", 1)));
         queue.push("a", 2).unwrap();
         assert_eq!(queue.pop(), Some(("b", 1)));
+        assert_eq!(queue.pop(), Some(("a", 2)));
+        assert_eq!(queue.pop(), None);
+    }
+
+    #[test]
+    fn keys_passed_over_keep_their_place_and_order() {
+        let mut queue = FairQueue::new(10, 100);
+        for (key, item) in [("a", 1), ("b", 1), ("c", 1), ("a", 2), ("b", 2)] {
+            queue.push(key, item).unwrap();
+        }
+        // "a" is busy: "b" is served, and "a" stays first in line.
+        assert_eq!(queue.pop_where(|k| *k != "a"), Some(("b", 1)));
+        assert_eq!(queue.pop_where(|k| *k != "a"), Some(("c", 1)));
+        // Only "a" and "b" are left, both busy: nothing, and nothing is lost.
+        assert_eq!(queue.pop_where(|k| *k != "a" && *k != "b"), None);
+        assert_eq!(queue.len(), 3);
+        assert_eq!(queue.pop(), Some(("a", 1)));
+        assert_eq!(queue.pop(), Some(("b", 2)));
         assert_eq!(queue.pop(), Some(("a", 2)));
         assert_eq!(queue.pop(), None);
     }

@@ -369,6 +369,14 @@ impl OmemoManager {
             .map_err(|_| OmemoError::Task)
     }
 
+    /// Store calls queued behind the one running (a measure of load: under a burst of
+    /// several senders' messages, the calls waiting at one moment share one commit).
+    pub fn store_calls_waiting(&self) -> usize {
+        self.store_thread
+            .as_ref()
+            .map_or(0, store_thread::StoreThread::waiting)
+    }
+
     fn iq_id(&self, what: &str) -> String {
         let n = self
             .next_id

@@ -11,6 +11,7 @@
 //! of it is stored.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, Weak};
 
@@ -33,6 +34,8 @@ pub(crate) const MAX_GROUP: usize = 64;
 /// The sending side of the store thread. The thread ends when this is dropped.
 pub(crate) struct StoreThread {
     jobs: mpsc::Sender<Job>,
+    /// Calls queued and not yet taken by the thread.
+    waiting: Arc<AtomicUsize>,
 }
 
 impl StoreThread {
@@ -44,10 +47,17 @@ impl StoreThread {
         removals: Vec<Arc<Removals>>,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Job>();
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let taken = Arc::clone(&waiting);
         std::thread::Builder::new()
             .name("omemo-store".to_owned())
-            .spawn(move || run(&store, &removals, &rx))?;
-        Ok(Self { jobs: tx })
+            .spawn(move || run(&store, &removals, &rx, &taken))?;
+        Ok(Self { jobs: tx, waiting })
+    }
+
+    /// Calls queued and not yet started.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
     }
 
     /// Runs `f` on the store thread; its result comes back once what it changed is committed.
@@ -76,12 +86,21 @@ impl StoreThread {
                 let _ = tx.send(result);
             })
         });
-        self.jobs.send(job).map_err(|_| OmemoError::Task)?;
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        if self.jobs.send(job).is_err() {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(OmemoError::Task);
+        }
         Ok(rx)
     }
 }
 
-fn run(store: &Weak<Mutex<Store>>, removals: &[Arc<Removals>], rx: &mpsc::Receiver<Job>) {
+fn run(
+    store: &Weak<Mutex<Store>>,
+    removals: &[Arc<Removals>],
+    rx: &mpsc::Receiver<Job>,
+    waiting: &AtomicUsize,
+) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
@@ -90,6 +109,7 @@ fn run(store: &Weak<Mutex<Store>>, removals: &[Arc<Removals>], rx: &mpsc::Receiv
                 Err(_) => break,
             }
         }
+        waiting.fetch_sub(jobs.len(), Ordering::SeqCst);
         let Some(store) = store.upgrade() else {
             // The manager is gone: the callers get errors (their receivers are dropped).
             return;
@@ -203,9 +223,11 @@ mod tests {
         started_rx
             .recv_timeout(std::time::Duration::from_secs(10))
             .unwrap();
+        assert_eq!(thread.waiting(), 0, "the running call is not waiting");
         let waiting: Vec<_> = (4..=6)
             .map(|device| thread.submit(encrypt_for(device)).unwrap())
             .collect();
+        assert_eq!(thread.waiting(), 3);
         release_tx.send(()).unwrap();
         blocker.await.unwrap().unwrap();
         for result in waiting {
@@ -214,6 +236,7 @@ mod tests {
             assert!((4..=6).all(|device| committed(&observer, device)));
         }
         assert_eq!(lock(&store).commits(), before + 4);
+        assert_eq!(thread.waiting(), 0);
     }
 
     #[tokio::test]
