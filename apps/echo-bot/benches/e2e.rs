@@ -2,7 +2,8 @@
 //! plaintext echo over the same connection stack and once against the real OMEMO echo bot.
 //!
 //! Prints throughput, round-trip p50/p99, the bot's CPU time per message and its peak RSS,
-//! and the OMEMO/plaintext throughput ratio. The OMEMO run happens twice: with 100 extra
+//! the server's CPU time per message and how busy its one thread was, and the OMEMO/plaintext
+//! throughput ratio. The OMEMO run happens twice: with 100 extra
 //! stored sessions (with generated peers) in the bot's database, then, with other client
 //! accounts, after the database was filled up to 10,000 extra sessions; the bench prints the
 //! bot's CPU per message of both runs side by side and its peak RSS in the second.
@@ -209,23 +210,7 @@ impl Bot {
     /// id (`/proc/<pid>/task/<tid>/schedstat`: nanosecond resolution, where `/proc/<pid>/stat`
     /// counts 10 ms ticks, too coarse for a plaintext echo's few tens of microseconds).
     fn thread_cpu(&self) -> std::collections::HashMap<u32, u64> {
-        let mut threads = std::collections::HashMap::new();
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid)) else {
-            return threads;
-        };
-        for task in tasks.flatten() {
-            let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
-                continue;
-            };
-            // A thread may exit between the listing and the read.
-            let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
-                continue;
-            };
-            if let Some(ns) = stat.split_whitespace().next().and_then(|v| v.parse().ok()) {
-                threads.insert(tid, ns);
-            }
-        }
-        threads
+        thread_cpu(self.pid)
     }
 
     /// The bot's peak RSS in KiB, from /proc.
@@ -252,14 +237,39 @@ struct RunResult {
     rtts: Vec<Duration>,
     wall: Duration,
     cpu: f64,
+    /// The server's CPU seconds in the same time (Prosody runs its work on one thread).
+    server_cpu: f64,
     rss_kib: u64,
     /// The bot's syncs (`fsync`, `fdatasync`) during the timed part, when traced.
     syncs: Option<usize>,
 }
 
-/// The CPU seconds the bot ran between two [`Bot::thread_cpu`] readings. A thread that
-/// exited in between is not counted; the bot's threads (runtime workers, the store thread)
-/// live as long as it does.
+/// The CPU time each live thread of process `pid` has run so far, in nanoseconds, by thread
+/// id (`/proc/<pid>/task/<tid>/schedstat`).
+fn thread_cpu(pid: u32) -> std::collections::HashMap<u32, u64> {
+    let mut threads = std::collections::HashMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return threads;
+    };
+
+    for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        // A thread may exit between the listing and the read.
+        let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        if let Some(ns) = stat.split_whitespace().next().and_then(|v| v.parse().ok()) {
+            threads.insert(tid, ns);
+        }
+    }
+    threads
+}
+
+/// The CPU seconds a process ran between two [`thread_cpu`] readings. A thread that exited
+/// in between is not counted; the bot's threads (runtime workers, the store thread) and the
+/// server's live as long as they do.
 fn cpu_between(
     before: &std::collections::HashMap<u32, u64>,
     after: &std::collections::HashMap<u32, u64>,
@@ -282,12 +292,14 @@ fn report(name: &str, run: &RunResult) -> f64 {
     let n = rtts.len() as f64;
     let throughput = n / run.wall.as_secs_f64();
     println!(
-        "{name:<10} {:>7} msgs  {throughput:>8.1} msg/s  p50 {:>8.2?}  p99 {:>8.2?}  bot CPU/msg {:>8.1} µs  bot peak RSS {:>6.1} MB",
+        "{name:<10} {:>7} msgs  {throughput:>8.1} msg/s  p50 {:>8.2?}  p99 {:>8.2?}  bot CPU/msg {:>8.1} µs  bot peak RSS {:>6.1} MB  server CPU/msg {:>7.1} µs (busy {:>3.0} %)",
         rtts.len(),
         percentile(&rtts, 0.5),
         percentile(&rtts, 0.99),
         run.cpu / n * 1e6,
         run.rss_kib as f64 / 1024.0,
+        run.server_cpu / n * 1e6,
+        run.server_cpu / run.wall.as_secs_f64() * 100.0,
     );
     throughput
 }
@@ -633,7 +645,9 @@ async fn bench() {
         })
         .collect();
     start.wait().await;
+    let server_pid = server.pid().unwrap();
     let cpu0 = bot.thread_cpu();
+    let server0 = thread_cpu(server_pid);
     let started = Instant::now();
     let mut rtts = Vec::new();
     for task in tasks {
@@ -641,12 +655,14 @@ async fn bench() {
     }
     let wall = started.elapsed();
     let cpu1 = bot.thread_cpu();
+    let server1 = thread_cpu(server_pid);
     let rss = bot.peak_rss_kib();
     bot.stop().await;
     let plain = RunResult {
         rtts,
         wall,
         cpu: cpu_between(&cpu0, &cpu1),
+        server_cpu: cpu_between(&server0, &server1),
         rss_kib: rss,
         syncs: None,
     };
@@ -690,8 +706,10 @@ async fn bench() {
         per_message(&plain) * 1e6,
     );
     println!(
-        "OMEMO/plaintext throughput: {:.0} % (target ≥ 80 %)",
+        "OMEMO/plaintext throughput: {:.0} % (target ≥ 80 %); the server's CPU per message: {:.1}× the plaintext one's, its one thread busy {:.0} % of the OMEMO run",
         few_tp / plain_tp * 100.0,
+        (few.server_cpu / few.rtts.len() as f64) / (plain.server_cpu / plain.rtts.len() as f64),
+        few.server_cpu / few.wall.as_secs_f64() * 100.0,
     );
     println!(
         "bot CPU per OMEMO echo with {MANY_SESSIONS} / with {FEW_SESSIONS} extra stored sessions: {:.2}× ({:.0} µs / {:.0} µs; target within ±20 %)",
@@ -768,7 +786,9 @@ async fn omemo_run(
         })
         .collect();
     start.wait().await;
+    let server_pid = server.pid().unwrap();
     let cpu0 = bot.thread_cpu();
+    let server0 = thread_cpu(server_pid);
     let syncs0 = bot.syncs();
     let started = Instant::now();
     let mut rtts = Vec::new();
@@ -777,6 +797,7 @@ async fn omemo_run(
     }
     let wall = started.elapsed();
     let cpu1 = bot.thread_cpu();
+    let server1 = thread_cpu(server_pid);
     let rss = bot.peak_rss_kib();
     let syncs = bot.syncs().zip(syncs0).map(|(b, a)| b - a);
     bot.stop().await;
@@ -784,6 +805,7 @@ async fn omemo_run(
         rtts,
         wall,
         cpu: cpu_between(&cpu0, &cpu1),
+        server_cpu: cpu_between(&server0, &server1),
         rss_kib: rss,
         syncs,
     }

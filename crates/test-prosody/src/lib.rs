@@ -247,6 +247,11 @@ impl TestServer {
         &self.ca_file
     }
 
+    /// The server's process id, while it runs (benchmarks read its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The directory holding config, data, certificates and logs.
     pub fn dir(&self) -> &Path {
         self.dir.path()
