@@ -646,6 +646,25 @@ fn tail(path: &Path, lines: usize) -> String {
 mod tests {
     use super::*;
 
+    /// The values of a server at /tmp/x on port 12345 with `http_port`, `extra` options and
+    /// the debug log on or off.
+    fn values<'a>(
+        http_port: Option<u16>,
+        extra: &'a [String],
+        debug_log: bool,
+    ) -> ConfigValues<'a> {
+        ConfigValues {
+            dir: Path::new("/tmp/x"),
+            domain: "localhost",
+            port: 12345,
+            http_port,
+            allow_plaintext: false,
+            interface: "127.0.0.1",
+            extra,
+            debug_log,
+        }
+    }
+
     #[test]
     fn lua_strings_are_escaped() {
         assert_eq!(lua_string(r#"a"b\c"#), r#""a\"b\\c""#);
@@ -653,16 +672,8 @@ mod tests {
 
     #[test]
     fn config_has_the_required_settings() {
-        let config = render_config(&ConfigValues {
-            dir: Path::new("/tmp/x"),
-            domain: "localhost",
-            port: 12345,
-            http_port: None,
-            allow_plaintext: false,
-            interface: "127.0.0.1",
-            extra: &["smacks_hibernation_time = 5".to_owned()],
-            debug_log: true,
-        });
+        let extra = ["smacks_hibernation_time = 5".to_owned()];
+        let config = render_config(&values(None, &extra, true));
         for needle in [
             "\nsmacks_hibernation_time = 5\n",
             "interfaces = { \"127.0.0.1\" }",
@@ -680,16 +691,7 @@ mod tests {
 
     #[test]
     fn websocket_config_serves_http_on_the_interface() {
-        let config = render_config(&ConfigValues {
-            dir: Path::new("/tmp/x"),
-            domain: "localhost",
-            port: 12345,
-            http_port: Some(23456),
-            allow_plaintext: false,
-            interface: "127.0.0.1",
-            extra: &[],
-            debug_log: true,
-        });
+        let config = render_config(&values(Some(23456), &[], true));
         for needle in [
             "http_ports = { 23456 }",
             "http_interfaces = { \"127.0.0.1\" }",
@@ -703,22 +705,12 @@ mod tests {
 
     #[test]
     fn without_debug_log_the_server_logs_info_and_no_stanzas() {
-        let values = |debug_log| ConfigValues {
-            dir: Path::new("/tmp/x"),
-            domain: "localhost",
-            port: 12345,
-            http_port: None,
-            allow_plaintext: false,
-            interface: "127.0.0.1",
-            extra: &[],
-            debug_log,
-        };
-        let quiet = render_config(&values(false));
+        let quiet = render_config(&values(None, &[], false));
         assert!(quiet.contains("log = { info = \"/tmp/x/prosody.log\" }"));
         assert!(!quiet.contains("stanza_debug"));
         assert!(!quiet.contains("debug ="));
         // The same values with the debug log: the difference is the option alone.
-        let debug = render_config(&values(true));
+        let debug = render_config(&values(None, &[], true));
         assert!(debug.contains("\"stanza_debug\""));
         assert!(debug.contains("log = { debug = \"/tmp/x/prosody.log\" }"));
     }

@@ -9,30 +9,21 @@
 use std::time::{Duration, Instant};
 
 use test_prosody::TestServer;
-use xmpp_core::client::Client;
 
 mod common;
-use common::{next_message, settings};
+use common::{create_accounts, next_message, start_client};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_senders_messages_wait_for_the_store_together_and_share_a_commit() {
     let server = TestServer::start().unwrap();
     let senders = ["s0", "s1", "s2"];
-    for user in std::iter::once("bot").chain(senders) {
-        server
-            .create_account(user, &format!("{user}-password"))
-            .unwrap();
-    }
+    create_accounts(&server, std::iter::once("bot").chain(senders));
     let dir = tempfile::tempdir().unwrap();
-    let start = |user: &'static str| {
-        let settings = settings(&server, user, &dir.path().join(format!("{user}.db")), user);
-        async move { Client::start(&settings).await.unwrap() }
-    };
-    let (bot, mut bot_events) = start("bot").await;
+    let (bot, mut bot_events) = start_client(&server, dir.path(), "bot").await;
     let bot_jid = bot.jid().clone();
     let mut clients = Vec::new();
     for user in senders {
-        clients.push(start(user).await);
+        clients.push(start_client(&server, dir.path(), user).await);
     }
     // Sessions first: each sender's key exchange, and a second message, in order.
     for (client, _) in &clients {

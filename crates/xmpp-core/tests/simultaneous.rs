@@ -14,7 +14,7 @@ use xmpp_core::client::Client;
 use xmpp_core::jid::BareJid;
 
 mod common;
-use common::{next_message, settings};
+use common::{create_accounts, next_message, start_client};
 
 /// Whether `client` has a session with `jid`'s device `device`.
 async fn has_session(client: &Client, jid: &BareJid, device: omemo_crypto::DeviceId) -> bool {
@@ -31,19 +31,11 @@ async fn has_session(client: &Client, jid: &BareJid, device: omemo_crypto::Devic
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_started_at_the_same_moment_both_keep_working() {
     let server = TestServer::start().unwrap();
-    for user in ["alice", "bob", "carol"] {
-        server
-            .create_account(user, &format!("{user}-password"))
-            .unwrap();
-    }
+    create_accounts(&server, ["alice", "bob", "carol"]);
     let dir = tempfile::tempdir().unwrap();
-    let start = |user: &'static str| {
-        let settings = settings(&server, user, &dir.path().join(format!("{user}.db")), user);
-        async move { Client::start(&settings).await.unwrap() }
-    };
-    let (alice, mut alice_events) = start("alice").await;
-    let (bob, mut bob_events) = start("bob").await;
-    let (carol, _carol_events) = start("carol").await;
+    let (alice, mut alice_events) = start_client(&server, dir.path(), "alice").await;
+    let (bob, mut bob_events) = start_client(&server, dir.path(), "bob").await;
+    let (carol, _carol_events) = start_client(&server, dir.path(), "carol").await;
     let alice_jid = alice.jid().clone();
     let bob_jid = bob.jid().clone();
     let carol_device = carol.manager().own().device_id;

@@ -27,6 +27,25 @@ pub(crate) fn settings(server: &TestServer, user: &str, db: &Path, label: &str) 
     }
 }
 
+/// Creates the accounts `users`, each with the password `<user>-password`.
+pub(crate) fn create_accounts<'a>(server: &TestServer, users: impl IntoIterator<Item = &'a str>) {
+    for user in users {
+        server
+            .create_account(user, &format!("{user}-password"))
+            .unwrap();
+    }
+}
+
+/// Starts `user`'s client with its database `<user>.db` in `dir`.
+pub(crate) async fn start_client(
+    server: &TestServer,
+    dir: &Path,
+    user: &str,
+) -> (xmpp_core::client::Client, ClientEvents) {
+    let settings = settings(server, user, &dir.join(format!("{user}.db")), user);
+    xmpp_core::client::Client::start(&settings).await.unwrap()
+}
+
 /// The next event that is not a connection change.
 pub(crate) async fn next_message(events: &mut ClientEvents) -> Box<DecryptedMessage> {
     loop {
