@@ -1,7 +1,7 @@
-//! Several contacts' messages are decrypted at the same time, through a real Prosody: while
-//! the bot's store is busy, one message of each of three senders queues up at the store
-//! thread, and the three decryptions then share a commit. One sender's messages are still
-//! decrypted one after another, in order.
+//! Several contacts' messages are decrypted at once, through a real Prosody: while the bot's
+//! store is busy, one message of each of three senders is in flight and waits for the store
+//! thread, where calls that wait together share one commit (the store thread's unit tests
+//! show that). One sender's messages are still decrypted one after another, in order.
 
 // Test helpers outside #[test] functions fail loudly on purpose.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -14,7 +14,7 @@ mod common;
 use common::{create_accounts, next_message, start_client};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_senders_messages_wait_for_the_store_together_and_share_a_commit() {
+async fn three_senders_messages_are_decrypted_at_once_and_wait_for_the_store_together() {
     let server = TestServer::start().unwrap();
     let senders = ["s0", "s1", "s2"];
     create_accounts(&server, std::iter::once("bot").chain(senders));
@@ -47,11 +47,6 @@ async fn three_senders_messages_wait_for_the_store_together_and_share_a_commit()
     // A call holds the bot's store thread.
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-    let manager_commits = bot
-        .manager()
-        .with_store(|store| store.commits())
-        .await
-        .unwrap();
     let held = bot.manager().with_store(move |_store| {
         started_tx.send(()).unwrap();
         release_rx.recv().unwrap();
@@ -89,17 +84,6 @@ async fn three_senders_messages_wait_for_the_store_together_and_share_a_commit()
     }
     bodies.sort();
     assert_eq!(bodies, ["burst 0", "burst 1", "burst 2"]);
-    let commits = bot
-        .manager()
-        .with_store(|store| store.commits())
-        .await
-        .unwrap();
-    // One for the three (the held call wrote nothing); fewer than one each in any case.
-    assert!(
-        commits - manager_commits < 3,
-        "three messages took {} commits",
-        commits - manager_commits
-    );
     for (client, _) in clients {
         client.close().await;
     }
