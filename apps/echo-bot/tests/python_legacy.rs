@@ -144,6 +144,33 @@ fn summary_of(lines: &[Value]) -> Value {
         .unwrap_or_default()
 }
 
+/// Checks a client peer's run: it succeeded, every one of its `MESSAGES` messages was
+/// answered, and it sent them in `version`. Prints and returns its summary; `context` adds to
+/// the failure message (the bot's log, for our bot).
+fn all_answered(
+    who: &str,
+    (status, lines, stderr): (std::process::ExitStatus, Vec<Value>, String),
+    version: &str,
+    started: Instant,
+    context: impl FnOnce() -> String,
+) -> Value {
+    let summary = summary_of(&lines);
+    eprintln!("{who}: {summary} in {:?}", started.elapsed());
+    assert!(
+        status.success(),
+        "{who} failed: {summary}\n{stderr}{}",
+        context()
+    );
+    assert_eq!(summary["answered"], MESSAGES);
+    assert_eq!(summary["send_version"], version);
+    summary
+}
+
+/// The bot's log, as failure context.
+fn with_log(bot: &common::Bot) -> impl FnOnce() -> String + '_ {
+    || format!("\nbot log:\n{}", bot.log_text())
+}
+
 /// Stops a long-running peer (SIGTERM via closing nothing: kill) and returns its events.
 async fn stop_peer(mut child: Child, events: tokio::task::JoinHandle<Vec<Value>>) -> Vec<Value> {
     child.kill().await.unwrap();
@@ -164,7 +191,7 @@ async fn python_legacy_sender_talks_to_python_legacy_echo() {
 
     let started = Instant::now();
     let count = MESSAGES.to_string();
-    let (status, lines, stderr) = run_peer(peer(
+    let run = run_peer(peer(
         &server,
         "alice",
         "client",
@@ -180,14 +207,7 @@ async fn python_legacy_sender_talks_to_python_legacy_echo() {
         ],
     ))
     .await;
-    let summary = summary_of(&lines);
-    eprintln!("legacy → legacy: {summary} in {:?}", started.elapsed());
-    assert!(
-        status.success(),
-        "the legacy client failed: {summary}\n{stderr}"
-    );
-    assert_eq!(summary["answered"], MESSAGES);
-    assert_eq!(summary["send_version"], "legacy");
+    all_answered("legacy → legacy", run, "legacy", started, String::new);
 
     let events = stop_peer(echo, echo_events).await;
     let echoed: Vec<&Value> = events.iter().filter(|e| e["event"] == "echoed").collect();
@@ -243,18 +263,9 @@ async fn one_account_with_an_omemo2_and_a_legacy_device_talks_to_a_dual_stack_ec
     };
     let started = Instant::now();
     let (omemo2, legacy) = tokio::join!(run_peer(client("omemo2")), run_peer(client("legacy")));
-    for ((status, lines, stderr), version) in [(omemo2, "omemo2"), (legacy, "legacy")] {
-        let summary = summary_of(&lines);
-        eprintln!(
-            "{version} device → dual echo: {summary} in {:?}",
-            started.elapsed()
-        );
-        assert!(
-            status.success(),
-            "the {version} device failed: {summary}\n{stderr}"
-        );
-        assert_eq!(summary["answered"], MESSAGES);
-        assert_eq!(summary["send_version"], version);
+    for (run, version) in [(omemo2, "omemo2"), (legacy, "legacy")] {
+        let who = format!("{version} device → dual echo");
+        let summary = all_answered(&who, run, version, started, String::new);
         assert_eq!(
             summary["bot_device_ids"],
             serde_json::json!([echo_device.get()])
@@ -312,7 +323,7 @@ async fn python_legacy_sender_talks_to_the_rust_echo_bot() {
 
     let started = Instant::now();
     let count = MESSAGES.to_string();
-    let (status, lines, stderr) = run_peer(peer(
+    let run = run_peer(peer(
         &server,
         "alice",
         "client",
@@ -328,20 +339,15 @@ async fn python_legacy_sender_talks_to_the_rust_echo_bot() {
         ],
     ))
     .await;
-    let summary = summary_of(&lines);
-    eprintln!(
-        "Python legacy → Rust bot: {summary} in {:?}",
-        started.elapsed()
-    );
     // The peer checks every answer: decrypted in legacy, from the bot's listed device, with
     // exactly "Your message: <what it sent>" (an echo of its fallback body would differ).
-    assert!(
-        status.success(),
-        "the legacy client failed: {summary}\n{stderr}\nbot log:\n{}",
-        bot.log_text()
+    all_answered(
+        "Python legacy → Rust bot",
+        run,
+        "legacy",
+        started,
+        with_log(&bot),
     );
-    assert_eq!(summary["answered"], MESSAGES);
-    assert_eq!(summary["send_version"], "legacy");
 
     // On the wire: the answers are legacy stanzas (with the fallback body legacy senders
     // attach), and nothing the bot sent to Alice is OMEMO 2 or a plaintext echo.
@@ -419,21 +425,11 @@ async fn one_account_with_an_omemo2_and_a_legacy_device_talks_to_the_rust_echo_b
     };
     let started = Instant::now();
     let (omemo2, legacy) = tokio::join!(run_peer(client("omemo2")), run_peer(client("legacy")));
-    for ((status, lines, stderr), version) in [(omemo2, "omemo2"), (legacy, "legacy")] {
-        let summary = summary_of(&lines);
-        eprintln!(
-            "{version} device → Rust bot: {summary} in {:?}",
-            started.elapsed()
-        );
+    for (run, version) in [(omemo2, "omemo2"), (legacy, "legacy")] {
         // Each device's peer checks that every answer came in its own version, and that no
         // answer to the other device's messages reached it.
-        assert!(
-            status.success(),
-            "the {version} device failed: {summary}\n{stderr}\nbot log:\n{}",
-            bot.log_text()
-        );
-        assert_eq!(summary["answered"], MESSAGES);
-        assert_eq!(summary["send_version"], version);
+        let who = format!("{version} device → Rust bot");
+        let summary = all_answered(&who, run, version, started, with_log(&bot));
         assert_eq!(summary["bot_device_ids"], serde_json::json!([bot_device]));
     }
     let (legacy, omemo2) = bot_messages_to(&server, "alice@localhost");
