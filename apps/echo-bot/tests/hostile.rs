@@ -957,25 +957,24 @@ async fn publish_on(connection: &Connection, mut publication: Publication) {
 
 /// A PEP notification of an OMEMO 2 device list with `devices`, as a client could write one.
 fn device_list_notification(to: &BareJid, devices: &[DeviceId]) -> xmpp_core::message::Message {
-    let devices: String = devices
-        .iter()
-        .map(|d| format!("<device id='{d}'/>"))
-        .collect();
-    let xml = format!(
-        "<message xmlns='jabber:client' to='{to}' type='headline'>\
-         <event xmlns='http://jabber.org/protocol/pubsub#event'>\
-         <items node='{}'><item id='current'><devices xmlns='{}'>{devices}</devices></item>\
-         </items></event></message>",
-        ns::OMEMO2_DEVICES,
-        ns::OMEMO2
-    );
-    xml.parse::<Element>().unwrap().try_into().unwrap()
+    list_notification(to, devices, ns::OMEMO2_DEVICES, "devices", ns::OMEMO2)
 }
 
 /// A PEP notification of a legacy device list with `devices`, as a client could write one.
 fn legacy_device_list_notification(
     to: &BareJid,
     devices: &[DeviceId],
+) -> xmpp_core::message::Message {
+    list_notification(to, devices, ns::LEGACY_DEVICE_LIST, "list", ns::LEGACY)
+}
+
+/// A PEP notification of `node` whose item is `<element xmlns=namespace>` listing `devices`.
+fn list_notification(
+    to: &BareJid,
+    devices: &[DeviceId],
+    node: &str,
+    element: &str,
+    namespace: &str,
 ) -> xmpp_core::message::Message {
     let devices: String = devices
         .iter()
@@ -984,10 +983,9 @@ fn legacy_device_list_notification(
     let xml = format!(
         "<message xmlns='jabber:client' to='{to}' type='headline'>\
          <event xmlns='http://jabber.org/protocol/pubsub#event'>\
-         <items node='{}'><item id='current'><list xmlns='{}'>{devices}</list></item>\
-         </items></event></message>",
-        ns::LEGACY_DEVICE_LIST,
-        ns::LEGACY
+         <items node='{node}'><item id='current'>\
+         <{element} xmlns='{namespace}'>{devices}</{element}></item>\
+         </items></event></message>"
     );
     xml.parse::<Element>().unwrap().try_into().unwrap()
 }
