@@ -2,7 +2,7 @@
 //! up, send encrypted content, and receive a stream of [`ClientEvent`]s.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use atm_trust::TrustPolicy;
@@ -105,8 +105,8 @@ const INBOUND_QUEUE: usize = 2048;
 struct Queues {
     state: Mutex<InboundState>,
     ready: Notify,
-    /// Messages being decrypted now (see [`Decrypting`]).
-    decrypting: std::sync::atomic::AtomicUsize,
+    /// Messages being decrypted now, kept by [`Decrypting`].
+    decrypting: Arc<AtomicUsize>,
 }
 
 /// One queued message.
@@ -147,7 +147,7 @@ impl Queues {
                 archived: 0,
             }),
             ready: Notify::new(),
-            decrypting: std::sync::atomic::AtomicUsize::new(0),
+            decrypting: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -274,7 +274,7 @@ async fn work(manager: Arc<OmemoManager>, inbound: Arc<Queues>, tx: mpsc::Sender
         }
     }
     let mut first_online = true;
-    let mut decrypting = Decrypting::default();
+    let mut decrypting = Decrypting::new(Arc::clone(&inbound.decrypting));
     loop {
         let next = {
             let mut state = inbound.lock();
@@ -323,26 +323,15 @@ async fn work(manager: Arc<OmemoManager>, inbound: Arc<Queues>, tx: mpsc::Sender
             Next::Control(event) => handle_event(&manager, event, &tx, &mut first_online).await,
             Next::Start(sender, item) => {
                 decrypting.start(sender, handle_inbound(Arc::clone(&manager), item));
-                inbound
-                    .decrypting
-                    .store(decrypting.running.len(), Ordering::SeqCst);
                 true
             }
             Next::Finish => match decrypting.next().await {
-                Some(out) => {
-                    inbound
-                        .decrypting
-                        .store(decrypting.running.len(), Ordering::SeqCst);
-                    hand_over(out, &tx).await
-                }
+                Some(out) => hand_over(out, &tx).await,
                 None => true,
             },
             Next::FinishOrArrive => tokio::select! {
                 out = decrypting.next() => match out {
-                    Some(out) => {
-                        inbound.decrypting.store(decrypting.running.len(), Ordering::SeqCst);
-                        hand_over(out, &tx).await
-                    }
+                    Some(out) => hand_over(out, &tx).await,
                     None => true,
                 },
                 () = inbound.ready.notified() => true,
@@ -383,13 +372,22 @@ type Decryption =
     std::pin::Pin<Box<dyn std::future::Future<Output = (BareJid, Option<ClientEvent>)> + Send>>;
 
 /// The messages being decrypted: at most one per sender, at most [`CONCURRENT_SENDERS`].
-#[derive(Default)]
 struct Decrypting {
     running: futures::stream::FuturesUnordered<Decryption>,
     senders: std::collections::HashSet<BareJid>,
+    /// How many are running, for [`Client::decrypting`].
+    count: Arc<AtomicUsize>,
 }
 
 impl Decrypting {
+    fn new(count: Arc<AtomicUsize>) -> Self {
+        Self {
+            running: futures::stream::FuturesUnordered::new(),
+            senders: std::collections::HashSet::new(),
+            count,
+        }
+    }
+
     fn is_empty(&self) -> bool {
         self.running.is_empty()
     }
@@ -411,6 +409,7 @@ impl Decrypting {
         self.senders.insert(sender.clone());
         self.running
             .push(Box::pin(async move { (sender, handling.await) }));
+        self.count.store(self.running.len(), Ordering::SeqCst);
     }
 
     /// The next message finished (in any order between senders); `None` if none is running.
@@ -418,6 +417,7 @@ impl Decrypting {
         use futures::StreamExt as _;
         let (sender, out) = self.running.next().await?;
         self.senders.remove(&sender);
+        self.count.store(self.running.len(), Ordering::SeqCst);
         Some(out)
     }
 }
