@@ -644,28 +644,7 @@ async fn bench() {
             ))
         })
         .collect();
-    start.wait().await;
-    let server_pid = server.pid().unwrap();
-    let cpu0 = bot.thread_cpu();
-    let server0 = thread_cpu(server_pid);
-    let started = Instant::now();
-    let mut rtts = Vec::new();
-    for task in tasks {
-        rtts.extend(task.await.unwrap());
-    }
-    let wall = started.elapsed();
-    let cpu1 = bot.thread_cpu();
-    let server1 = thread_cpu(server_pid);
-    let rss = bot.peak_rss_kib();
-    bot.stop().await;
-    let plain = RunResult {
-        rtts,
-        wall,
-        cpu: cpu_between(&cpu0, &cpu1),
-        server_cpu: cpu_between(&server0, &server1),
-        rss_kib: rss,
-        syncs: None,
-    };
+    let plain = timed_run(bot, &server, &start, tasks).await;
 
     // The OMEMO echo bot: with 100 extra stored sessions, then (other client accounts, so
     // that no client has a second device) with 10,000.
@@ -785,6 +764,18 @@ async fn omemo_run(
             ))
         })
         .collect();
+    timed_run(bot, server, &start, tasks).await
+}
+
+/// The timed part of a run: lets the clients' `tasks` go at `start` and measures the bot
+/// (CPU, peak RSS, syncs when traced) and the server (CPU) over exactly the time until the
+/// last of them is done; then stops the bot.
+async fn timed_run(
+    bot: Bot,
+    server: &TestServer,
+    start: &Barrier,
+    tasks: Vec<tokio::task::JoinHandle<Vec<Duration>>>,
+) -> RunResult {
     start.wait().await;
     let server_pid = server.pid().unwrap();
     let cpu0 = bot.thread_cpu();
