@@ -1,7 +1,12 @@
 //! What the bot does with each event: the whole policy, free of I/O so it can be tested.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 use xmpp_core::client::ClientEvent;
+use xmpp_core::omemo::{DecryptedMessage, Responder};
+
+use crate::vault::carries_vault;
 use xmpp_core::jid::{BareJid, Jid};
 use xmpp_core::message::MessageType;
 
@@ -53,29 +58,7 @@ pub(crate) enum Action {
 /// Decides the reaction to an event.
 pub(crate) fn decide(event: &ClientEvent, own: &BareJid, plaintext: PlaintextReply) -> Action {
     match event {
-        ClientEvent::Encrypted(message) => {
-            let e2ee = &message.e2ee;
-            if &e2ee.sender == own {
-                return Action::Ignore("message from one of our own devices");
-            }
-            if !e2ee.trust.is_accepted() {
-                return Action::Ignore("sender device is not trusted");
-            }
-            match &message.body {
-                Some(body) if body.len() > MAX_ECHO_BYTES => Action::EncryptedReply {
-                    to: e2ee.sender.clone(),
-                    body: format!(
-                        "Your message is too long to echo ({} bytes; the limit is {MAX_ECHO_BYTES}).",
-                        body.len()
-                    ),
-                },
-                Some(body) => Action::EncryptedReply {
-                    to: e2ee.sender.clone(),
-                    body: format!("Your message: {body}"),
-                },
-                None => Action::Ignore("encrypted message without a body"),
-            }
-        }
+        ClientEvent::Encrypted(message) => decide_encrypted(message, own),
         ClientEvent::Plaintext { from, type_, .. } => {
             if from.to_bare() == *own {
                 return Action::Ignore("plaintext from our own account");
@@ -90,6 +73,49 @@ pub(crate) fn decide(event: &ClientEvent, own: &BareJid, plaintext: PlaintextRep
         ClientEvent::Undecryptable { .. } => Action::Ignore("undecryptable message"),
         _ => Action::Ignore("not a message"),
     }
+}
+
+/// Decides the reaction to an encrypted message (vault requests aside: see `carries_vault`).
+fn decide_encrypted(message: &DecryptedMessage, own: &BareJid) -> Action {
+    let e2ee = &message.e2ee;
+    if &e2ee.sender == own {
+        return Action::Ignore("message from one of our own devices");
+    }
+    if !e2ee.trust.is_accepted() {
+        return Action::Ignore("sender device is not trusted");
+    }
+    match &message.body {
+        Some(body) if body.len() > MAX_ECHO_BYTES => Action::EncryptedReply {
+            to: e2ee.sender.clone(),
+            body: format!(
+                "Your message is too long to echo ({} bytes; the limit is {MAX_ECHO_BYTES}).",
+                body.len()
+            ),
+        },
+        Some(body) => Action::EncryptedReply {
+            to: e2ee.sender.clone(),
+            body: format!("Your message: {body}"),
+        },
+        None => Action::Ignore("encrypted message without a body"),
+    }
+}
+
+/// The echo as the client's responder gives it, in the transaction that decrypts the message
+/// (see `Client::start_with_responder`): the answer [`decide`] gives an encrypted message to
+/// its sender, except for vault requests, which the vault role answers. What it does not
+/// answer (or the client cannot answer at once) reaches [`decide`] as an event.
+pub(crate) fn responder(own: BareJid) -> Responder {
+    Arc::new(move |message: &DecryptedMessage| {
+        if carries_vault(message) {
+            return None;
+        }
+        match decide_encrypted(message, &own) {
+            Action::EncryptedReply { to, body } if to == message.e2ee.sender => {
+                Some(vec![omemo_pep::sce::Envelope::body_element(&body)])
+            }
+            _ => None,
+        }
+    })
 }
 
 #[cfg(test)]
@@ -120,6 +146,7 @@ mod tests {
                 version: omemo_crypto::ProtocolVersion::Omemo2,
             },
             receipt: None,
+            answered: None,
         }))
     }
 

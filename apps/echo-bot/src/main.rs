@@ -220,7 +220,7 @@ async fn run(account: &AccountArgs, plaintext: Option<PlaintextReply>) -> anyhow
     config::reset_if_asked(account, &settings)
         .with_context(|| format!("cannot reset the identity in {}", settings.db.display()))?;
     let started = tokio::select! {
-        started = Client::start(&settings) => started,
+        started = Client::start_with_responder(&settings, echo::responder(settings.jid.clone())) => started,
         signal = shutdown.requested() => {
             tracing::info!(signal, "stop requested while connecting");
             return Ok(());
@@ -298,6 +298,10 @@ async fn handle(
     vault: &mut Option<VaultRole>,
 ) {
     if let ClientEvent::Encrypted(message) = event {
+        if let Some(report) = &message.answered {
+            log_answer(&message.e2ee.sender, report);
+            return;
+        }
         if carries_vault(message) {
             handle_vault(client, message, vault).await;
             return;
@@ -356,15 +360,19 @@ async fn report_answer(
         sent = answers.send_body(to.clone(), &note, answering).await;
     }
     match sent {
-        Ok(report) => tracing::info!(
-            %to,
-            devices = report.encrypted_for.len(),
-            skipped = report.skipped.len(),
-            over_limit = report.over_limit,
-            "answered an encrypted message"
-        ),
+        Ok(report) => log_answer(&to, &report),
         Err(e) => tracing::warn!(%to, error = %e, "cannot answer"),
     }
+}
+
+fn log_answer(to: &BareJid, report: &SendReport) {
+    tracing::info!(
+        %to,
+        devices = report.encrypted_for.len(),
+        skipped = report.skipped.len(),
+        over_limit = report.over_limit,
+        "answered an encrypted message"
+    );
 }
 
 /// A message with vault elements: answered by the vault role, if it is on and the sender's

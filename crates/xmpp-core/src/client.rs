@@ -23,7 +23,8 @@ use crate::connection::{
 };
 use crate::fair::{FairQueue, Full};
 use crate::omemo::{
-    DecryptedMessage, OmemoError, OmemoManager, Receipt, ReceiveError, Received, SendReport,
+    DecryptedMessage, OmemoError, OmemoManager, Receipt, ReceiveError, Received, Responder,
+    SendReport,
 };
 use crate::settings::{AccountSettings, TrustPolicySetting};
 
@@ -529,6 +530,23 @@ impl Client {
     /// Opens the database, connects, publishes our device and bundle, and starts handling
     /// incoming stanzas.
     pub async fn start(settings: &AccountSettings) -> Result<(Client, ClientEvents), ClientError> {
+        Self::start_with(settings, None).await
+    }
+
+    /// Like [`Client::start`], with `responder` answering messages in the transaction that
+    /// commits their decryption (see [`OmemoManager::with_responder`]): the events of those
+    /// come with [`DecryptedMessage::answered`] set.
+    pub async fn start_with_responder(
+        settings: &AccountSettings,
+        responder: Responder,
+    ) -> Result<(Client, ClientEvents), ClientError> {
+        Self::start_with(settings, Some(responder)).await
+    }
+
+    async fn start_with(
+        settings: &AccountSettings,
+        responder: Option<Responder>,
+    ) -> Result<(Client, ClientEvents), ClientError> {
         let db = settings.db.clone();
         let jid = settings.jid.clone();
         let label = settings.label.clone();
@@ -554,12 +572,11 @@ impl Client {
         // storage for us (a random resource would leave them to bounce when it times out).
         config.resource = Some(format!("omemo-{}", own.device_id));
         let (connection, events) = Connection::connect(config).await?;
-        let manager = Arc::new(OmemoManager::new(
-            connection,
-            store,
-            own,
-            policy(settings.trust_policy),
-        ));
+        let mut manager = OmemoManager::new(connection, store, own, policy(settings.trust_policy));
+        if let Some(responder) = responder {
+            manager = manager.with_responder(responder);
+        }
+        let manager = Arc::new(manager);
         manager.set_up().await?;
 
         let (tx, rx) = mpsc::channel(APP_QUEUE);

@@ -89,14 +89,8 @@ impl OmemoManager {
         force: bool,
     ) -> Result<bool, OmemoError> {
         let key = (V::NS, jid.clone());
-        if !force {
-            let fetched = self.device_lists_fetched.lock().await;
-            if fetched
-                .get(&key)
-                .is_some_and(|t| t.elapsed() < DEVICE_LIST_MAX_AGE)
-            {
-                return Ok(true);
-            }
+        if !force && self.device_list_fresh(V::NS, jid).await {
+            return Ok(true);
         }
         let answer = self
             .request(V::fetch_device_list(jid, &self.iq_id("devices")))
@@ -114,6 +108,16 @@ impl OmemoManager {
         };
         note_fetched(&mut *self.device_lists_fetched.lock().await, key);
         Ok(found)
+    }
+
+    /// Whether `jid`'s device list of `namespace` was fetched less than
+    /// [`DEVICE_LIST_MAX_AGE`] ago (sending to `jid` would not fetch it first).
+    pub(super) async fn device_list_fresh(&self, namespace: Namespace, jid: &BareJid) -> bool {
+        self.device_lists_fetched
+            .lock()
+            .await
+            .get(&(namespace, jid.clone()))
+            .is_some_and(|t| t.elapsed() < DEVICE_LIST_MAX_AGE)
     }
 
     /// Whether an earlier bundle fetch for this device failed and its back-off has not ended.

@@ -90,6 +90,18 @@ pub(crate) struct Outgoing<'a, V: Version> {
 }
 
 impl<R: CryptoRngCore> Engine<'_, R> {
+    /// The same engine for one step, leaving this one for another step in the same call (and
+    /// so in the same group commit).
+    pub(crate) fn reborrow(&mut self) -> Engine<'_, R> {
+        Engine {
+            store: &mut *self.store,
+            own: self.own,
+            policy: self.policy,
+            now: self.now,
+            rng: &mut *self.rng,
+        }
+    }
+
     /// The receive path inside the store lock, in version `V`: decrypt, check, then commit in
     /// one transaction; with `keep`, a message with content is kept in the inbox by that same
     /// commit.

@@ -4,12 +4,19 @@
 use super::*;
 
 impl OmemoManager {
-    pub(super) fn receipt(&self, id: i64, namespace: Namespace, device: DeviceId) -> Receipt {
+    pub(super) fn receipt(
+        &self,
+        id: i64,
+        namespace: Namespace,
+        sender: BareJid,
+        device: DeviceId,
+    ) -> Receipt {
         Receipt(Arc::new(ReceiptInner {
             id,
             namespace,
             device,
             handled: Arc::clone(&self.handled),
+            _with_program: self.with_program.hold(sender),
         }))
     }
 
@@ -30,8 +37,6 @@ impl OmemoManager {
         };
         let mut messages = Vec::new();
         for row in rows {
-            // A row that no longer reads is dropped with its receipt.
-            let receipt = self.receipt(row.id, row.namespace, row.device_id);
             let parsed = (
                 BareJid::new(&row.sender),
                 Jid::new(&row.from),
@@ -40,8 +45,10 @@ impl OmemoManager {
             );
             let (Ok(sender), Ok(from), Some(type_), Ok(envelope)) = parsed else {
                 tracing::warn!(id = row.id, "unreadable message in the inbox; dropping it");
+                self.handled.push(row.id);
                 continue;
             };
+            let receipt = self.receipt(row.id, row.namespace, sender.clone(), row.device_id);
             let key = row.identity_key;
             let jid = sender.clone();
             let trust = self

@@ -142,13 +142,15 @@ mod versions;
 pub use errors::{OmemoError, ReceiveError};
 pub use trust::{device_infos, set_trust_by_fingerprint};
 pub(crate) use types::Received;
-pub use types::{DecryptedMessage, DeviceInfo, E2eeMetadata, OwnIdentity, Receipt, SendReport};
+pub use types::{
+    DecryptedMessage, DeviceInfo, E2eeMetadata, OwnIdentity, Receipt, Responder, SendReport,
+};
 
 use devices::*;
 pub(crate) use engine::check_size;
 use engine::*;
 pub(crate) use receive::find_encrypted;
-use types::ReceiptInner;
+use types::{ProgramLoad, ReceiptInner};
 pub(crate) use versions::in_version;
 use versions::Pep;
 
@@ -185,7 +187,17 @@ pub struct OmemoManager {
     acknowledged: Arc<Removals>,
     /// Inbox messages the program has handled, to delete.
     handled: Arc<Removals>,
+    /// Answers messages in their decryption's transaction (see [`Responder`]).
+    responder: Option<Responder>,
+    /// Messages with the program, per sender.
+    with_program: Arc<ProgramLoad>,
+    /// The queue of answers given at once, sent in order by a task of their own (see
+    /// [`OmemoManager::send_answered`]).
+    answered: std::sync::OnceLock<tokio::sync::mpsc::Sender<(i64, Message)>>,
 }
+
+/// Answers given at once waiting for the connection; while it is full, decryption waits.
+const ANSWERED_QUEUE: usize = 256;
 
 /// Forgets devices that left their list more than [`REMOVED_DEVICE_RETENTION`] ago.
 pub(crate) fn prune_removed_devices(store: &mut Store) -> Result<(), StoreError> {
@@ -318,7 +330,29 @@ impl OmemoManager {
             resending: AsyncMutex::new(()),
             next_id: std::sync::atomic::AtomicU64::new(1),
             id_tag: OsRng.next_u32(),
+            responder: None,
+            with_program: Arc::default(),
+            answered: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Lets `responder` answer decrypted messages in the transaction that commits their
+    /// decryption: one commit, one sync and one trip to the store's thread for the message
+    /// and its answer, instead of three trips and two syncs when the program answers with
+    /// [`OmemoManager::send_answer`]. After that commit the answer is queued for the
+    /// connection (in order with the other answers given this way) and the message handed
+    /// over with [`DecryptedMessage::answered`] set.
+    ///
+    /// It answers only where that needs nothing from the network and changes nothing the
+    /// program's own answer would not: a live message to us from another account, with
+    /// content and no trust messages, both accounts' device lists of its version fresh, a
+    /// session with every device the answer goes to, and none of the sender's earlier
+    /// messages still with the program. Any other message is handed over as before, for the
+    /// program to answer.
+    #[must_use]
+    pub fn with_responder(mut self, responder: Responder) -> Self {
+        self.responder = Some(responder);
+        self
     }
 
     /// Our device.

@@ -113,14 +113,41 @@ impl OmemoManager {
         // What the program is handed waits in the inbox until it is done with it; carbons of
         // messages we sent never reach the program.
         let keep = (!sent_carbon).then(|| header.clone());
+        let responder = match &self.responder {
+            Some(responder)
+                if keep.is_some() && to_us && self.may_answer_at_once::<V>(&sender).await =>
+            {
+                Some((Arc::clone(responder), self.iq_id("msg")))
+            }
+            _ => None,
+        };
         let decrypt = || {
             let encrypted = Arc::clone(&encrypted);
             let sender = sender.clone();
             let recipient = recipient.clone();
             let keep = keep.clone();
+            let responder = responder.clone();
             async move {
-                self.with_engine(move |engine| {
-                    engine.decrypt::<V>(&encrypted, &sender, &recipient, keep.as_ref())
+                self.with_engine(move |mut engine| {
+                    let outcome = engine.reborrow().decrypt::<V>(
+                        &encrypted,
+                        &sender,
+                        &recipient,
+                        keep.as_ref(),
+                    )?;
+                    let answer = match (&responder, &keep, outcome.inbox_id) {
+                        (Some((responder, stanza_id)), Some(header), Some(inbox_id)) => {
+                            let asked = Asked {
+                                outcome: &outcome,
+                                header,
+                                inbox_id,
+                                stanza_id,
+                            };
+                            answer_at_once::<V>(engine, asked, responder)
+                        }
+                        _ => None,
+                    };
+                    Ok((outcome, answer))
                 })
                 .await
                 .map_err(|_| ReceiveError::Internal)?
@@ -134,8 +161,25 @@ impl OmemoManager {
                 outcome = decrypt().await;
             }
         }
-        let outcome = outcome?;
-        let receipt = outcome.inbox_id.map(|id| self.receipt(id, V::NS, sid));
+        let (outcome, answer) = outcome?;
+        let receipt = match &answer {
+            // The answer's commit took the message out of the inbox.
+            Some(_) => None,
+            None => outcome
+                .inbox_id
+                .map(|id| self.receipt(id, V::NS, sender.clone(), sid)),
+        };
+        let answered = match answer {
+            Some(AnsweredAtOnce {
+                message,
+                report,
+                outbox_id,
+            }) => {
+                self.send_answered(outbox_id, message).await;
+                Some(report)
+            }
+            None => None,
+        };
 
         if outcome.used_pre_key {
             self.republish_bundle_soon::<V>();
@@ -147,17 +191,61 @@ impl OmemoManager {
             // Trust messages in carbons of messages our other devices sent to someone else are
             // not for us.
             Some(envelope) => {
-                self.open(
-                    envelope,
-                    header,
-                    outcome.e2ee,
-                    !sent_carbon || to_us,
-                    receipt,
-                )
-                .await
+                let mut received = self
+                    .open(
+                        envelope,
+                        header,
+                        outcome.e2ee,
+                        !sent_carbon || to_us,
+                        receipt,
+                    )
+                    .await;
+                if let Received::Message(message) = &mut received {
+                    message.answered = answered;
+                }
+                received
             }
             None => Received::Empty,
         })
+    }
+
+    /// Sends an answer given at once, committed to the outbox as `outbox_id`, after those
+    /// given before it. A task of its own sends them, so that decryption does not wait for
+    /// the connection (which may be down, or stuck behind a server that closes the stream for
+    /// one of them) unless [`ANSWERED_QUEUE`] answers are waiting.
+    async fn send_answered(self: &Arc<Self>, outbox_id: i64, message: Message) {
+        let queue = self.answered.get_or_init(|| {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<(i64, Message)>(ANSWERED_QUEUE);
+            let manager = Arc::downgrade(self);
+            tokio::spawn(async move {
+                while let Some((outbox_id, message)) = rx.recv().await {
+                    let Some(manager) = manager.upgrade() else {
+                        return;
+                    };
+                    // Committed: if the connection is closed, the outbox sends it after the
+                    // next start.
+                    if let Err(e) = manager.send_queued(outbox_id, message).await {
+                        tracing::debug!(error = %e, "the answer waits in the outbox");
+                    }
+                }
+            });
+            tx
+        });
+        if queue.send((outbox_id, message)).await.is_err() {
+            tracing::debug!("the answer waits in the outbox");
+        }
+    }
+
+    /// Whether a message of `sender` in version `V` may be answered by the [`Responder`] in
+    /// its decryption's transaction, as far as that can be told before decrypting: it comes
+    /// from another account, none of the sender's earlier messages is still with the program,
+    /// and both accounts' device lists of this version are fresh (the program's answer would
+    /// fetch them first).
+    async fn may_answer_at_once<V: Pep>(&self, sender: &BareJid) -> bool {
+        sender != &self.own.jid
+            && !self.with_program.holds(sender)
+            && self.device_list_fresh(V::NS, sender).await
+            && self.device_list_fresh(V::NS, &self.own.jid).await
     }
 
     /// Fetches the bundle of `device` of `jid` in version `V` and records the identity key it
@@ -188,10 +276,7 @@ impl OmemoManager {
         apply_trust: bool,
         receipt: Option<Receipt>,
     ) -> Received {
-        let (trust_messages, content): (Vec<Element>, Vec<Element>) = envelope
-            .sensitive_content()
-            .cloned()
-            .partition(TrustMessage::is_trust_message);
+        let (trust_messages, content) = split_trust_messages(&envelope);
         if apply_trust {
             for element in &trust_messages {
                 self.apply_trust_message(&e2ee.sender, &e2ee.identity_key, element)
@@ -209,6 +294,7 @@ impl OmemoManager {
             content,
             e2ee,
             receipt,
+            answered: None,
         }))
     }
 
@@ -242,6 +328,134 @@ impl OmemoManager {
             self.send_empty::<V>(jid, device).await?;
         }
         Ok(())
+    }
+}
+
+/// An envelope's trust messages (XEP-0450) and the rest of its sensitive content.
+fn split_trust_messages(envelope: &sce::Envelope) -> (Vec<Element>, Vec<Element>) {
+    envelope
+        .sensitive_content()
+        .cloned()
+        .partition(TrustMessage::is_trust_message)
+}
+
+/// A message just decrypted (not yet committed) that the [`Responder`] may answer.
+struct Asked<'a> {
+    outcome: &'a DecryptOutcome,
+    header: &'a Header,
+    /// Its inbox row, which the answer's commit takes out again.
+    inbox_id: i64,
+    /// The answer's stanza id.
+    stanza_id: &'a str,
+}
+
+/// An answer encrypted and queued in the outbox by the decryption's own transaction.
+struct AnsweredAtOnce {
+    message: Message,
+    report: SendReport,
+    outbox_id: i64,
+}
+
+/// Asks `responder` about a message just decrypted in `engine`'s transaction and, if it
+/// answers, encrypts the answer there as [`OmemoManager::send_answer`] would: in the message's
+/// version, to the devices of the sender's account and our other devices listed in it (and,
+/// in legacy, the device that asked). `None`, with nothing changed, when the message is not
+/// one the responder answers at once or when the answer would need a bundle first (a device
+/// without a session) or would not reach the sender: then the program gets the message, as
+/// without a responder.
+fn answer_at_once<V: Pep>(
+    mut engine: Engine<'_, OsRng>,
+    asked: Asked<'_>,
+    responder: &Responder,
+) -> Option<AnsweredAtOnce> {
+    let Asked {
+        outcome,
+        header,
+        inbox_id,
+        stanza_id,
+    } = asked;
+    let envelope = outcome.envelope.as_ref()?;
+    let (trust_messages, content) = split_trust_messages(envelope);
+    if !trust_messages.is_empty() || content.is_empty() {
+        return None;
+    }
+    let message = DecryptedMessage {
+        from: header.from.clone(),
+        id: header.id.clone(),
+        type_: header.type_.clone(),
+        body: envelope.body(),
+        content,
+        e2ee: outcome.e2ee.clone(),
+        receipt: None,
+        answered: None,
+    };
+    let answer = responder(&message)?;
+    let to = &outcome.e2ee.sender;
+    let own = engine.own;
+    let chosen = || -> Result<_, StoreError> {
+        let (mut theirs, over_limit) = chosen_devices(engine.store, to, None, &[V::NS])?;
+        if V::ANSWER_UNLISTED {
+            include_answered(engine.store, to, outcome.e2ee.device, V::NS, &mut theirs)?;
+        }
+        let (ours, own_over_limit) =
+            chosen_devices(engine.store, &own.jid, Some(own.device_id), &[V::NS])?;
+        let devices: Vec<(BareJid, Chosen)> = theirs
+            .into_iter()
+            .map(|c| (to.clone(), c))
+            .chain(ours.into_iter().map(|c| (own.jid.clone(), c)))
+            .collect();
+        Ok((devices, over_limit + own_over_limit))
+    };
+    let (devices, over_limit) = match chosen() {
+        Ok(chosen) => chosen,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot choose the devices of an answer at once");
+            return None;
+        }
+    };
+    if devices.iter().any(|(_, c)| !c.has_session) {
+        return None; // a bundle to fetch first: the program's answer does that
+    }
+    let devices: Vec<(BareJid, DeviceId)> = devices
+        .into_iter()
+        .map(|(jid, c)| (jid, c.device))
+        .collect();
+    let sealed = sce::Envelope::new(
+        answer.clone(),
+        own.jid.clone(),
+        to.clone(),
+        Some(xmpp_parsers::date::DateTime(
+            chrono::Utc::now().fixed_offset(),
+        )),
+        &mut OsRng,
+    )
+    .to_bytes();
+    let plaintext = V::plaintext(&answer, &sealed.ok()?)?;
+    let encrypted = engine.reborrow().encrypt::<V>(Outgoing {
+        accept: TrustLevel::is_accepted,
+        devices: &devices,
+        to_required: true,
+        bundles: Vec::new(),
+        plaintext: &plaintext,
+        to,
+        stanza_id,
+        answers: &[inbox_id],
+    });
+    match encrypted {
+        Ok((message, report, outbox_id)) => Some(AnsweredAtOnce {
+            message,
+            report: SendReport {
+                stanza_id: stanza_id.to_owned(),
+                over_limit,
+                ..report
+            },
+            outbox_id,
+        }),
+        Err(e) => {
+            // Too large, no trusted device: the program's answer says so.
+            tracing::debug!(error = %e, "not answering at once");
+            None
+        }
     }
 }
 

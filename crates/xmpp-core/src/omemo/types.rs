@@ -39,7 +39,19 @@ pub struct DecryptedMessage {
     pub e2ee: E2eeMetadata,
     /// The message's place in the store's inbox, when it has one (see [`Receipt`]).
     pub receipt: Option<Receipt>,
+    /// The answer the manager's [`Responder`] gave, when it was encrypted and committed in the
+    /// decryption's own transaction and queued for sending before the message was handed
+    /// over; the message then has no receipt (it is not in the inbox after that commit).
+    pub answered: Option<SendReport>,
 }
+
+/// The program's answer to a decrypted message, given on the store's thread before the
+/// decryption commits (see [`OmemoManager::with_responder`]): the content to send back to
+/// the sender's account, encrypted like [`OmemoManager::send_answer`] does, or `None` to hand
+/// the message over unanswered. It must decide from the message alone and act on nothing:
+/// when the commit fails, the message and its answer are gone together and the message is
+/// decrypted (and answered) again when it comes again.
+pub type Responder = Arc<dyn Fn(&DecryptedMessage) -> Option<Vec<Element>> + Send + Sync>;
 
 /// Keeps a decrypted message in the store's inbox until the program is done with it. The
 /// message leaves the inbox when the last clone of its receipt is dropped, or with the
@@ -55,6 +67,56 @@ pub(super) struct ReceiptInner {
     /// The device that sent it: the answer reaches it even if no device list lists it.
     pub(super) device: DeviceId,
     pub(super) handled: Arc<Removals>,
+    /// Counts the message as being with the program, for its sender.
+    pub(super) _with_program: WithProgram,
+}
+
+/// Counts, per sender, the messages handed to the program and not yet handled: while one
+/// is, that sender's next messages are not answered by the [`Responder`], so that its
+/// answers leave in the order of the messages (an answer from the program's path could still
+/// be on its way).
+#[derive(Default)]
+pub(super) struct ProgramLoad(Mutex<HashMap<BareJid, usize>>);
+
+impl ProgramLoad {
+    /// Counts one message of `sender` until the returned guard is dropped.
+    pub(super) fn hold(self: &Arc<Self>, sender: BareJid) -> WithProgram {
+        *self.lock().entry(sender.clone()).or_insert(0) += 1;
+        WithProgram {
+            load: Arc::clone(self),
+            sender,
+        }
+    }
+
+    /// Whether a message of `sender` is with the program.
+    pub(super) fn holds(&self, sender: &BareJid) -> bool {
+        self.lock().contains_key(sender)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<BareJid, usize>> {
+        // Every update is a single insert, increment or removal.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// One message of a sender with the program (see [`ProgramLoad`]).
+pub(super) struct WithProgram {
+    load: Arc<ProgramLoad>,
+    sender: BareJid,
+}
+
+impl Drop for WithProgram {
+    fn drop(&mut self) {
+        let mut counts = self.load.lock();
+        if let Some(count) = counts.get_mut(&self.sender) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.sender);
+            }
+        }
+    }
 }
 
 impl Drop for ReceiptInner {
