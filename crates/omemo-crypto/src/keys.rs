@@ -234,6 +234,18 @@ impl IdentityPublicKey {
         })
     }
 
+    /// A key [`IdentityPublicKey::from_bytes`] accepted before, from its Ed25519 encoding and
+    /// the X25519 form it derived then, without decoding the point again (a decompression and
+    /// an inversion, the dearest part of restoring a session). For session snapshots only:
+    /// they keep both forms, and whoever can write a snapshot holds the session's secrets
+    /// anyway, so nothing here is checked beyond the lengths.
+    pub(crate) fn from_snapshot_parts(ed25519: &[u8], x25519: &[u8]) -> Result<Self, KeyError> {
+        Ok(Self {
+            ed25519: fixed::<32>(ed25519)?,
+            x25519: fixed::<32>(x25519)?,
+        })
+    }
+
     /// The Ed25519 encoding (what goes on the wire and into the associated data).
     pub fn to_bytes(&self) -> [u8; 32] {
         self.ed25519

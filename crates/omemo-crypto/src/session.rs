@@ -257,6 +257,8 @@ impl<V: Version> GenericSession<V> {
             root_key: r.root_key.as_bytes().to_vec(),
             own_ratchet_secret: r.own.secret.to_bytes().to_vec(),
             own_ratchet_public: Some(r.own.public.to_bytes().to_vec()),
+            peer_identity_derived: V::identity_derived(&self.peer_identity),
+            kex_identity_derived: V::identity_derived(&self.key_exchange.identity_key),
             their_ratchet_key: r.their.map(|k| k.to_bytes().to_vec()),
             sending: r.sending.as_ref().map(ChainState::from_chain),
             receiving: r.receiving.as_ref().map(ChainState::from_chain),
@@ -384,6 +386,14 @@ struct SessionState {
     /// none and derive it.
     #[prost(bytes = "vec", optional, tag = "19")]
     own_ratchet_public: Option<Vec<u8>>,
+    /// What restoring `peer_identity` would derive (OMEMO 2: its X25519 form, which takes a
+    /// point decompression and an inversion), kept for the same reason; none in legacy and in
+    /// older snapshots.
+    #[prost(bytes = "vec", optional, tag = "20")]
+    peer_identity_derived: Option<Vec<u8>>,
+    /// The same for `kex_identity_key`.
+    #[prost(bytes = "vec", optional, tag = "21")]
+    kex_identity_derived: Option<Vec<u8>>,
 }
 
 impl SessionState {
@@ -410,13 +420,17 @@ impl SessionState {
         let x25519 =
             |bytes: &[u8], what| X25519PublicKey::from_bytes(bytes).map_err(|_| corrupt(what));
         let peer_identity =
-            V::identity_from_bytes(&self.peer_identity).ok_or(corrupt("peer identity"))?;
+            V::identity_from_snapshot(&self.peer_identity, self.peer_identity_derived.as_deref())
+                .ok_or(corrupt("peer identity"))?;
         let key_exchange = KeyExchangeHeader {
             pre_key_id: PreKeyId::new(self.kex_pre_key_id).map_err(|_| corrupt("pre-key id"))?,
             signed_pre_key_id: SignedPreKeyId::new(self.kex_signed_pre_key_id)
                 .map_err(|_| corrupt("signed pre-key id"))?,
-            identity_key: V::identity_from_bytes(&self.kex_identity_key)
-                .ok_or(corrupt("key exchange identity"))?,
+            identity_key: V::identity_from_snapshot(
+                &self.kex_identity_key,
+                self.kex_identity_derived.as_deref(),
+            )
+            .ok_or(corrupt("key exchange identity"))?,
             ephemeral_key: x25519(&self.kex_ephemeral_key, "ephemeral key")?,
         };
         let identity_len = V::identity_bytes(&peer_identity).len();
@@ -504,7 +518,7 @@ mod tests {
     use rand_core::SeedableRng;
 
     use super::*;
-    use crate::Bundle;
+    use crate::{Bundle, IdentityPublicKey};
 
     /// The state of a fresh session (initiator side), as a snapshot would store it.
     fn state() -> SessionState {
@@ -546,6 +560,65 @@ mod tests {
         // Restored, it is the same session, and its next snapshot carries the key.
         let restored = Session::restore(&older).unwrap();
         assert_eq!(&restored.snapshot()[..], &current[..]);
+    }
+
+    #[test]
+    fn the_identities_x25519_forms_are_stored_and_match_their_keys() {
+        let state = state();
+        for (encoded, derived) in [
+            (&state.peer_identity, &state.peer_identity_derived),
+            (&state.kex_identity_key, &state.kex_identity_derived),
+        ] {
+            let key = IdentityPublicKey::from_bytes(encoded).unwrap();
+            assert_eq!(derived.as_deref(), Some(&key.to_x25519_bytes()[..]));
+        }
+    }
+
+    #[test]
+    fn a_snapshot_without_the_identities_x25519_forms_derives_them() {
+        let state = state();
+        let current = snapshot_of(&state);
+        let mut older = state.clone();
+        older.peer_identity_derived = None;
+        older.kex_identity_derived = None;
+        let older = snapshot_of(&older);
+        assert_ne!(older, current);
+        let restored = Session::restore(&older).unwrap();
+        assert_eq!(&restored.snapshot()[..], &current[..]);
+        // The restored key is the one decoded from its encoding.
+        let decoded = IdentityPublicKey::from_bytes(&state.peer_identity).unwrap();
+        assert_eq!(restored.peer_identity_key(), decoded);
+        assert_eq!(
+            restored.peer_identity_key().fingerprint(),
+            decoded.fingerprint()
+        );
+    }
+
+    #[test]
+    fn legacy_snapshots_keep_no_derived_identity_form() {
+        let mut rng = ChaCha20Rng::seed_from_u64(8);
+        let alice = IdentityKeyPair::generate(&mut rng);
+        let bob = IdentityKeyPair::generate(&mut rng);
+        let spk = SignedPreKey::generate_legacy(SignedPreKeyId::new(1).unwrap(), &bob, 0, &mut rng);
+        let pk = PreKey::generate(PreKeyId::new(1).unwrap(), &mut rng);
+        let bundle = crate::legacy::Bundle::from_own_keys(&bob, &spk, [&pk]).unwrap();
+        let session =
+            GenericSession::<crate::Legacy>::initiate(&alice, &bundle, pk.id(), &mut rng).unwrap();
+        let state = SessionState::decode(&session.snapshot()[1..]).unwrap();
+        assert_eq!(state.peer_identity_derived, None);
+        assert_eq!(state.kex_identity_derived, None);
+        let restored = GenericSession::<crate::Legacy>::restore(&session.snapshot()).unwrap();
+        assert_eq!(&restored.snapshot()[..], &session.snapshot()[..]);
+    }
+
+    #[test]
+    fn a_malformed_stored_identity_form_is_refused() {
+        let mut state = state();
+        state.peer_identity_derived = Some(vec![9; 31]);
+        assert_eq!(
+            Session::restore(&snapshot_of(&state)).unwrap_err(),
+            SnapshotError::Corrupt("peer identity")
+        );
     }
 
     #[test]

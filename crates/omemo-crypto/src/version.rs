@@ -140,6 +140,18 @@ pub trait Version: sealed::Sealed + Copy + Debug + Send + Sync + 'static {
     fn identity_bytes(key: &Self::IdentityKey) -> Vec<u8>;
     #[doc(hidden)]
     fn identity_from_bytes(bytes: &[u8]) -> Option<Self::IdentityKey>;
+    /// What a session snapshot keeps beside [`Version::identity_bytes`] so that a restore
+    /// need not decode the key again: nothing where decoding is cheap.
+    #[doc(hidden)]
+    fn identity_derived(_key: &Self::IdentityKey) -> Option<Vec<u8>> {
+        None
+    }
+    /// Restores an identity key from a snapshot: its encoding and what
+    /// [`Version::identity_derived`] kept, if the snapshot has it.
+    #[doc(hidden)]
+    fn identity_from_snapshot(bytes: &[u8], _derived: Option<&[u8]>) -> Option<Self::IdentityKey> {
+        Self::identity_from_bytes(bytes)
+    }
     #[doc(hidden)]
     fn wrap_message(message: RatchetMessage) -> Self::Message;
     #[doc(hidden)]
@@ -249,6 +261,15 @@ impl Version for Omemo2 {
     }
     fn identity_from_bytes(bytes: &[u8]) -> Option<IdentityPublicKey> {
         IdentityPublicKey::from_bytes(bytes).ok()
+    }
+    fn identity_derived(key: &IdentityPublicKey) -> Option<Vec<u8>> {
+        Some(key.to_x25519_bytes().to_vec())
+    }
+    fn identity_from_snapshot(bytes: &[u8], derived: Option<&[u8]>) -> Option<IdentityPublicKey> {
+        match derived {
+            Some(x25519) => IdentityPublicKey::from_snapshot_parts(bytes, x25519).ok(),
+            None => IdentityPublicKey::from_bytes(bytes).ok(),
+        }
     }
     fn wrap_message(message: RatchetMessage) -> AuthenticatedMessage {
         AuthenticatedMessage::from_core(message)
