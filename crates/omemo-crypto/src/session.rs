@@ -612,22 +612,31 @@ mod tests {
     }
 
     #[test]
-    fn a_malformed_stored_identity_form_is_refused() {
-        let mut state = state();
-        state.peer_identity_derived = Some(vec![9; 31]);
-        assert_eq!(
-            Session::restore(&snapshot_of(&state)).unwrap_err(),
-            SnapshotError::Corrupt("peer identity")
-        );
-    }
-
-    #[test]
-    fn a_malformed_stored_public_key_is_refused() {
-        let mut state = state();
-        state.own_ratchet_public = Some(vec![9; 31]);
-        assert_eq!(
-            Session::restore(&snapshot_of(&state)).unwrap_err(),
-            SnapshotError::Corrupt("own ratchet public key")
-        );
+    fn malformed_stored_derived_keys_are_refused() {
+        type Spoil = fn(&mut SessionState);
+        let cases: [(Spoil, &str); 3] = [
+            (
+                |state| state.own_ratchet_public = Some(vec![9; 31]),
+                "own ratchet public key",
+            ),
+            (
+                |state| state.peer_identity_derived = Some(vec![9; 31]),
+                "peer identity",
+            ),
+            (
+                |state| state.kex_identity_derived = Some(vec![9; 33]),
+                "key exchange identity",
+            ),
+        ];
+        // Positive control: the untouched state restores.
+        assert!(Session::restore(&snapshot_of(&state())).is_ok());
+        for (spoil, field) in cases {
+            let mut state = state();
+            spoil(&mut state);
+            assert_eq!(
+                Session::restore(&snapshot_of(&state)).unwrap_err(),
+                SnapshotError::Corrupt(field)
+            );
+        }
     }
 }
