@@ -9,8 +9,9 @@
 //! bot's CPU per message of both runs side by side and its peak RSS in the second.
 //! `BENCH_CLIENTS` (default 4) and `BENCH_MESSAGES` (default 100) set N and M.
 //!
-//! Where `strace` is installed, the OMEMO bots run under it, tracing only `fsync` and
-//! `fdatasync` (a seccomp filter: the other system calls run untraced), and the bench prints
+//! Where `strace` is installed, each OMEMO run is repeated (with other client accounts) with
+//! the bot under it, tracing only `fsync` and `fdatasync` (a seccomp filter: the other system
+//! calls run untraced; the untraced runs give the CPU figures), and the bench prints
 //! the syncs per echo during the timed part: under the burst of the N senders, and for one
 //! sender (the sequential sender against the bot without `TCP_QUICKACK`, so the traced run is
 //! not the one compared with the Python reference). `BENCH_NO_STRACE` turns the tracing off.
@@ -698,29 +699,35 @@ async fn bench() {
     // The OMEMO echo bot: with 100 extra stored sessions, then (other client accounts, so
     // that no client has a second device) with 10,000.
     let bot_db = dir.path().join("bot.sqlite3");
+    // Each size is run twice: untraced for the CPU, memory and timing figures, then (where
+    // strace is installed) under strace for the syncs, since the tracing stops the bot at
+    // every sync and would raise its CPU figures.
     let trace = have_strace();
     add_sessions(&bot_db, &bot_jid, 0, FEW_SESSIONS);
-    let few = omemo_run(
-        &server,
-        &bot_db,
-        dir.path(),
-        "omemo",
-        clients,
-        messages,
-        trace,
-    )
-    .await;
+    let run = |prefix: &'static str, traced: bool| {
+        omemo_run(
+            &server,
+            &bot_db,
+            dir.path(),
+            prefix,
+            clients,
+            messages,
+            traced,
+        )
+    };
+    let few = run("omemo", false).await;
+    let few_traced = if trace {
+        Some(run("syncf", true).await)
+    } else {
+        None
+    };
     add_sessions(&bot_db, &bot_jid, FEW_SESSIONS, MANY_SESSIONS);
-    let many = omemo_run(
-        &server,
-        &bot_db,
-        dir.path(),
-        "manyc",
-        clients,
-        messages,
-        trace,
-    )
-    .await;
+    let many = run("manyc", false).await;
+    let many_traced = if trace {
+        Some(run("syncm", true).await)
+    } else {
+        None
+    };
 
     println!();
     let plain_tp = report("plaintext", &plain);
@@ -756,12 +763,12 @@ async fn bench() {
         "bot peak RSS with {MANY_SESSIONS}+ stored sessions: {:.1} MB (target ≤ 50 MB)",
         many.rss_kib as f64 / 1024.0
     );
-    match (few.syncs, many.syncs) {
+    let syncs_per_echo = |run: &Option<RunResult>| {
+        run.as_ref()
+            .and_then(|r| Some(r.syncs? as f64 / r.rtts.len() as f64))
+    };
+    match (syncs_per_echo(&few_traced), syncs_per_echo(&many_traced)) {
         (Some(a), Some(b)) => {
-            let (a, b) = (
-                a as f64 / few.rtts.len() as f64,
-                b as f64 / many.rtts.len() as f64,
-            );
             println!(
                 "bot fsyncs per echo, burst of {clients} senders: {a:.2} ({FEW_SESSIONS} sessions), {b:.2} ({MANY_SESSIONS} sessions); per message (an echo is two): {:.2}, {:.2} (target < 0.5 per message)",
                 a / 2.0,
