@@ -549,17 +549,23 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_snapshot_without_the_public_key_derives_it() {
-        let state = state();
-        let current = snapshot_of(&state);
+    /// Restores the snapshot of `state` written without what `strip` removes (as an older
+    /// version wrote it), checks that it is the same session and that its next snapshot is
+    /// the current one again, and returns it.
+    fn restored_from_older(state: &SessionState, strip: fn(&mut SessionState)) -> Session {
+        let current = snapshot_of(state);
         let mut older = state.clone();
-        older.own_ratchet_public = None;
+        strip(&mut older);
         let older = snapshot_of(&older);
         assert_ne!(older, current);
-        // Restored, it is the same session, and its next snapshot carries the key.
         let restored = Session::restore(&older).unwrap();
         assert_eq!(&restored.snapshot()[..], &current[..]);
+        restored
+    }
+
+    #[test]
+    fn a_snapshot_without_the_public_key_derives_it() {
+        restored_from_older(&state(), |older| older.own_ratchet_public = None);
     }
 
     #[test]
@@ -577,14 +583,10 @@ mod tests {
     #[test]
     fn a_snapshot_without_the_identities_x25519_forms_derives_them() {
         let state = state();
-        let current = snapshot_of(&state);
-        let mut older = state.clone();
-        older.peer_identity_derived = None;
-        older.kex_identity_derived = None;
-        let older = snapshot_of(&older);
-        assert_ne!(older, current);
-        let restored = Session::restore(&older).unwrap();
-        assert_eq!(&restored.snapshot()[..], &current[..]);
+        let restored = restored_from_older(&state, |older| {
+            older.peer_identity_derived = None;
+            older.kex_identity_derived = None;
+        });
         // The restored key is the one decoded from its encoding.
         let decoded = IdentityPublicKey::from_bytes(&state.peer_identity).unwrap();
         assert_eq!(restored.peer_identity_key(), decoded);
