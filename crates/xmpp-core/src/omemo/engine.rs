@@ -854,6 +854,38 @@ pub(super) fn chosen_devices(
     Ok((with_session, over_limit))
 }
 
+/// The devices a message to `to` goes to, each with its JID: those of `to` and our own other
+/// devices, as [`chosen_devices`] picks them in `priority`, and with `asked_by` (an answer)
+/// the device of `to` that asked, as [`include_answered`] adds it. Also how many were left out
+/// over [`MAX_DEVICES_PER_MESSAGE`].
+pub(super) fn message_devices(
+    store: &Store,
+    own: &OwnIdentity,
+    to: &BareJid,
+    priority: &[Namespace],
+    asked_by: Option<(DeviceId, Namespace)>,
+) -> Result<(Vec<(BareJid, Chosen)>, usize), StoreError> {
+    let mut recipients = vec![to];
+    if to != &own.jid {
+        recipients.push(&own.jid);
+    }
+    let mut all = Vec::new();
+    let mut over_limit = 0;
+    for jid in recipients {
+        let skip = (jid == &own.jid).then_some(own.device_id);
+        let (mut chosen, over) = chosen_devices(store, jid, skip, priority)?;
+        if let Some((device, namespace)) = asked_by.filter(|_| jid != &own.jid) {
+            include_answered(store, jid, device, namespace, &mut chosen)?;
+        }
+        if over > 0 {
+            tracing::debug!(%jid, over, "more devices than one message is encrypted for");
+        }
+        over_limit += over;
+        all.extend(chosen.into_iter().map(|c| (jid.clone(), c)));
+    }
+    Ok((all, over_limit))
+}
+
 /// Adds `device` of `jid`, the sender of the message being answered, to `chosen` in
 /// `namespace` when no device list of that version lists it but we hold a session with it
 /// there: the answer reaches the device that asked (a fresh Profanity account, say, has no
@@ -879,6 +911,25 @@ pub(super) fn include_answered(
         });
     }
     Ok(())
+}
+
+/// The SCE envelope of a message from us (`from`) to `to` with `content`, stamped now and
+/// padded at random, as bytes to encrypt.
+pub(super) fn sealed_envelope(
+    content: Vec<Element>,
+    from: &BareJid,
+    to: &BareJid,
+) -> Result<Vec<u8>, omemo_pep::Error> {
+    sce::Envelope::new(
+        content,
+        from.clone(),
+        to.clone(),
+        Some(xmpp_parsers::date::DateTime(
+            chrono::Utc::now().fixed_offset(),
+        )),
+        &mut OsRng,
+    )
+    .to_bytes()
 }
 
 /// A stanza as kept in the outbox (and sent), refused if a server would refuse it.

@@ -392,21 +392,8 @@ fn answer_at_once<V: Pep>(
     let answer = responder(&message)?;
     let to = &outcome.e2ee.sender;
     let own = engine.own;
-    let chosen = || -> Result<_, StoreError> {
-        let (mut theirs, over_limit) = chosen_devices(engine.store, to, None, &[V::NS])?;
-        if V::ANSWER_UNLISTED {
-            include_answered(engine.store, to, outcome.e2ee.device, V::NS, &mut theirs)?;
-        }
-        let (ours, own_over_limit) =
-            chosen_devices(engine.store, &own.jid, Some(own.device_id), &[V::NS])?;
-        let devices: Vec<(BareJid, Chosen)> = theirs
-            .into_iter()
-            .map(|c| (to.clone(), c))
-            .chain(ours.into_iter().map(|c| (own.jid.clone(), c)))
-            .collect();
-        Ok((devices, over_limit + own_over_limit))
-    };
-    let (devices, over_limit) = match chosen() {
+    let asked_by = V::ANSWER_UNLISTED.then_some((outcome.e2ee.device, V::NS));
+    let (devices, over_limit) = match message_devices(engine.store, own, to, &[V::NS], asked_by) {
         Ok(chosen) => chosen,
         Err(e) => {
             tracing::debug!(error = %e, "cannot choose the devices of an answer at once");
@@ -420,17 +407,8 @@ fn answer_at_once<V: Pep>(
         .into_iter()
         .map(|(jid, c)| (jid, c.device))
         .collect();
-    let sealed = sce::Envelope::new(
-        answer.clone(),
-        own.jid.clone(),
-        to.clone(),
-        Some(xmpp_parsers::date::DateTime(
-            chrono::Utc::now().fixed_offset(),
-        )),
-        &mut OsRng,
-    )
-    .to_bytes();
-    let plaintext = V::plaintext(&answer, &sealed.ok()?)?;
+    let sealed = sealed_envelope(answer.clone(), &own.jid, to).ok()?;
+    let plaintext = V::plaintext(&answer, &sealed)?;
     let encrypted = engine.reborrow().encrypt::<V>(Outgoing {
         accept: TrustLevel::is_accepted,
         devices: &devices,

@@ -88,34 +88,13 @@ impl OmemoManager {
             }
         }
 
-        let mut recipients = vec![to.clone()];
-        if to != &self.own.jid {
-            recipients.push(self.own.jid.clone());
-        }
-        let own_jid = self.own.jid.clone();
-        let own_device = self.own.device_id;
+        let own = Arc::clone(&self.own);
+        let to_owned = to.clone();
         let priority_owned = priority.to_vec();
         let (chosen, over_limit) = self
-            .with_store(
-                move |store| -> Result<(Vec<(BareJid, Chosen)>, usize), StoreError> {
-                    let mut all = Vec::new();
-                    let mut over_limit = 0;
-                    for jid in &recipients {
-                        let skip = (jid == &own_jid).then_some(own_device);
-                        let (mut chosen, over) =
-                            chosen_devices(store, jid, skip, &priority_owned)?;
-                        if let Some((device, namespace)) = asked_by.filter(|_| jid != &own_jid) {
-                            include_answered(store, jid, device, namespace, &mut chosen)?;
-                        }
-                        if over > 0 {
-                            tracing::debug!(%jid, over, "more devices than one message is encrypted for");
-                        }
-                        over_limit += over;
-                        all.extend(chosen.into_iter().map(|c| (jid.clone(), c)));
-                    }
-                    Ok((all, over_limit))
-                },
-            )
+            .with_store(move |store| {
+                message_devices(store, &own, &to_owned, &priority_owned, asked_by)
+            })
             .await??;
         // One group per version, in priority order; those that reach `to` first.
         let mut groups: Vec<(Namespace, Vec<ChosenDevice>)> = priority
@@ -132,16 +111,7 @@ impl OmemoManager {
             .collect();
         groups.sort_by_key(|(_, devices)| !devices.iter().any(|(jid, _, _)| jid == to));
 
-        let envelope_bytes = sce::Envelope::new(
-            content.clone(),
-            self.own.jid.clone(),
-            to.clone(),
-            Some(xmpp_parsers::date::DateTime(
-                chrono::Utc::now().fixed_offset(),
-            )),
-            &mut OsRng,
-        )
-        .to_bytes()?;
+        let envelope_bytes = sealed_envelope(content.clone(), &self.own.jid, to)?;
         let mut report = SendReport {
             over_limit,
             ..SendReport::default()
