@@ -7,7 +7,8 @@
 //! stored sessions (with generated peers) in the bot's database, then, with other client
 //! accounts, after the database was filled up to 10,000 extra sessions; the bench prints the
 //! bot's CPU per message of both runs side by side and its peak RSS in the second.
-//! `BENCH_CLIENTS` (default 4) and `BENCH_MESSAGES` (default 100) set N and M.
+//! `BENCH_CLIENTS` (default 4) and `BENCH_MESSAGES` (default 100) set N and M. `BENCH_BOT`
+//! names another echo-bot executable to measure (to compare two builds on one machine).
 //!
 //! Where `strace` is installed, each OMEMO run is repeated (with other client accounts) with
 //! the bot under it, tracing only `fsync` and `fdatasync` (a seccomp filter: the other system
@@ -428,6 +429,15 @@ fn add_sessions(db: &Path, bot_jid: &BareJid, from: u32, total: u32) {
     );
 }
 
+/// The echo bot to measure: `BENCH_BOT`, to compare two builds on the same machine, else this
+/// workspace's.
+fn bot_executable() -> PathBuf {
+    std::env::var_os("BENCH_BOT").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_echo-bot")),
+        PathBuf::from,
+    )
+}
+
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -528,7 +538,7 @@ async fn sequential(messages: usize) {
         ("echo-bot", "on", "bot", "seq1"),
         ("echo-bot, no QUICKACK", "off", "bot2", "seq3"),
     ] {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_echo-bot"));
+        let mut command = Command::new(bot_executable());
         command
             .args(["--jid", server.jid(user).unwrap().as_str(), "--server"])
             .arg(format!("127.0.0.1:{}", server.port()))
@@ -797,7 +807,7 @@ async fn omemo_run(
             .create_account(&format!("{prefix}{c}"), "client-password")
             .unwrap();
     }
-    let mut command = Command::new(env!("CARGO_BIN_EXE_echo-bot"));
+    let mut command = Command::new(bot_executable());
     command
         .args(["--jid", bot_jid.as_str(), "--server"])
         .arg(format!("127.0.0.1:{}", server.port()))

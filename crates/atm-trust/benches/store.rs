@@ -169,9 +169,6 @@ enum Answer {
 /// The store's part of one echo with the device `i`: returns the commits it made.
 fn echo(store: &mut Store, keys: &[IdentityPublicKey], i: u32, now: u64, answer: Answer) -> u64 {
     let before = store.commits();
-    if answer == Answer::AtOnce {
-        store.begin_group().unwrap();
-    }
     let jid = jid(i);
     let key = &keys[(i % 100) as usize];
     store
@@ -179,39 +176,42 @@ fn echo(store: &mut Store, keys: &[IdentityPublicKey], i: u32, now: u64, answer:
         .unwrap();
     let (mut state, _) = store.load_sessions(NS, &jid, device(i)).unwrap().unwrap();
     state[(now as usize) % STATE_LEN] ^= 0x5a;
-    store
-        .commit_decryption(&DecryptionCommit {
-            namespace: NS,
-            jid: &jid,
-            device_id: device(i),
-            session_state: &state,
-            previous_state: None,
-            used_pre_key: None,
-            now,
-        })
-        .unwrap();
-    store
-        .record_identity_key(NS, &jid, device(i), key, TrustPolicy::Toakafa, now)
-        .unwrap();
-    let mut state = store.load_session(NS, &jid, device(i)).unwrap().unwrap();
-    state[(now as usize + 1) % STATE_LEN] ^= 0xa5;
-    let id = store
-        .commit_encryption_queued(
-            NS,
-            &[SessionUpdate {
-                jid: &jid,
-                device_id: device(i),
-                session_state: &state,
-            }],
-            now,
-            "<message/>",
-            &[],
-        )
-        .unwrap();
+    let decryption = DecryptionCommit {
+        namespace: NS,
+        jid: &jid,
+        device_id: device(i),
+        session_state: &state,
+        previous_state: None,
+        used_pre_key: None,
+        now,
+    };
+    // The answer steps the session again.
+    let mut answered = state.clone();
+    answered[(now as usize + 1) % STATE_LEN] ^= 0xa5;
+    let update = [SessionUpdate {
+        jid: &jid,
+        device_id: device(i),
+        session_state: &answered,
+    }];
+    let id = match answer {
+        // The message is committed, then the answer, which reloads the session and records
+        // the key again.
+        Answer::ByProgram => {
+            store.commit_decryption(&decryption).unwrap();
+            store
+                .record_identity_key(NS, &jid, device(i), key, TrustPolicy::Toakafa, now)
+                .unwrap();
+            black_box(store.load_session(NS, &jid, device(i)).unwrap());
+            store
+                .commit_encryption_queued(NS, &update, now, "<message/>", &[])
+                .unwrap()
+        }
+        // Both in one commit, on the session in hand.
+        Answer::AtOnce => store
+            .commit_decryption_answered(&decryption, &update, "<message/>")
+            .unwrap(),
+    };
     black_box(id);
-    if answer == Answer::AtOnce {
-        store.commit_group().unwrap();
-    }
     store.commits() - before
 }
 

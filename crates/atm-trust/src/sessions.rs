@@ -198,9 +198,26 @@ impl Store {
         let tx = self.write()?;
         encryption_updates(&tx, namespace, updates, now)?;
         crate::inbox::remove_in(&tx, answers)?;
-        tx.prepare_cached("INSERT INTO outbox (stanza, created_at) VALUES (?1, ?2)")?
-            .execute(params![stanza, time_to_sql(now)])?;
-        let id = tx.last_insert_rowid();
+        let id = queue_in(&tx, stanza, now)?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// A decrypted message and its answer, committed together in one transaction:
+    /// [`Store::commit_decryption`] of the message, then [`Store::commit_encryption_queued`]
+    /// of the answer (whose `updates` may step the same session again). The message never
+    /// enters the inbox: once this returned `Ok`, both the message's ratchet step and its
+    /// answer are durable. Returns the answer's outbox id.
+    pub fn commit_decryption_answered(
+        &mut self,
+        commit: &DecryptionCommit<'_>,
+        updates: &[SessionUpdate<'_>],
+        stanza: &str,
+    ) -> Result<i64> {
+        let tx = self.write()?;
+        decryption_in(&tx, commit)?;
+        encryption_updates(&tx, commit.namespace, updates, commit.now)?;
+        let id = queue_in(&tx, stanza, commit.now)?;
         tx.commit()?;
         Ok(id)
     }
@@ -292,6 +309,13 @@ pub(crate) fn decryption_in(
         mark_pre_key_used_in(tx, commit.namespace, pre_key, commit.now)?;
     }
     counters(sent, received)
+}
+
+/// Keeps `stanza` in the outbox, inside a write transaction; returns its id.
+fn queue_in(tx: &Connection, stanza: &str, now: u64) -> Result<i64> {
+    tx.prepare_cached("INSERT INTO outbox (stanza, created_at) VALUES (?1, ?2)")?
+        .execute(params![stanza, time_to_sql(now)])?;
+    Ok(tx.last_insert_rowid())
 }
 
 /// The session and device updates of an encryption, inside a write transaction.

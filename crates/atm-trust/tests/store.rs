@@ -527,6 +527,59 @@ fn a_decrypted_message_stays_in_the_inbox_until_handled_or_answered() {
 }
 
 #[test]
+fn a_message_and_its_answer_commit_together_and_never_enter_the_inbox() {
+    let mut store = Store::open_in_memory().unwrap();
+    let update = |device: u32, state: &'static [u8]| SessionUpdate {
+        jid: BOB,
+        device_id: dev(device),
+        session_state: state,
+    };
+    let session = |store: &Store, device: u32| {
+        store
+            .load_session(NS, BOB, dev(device))
+            .unwrap()
+            .map(|state| state.to_vec())
+    };
+    // The answer steps the session the message stepped, and reaches a second device.
+    let id = store
+        .commit_decryption_answered(
+            &decryption(BOB, 9, b"after the message", None),
+            &[update(9, b"after the answer"), update(3, b"other device")],
+            "<message id='a'/>",
+        )
+        .unwrap();
+    assert_eq!(
+        session(&store, 9).as_deref(),
+        Some(&b"after the answer"[..])
+    );
+    assert_eq!(session(&store, 3).as_deref(), Some(&b"other device"[..]));
+    assert_eq!(
+        store.outbox().unwrap(),
+        [(id, "<message id='a'/>".to_owned())]
+    );
+    assert!(store.inbox().unwrap().is_empty());
+    // The answer counted as a reply: the next message is the first without one.
+    let counters = store
+        .commit_decryption(&decryption(BOB, 9, b"next message", None))
+        .unwrap();
+    assert_eq!(
+        (counters.received_without_reply, counters.sent_without_reply),
+        (1, 0)
+    );
+
+    // A failing answer stores neither the answer nor the message's ratchet step.
+    assert!(store
+        .commit_decryption_answered(
+            &decryption(BOB, 9, b"after a lost message", None),
+            &[update(9, b"")],
+            "<message id='b'/>",
+        )
+        .is_err());
+    assert_eq!(session(&store, 9).as_deref(), Some(&b"next message"[..]));
+    assert_eq!(store.outbox().unwrap().len(), 1);
+}
+
+#[test]
 fn encryption_commit_updates_every_recipient_and_counters() {
     let mut store = Store::open_in_memory().unwrap();
     store

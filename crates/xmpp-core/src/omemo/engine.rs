@@ -7,8 +7,9 @@
 //! runs these steps on a blocking thread and does the network part. Because nothing here reads
 //! the clock or the OS random source, the steps replay exactly under a seeded generator.
 
-use omemo_crypto::{GenericSession, Legacy, Version};
+use omemo_crypto::{GenericSession, Legacy, PreKeyId, Version};
 use rand_core::CryptoRngCore;
+use zeroize::Zeroizing;
 
 use super::*;
 
@@ -19,6 +20,159 @@ pub(super) struct DecryptOutcome {
     pub(super) used_pre_key: bool,
     /// The message's inbox id, when it was kept.
     pub(super) inbox_id: Option<i64>,
+}
+
+/// A message decrypted and checked by [`Engine::open`], its ratchet step not yet stored.
+pub(crate) struct Opened<V: Version> {
+    sender: BareJid,
+    device: DeviceId,
+    /// The session after the message: stored by the commit, or stepped again by an answer.
+    session: GenericSession<V>,
+    /// Its stored form.
+    state: Zeroizing<Vec<u8>>,
+    /// What becomes the previous session.
+    kept: Option<Zeroizing<Vec<u8>>>,
+    used_pre_key: Option<PreKeyId>,
+    /// The envelope and its bytes, unless the message was empty.
+    content: Option<(sce::Envelope, Vec<u8>)>,
+    identity_key: IdentityPublicKey,
+    level: TrustLevel,
+    key_exchange: bool,
+    heartbeat_due: bool,
+    now: u64,
+}
+
+impl<V: Flavour> Opened<V> {
+    /// The message's envelope, unless it was empty.
+    pub(super) fn envelope(&self) -> Option<&sce::Envelope> {
+        self.content.as_ref().map(|(envelope, _)| envelope)
+    }
+
+    /// What the program is told of the message's encryption.
+    pub(super) fn e2ee(&self) -> E2eeMetadata {
+        E2eeMetadata {
+            sender: self.sender.clone(),
+            device: self.device,
+            identity_key: self.identity_key,
+            trust: self.level,
+            key_exchange: self.key_exchange,
+            version: V::NS.version(),
+        }
+    }
+
+    /// The session after the message, for an answer to step it again
+    /// ([`Outgoing::held`]).
+    pub(super) fn held(&self) -> Held<V> {
+        Held {
+            jid: self.sender.clone(),
+            device: self.device,
+            session: self.session.clone(),
+            level: self.level,
+        }
+    }
+
+    fn decryption_commit(&self) -> DecryptionCommit<'_> {
+        DecryptionCommit {
+            namespace: V::NS,
+            jid: self.sender.as_str(),
+            device_id: self.device,
+            session_state: &self.state,
+            previous_state: self.kept.as_deref().map(Vec::as_slice),
+            used_pre_key: self.used_pre_key,
+            now: self.now,
+        }
+    }
+
+    /// Stores the message's ratchet step in one transaction; with `keep`, a message with
+    /// content is kept in the inbox by that same commit.
+    pub(crate) fn commit(
+        self,
+        store: &mut Store,
+        keep: Option<&Header>,
+    ) -> Result<DecryptOutcome, ReceiveError> {
+        let commit = self.decryption_commit();
+        let inbox_id = match (keep, &self.content) {
+            (Some(header), Some((_, bytes))) => {
+                let from = header.from.to_string();
+                let kept = NewInboxMessage {
+                    identity_key: &self.identity_key,
+                    from: &from,
+                    stanza_id: header.id.as_deref(),
+                    message_type: message_type_str(&header.type_),
+                    envelope: bytes,
+                    key_exchange: self.key_exchange,
+                };
+                let (_, id) = store
+                    .commit_decryption_kept(&commit, &kept)
+                    .map_err(ReceiveError::Store)?;
+                Some(id)
+            }
+            _ => {
+                store
+                    .commit_decryption(&commit)
+                    .map_err(ReceiveError::Store)?;
+                None
+            }
+        };
+        Ok(self.into_outcome(inbox_id))
+    }
+
+    /// Stores the message's ratchet step together with `answer` (sealed with
+    /// [`Opened::held`] among its sessions) in one transaction, the answer queued in the
+    /// outbox and the message never in the inbox. Returns the answer's outbox id; on failure
+    /// nothing is stored, and the message may still be committed on its own.
+    pub(crate) fn commit_answered(
+        &self,
+        store: &mut Store,
+        answer: &Sealed,
+    ) -> Result<i64, StoreError> {
+        store.commit_decryption_answered(&self.decryption_commit(), &answer.updates(), &answer.text)
+    }
+
+    /// What the receive path reports of the message once it is committed, with its inbox id
+    /// if the commit kept it there.
+    pub(crate) fn into_outcome(self, inbox_id: Option<i64>) -> DecryptOutcome {
+        let e2ee = self.e2ee();
+        DecryptOutcome {
+            inbox_id,
+            envelope: self.content.map(|(envelope, _)| envelope),
+            e2ee,
+            heartbeat_due: self.heartbeat_due,
+            used_pre_key: self.used_pre_key.is_some(),
+        }
+    }
+}
+
+/// A session already in hand (the one a message just stepped) for [`Engine::seal`] to use
+/// instead of the stored one, with its device's trust level.
+pub(crate) struct Held<V: Version> {
+    jid: BareJid,
+    device: DeviceId,
+    session: GenericSession<V>,
+    level: TrustLevel,
+}
+
+/// A message encrypted by [`Engine::seal`], its ratchet steps not yet stored.
+pub(crate) struct Sealed {
+    pub(super) message: Message,
+    pub(super) report: SendReport,
+    /// The new session state of each device it was encrypted for.
+    states: Vec<(BareJid, DeviceId, Zeroizing<Vec<u8>>)>,
+    /// The stanza as the outbox keeps it.
+    text: String,
+}
+
+impl Sealed {
+    fn updates(&self) -> Vec<SessionUpdate<'_>> {
+        self.states
+            .iter()
+            .map(|(jid, id, state)| SessionUpdate {
+                jid: jid.as_str(),
+                device_id: *id,
+                session_state: state,
+            })
+            .collect()
+    }
 }
 
 /// The parts of an incoming stanza a decrypted message keeps.
@@ -87,6 +241,8 @@ pub(crate) struct Outgoing<'a, V: Version> {
     pub(crate) stanza_id: &'a str,
     /// Inbox messages this one answers: they leave the inbox by the same commit.
     pub(crate) answers: &'a [i64],
+    /// A session in hand for one of `devices`, used instead of the stored one.
+    pub(crate) held: Option<Held<V>>,
 }
 
 impl<R: CryptoRngCore> Engine<'_, R> {
@@ -102,16 +258,30 @@ impl<R: CryptoRngCore> Engine<'_, R> {
         }
     }
 
-    /// The receive path inside the store lock, in version `V`: decrypt, check, then commit in
-    /// one transaction; with `keep`, a message with content is kept in the inbox by that same
+    /// [`Engine::open`] and [`Opened::commit`] in one: decrypt, check, then commit in one
+    /// transaction; with `keep`, a message with content is kept in the inbox by that same
     /// commit.
+    #[cfg(test)]
     pub(crate) fn decrypt<V: Flavour>(
-        self,
+        mut self,
         encrypted: &V::Encrypted,
         sender: &BareJid,
         recipient: &BareJid,
         keep: Option<&Header>,
     ) -> Result<DecryptOutcome, ReceiveError> {
+        let opened = self.reborrow().open::<V>(encrypted, sender, recipient)?;
+        opened.commit(self.store, keep)
+    }
+
+    /// Decrypts and checks a message in version `V` without storing its ratchet step: that
+    /// is [`Opened::commit`], or [`Opened::commit_answered`] together with an answer. The
+    /// sender's identity key is recorded (inside the caller's transaction).
+    pub(crate) fn open<V: Flavour>(
+        self,
+        encrypted: &V::Encrypted,
+        sender: &BareJid,
+        recipient: &BareJid,
+    ) -> Result<Opened<V>, ReceiveError> {
         let Engine {
             store,
             own,
@@ -218,61 +388,45 @@ impl<R: CryptoRngCore> Engine<'_, R> {
             }
             Err(e) => return Err(ReceiveError::Store(e)),
         };
-        let state = session.snapshot();
-        let commit = DecryptionCommit {
-            namespace: V::NS,
-            jid: sender.as_str(),
-            device_id: sid,
-            session_state: &state,
-            previous_state: kept.as_deref().map(Vec::as_slice),
+        Ok(Opened {
+            sender: sender.clone(),
+            device: sid,
+            state: session.snapshot(),
+            session,
+            kept,
             used_pre_key,
-            now,
-        };
-        let inbox_id = match (keep, &content) {
-            (Some(header), Some((_, bytes))) => {
-                let from = header.from.to_string();
-                let kept = NewInboxMessage {
-                    identity_key: &identity_key,
-                    from: &from,
-                    stanza_id: header.id.as_deref(),
-                    message_type: message_type_str(&header.type_),
-                    envelope: bytes,
-                    key_exchange: is_key_exchange,
-                };
-                let (_, id) = store
-                    .commit_decryption_kept(&commit, &kept)
-                    .map_err(ReceiveError::Store)?;
-                Some(id)
-            }
-            _ => {
-                store
-                    .commit_decryption(&commit)
-                    .map_err(ReceiveError::Store)?;
-                None
-            }
-        };
-        Ok(DecryptOutcome {
-            inbox_id,
-            envelope: content.map(|(envelope, _)| envelope),
-            e2ee: E2eeMetadata {
-                sender: sender.clone(),
-                device: sid,
-                identity_key,
-                trust: recorded.level,
-                key_exchange: is_key_exchange,
-                version: V::NS.version(),
-            },
+            content,
+            identity_key,
+            level: recorded.level,
+            key_exchange: is_key_exchange,
             heartbeat_due: decrypted.heartbeat_due(),
-            used_pre_key: used_pre_key.is_some(),
+            now,
         })
     }
 
     /// The send path inside the store lock, in version `V`: sessions for new devices, trust
     /// filter, one payload, one ratchet step per device, one commit.
     pub(crate) fn encrypt<V: Flavour>(
-        self,
+        mut self,
         outgoing: Outgoing<'_, V>,
     ) -> Result<(Message, SendReport, i64), OmemoError> {
+        let answers = outgoing.answers;
+        let sealed = self.reborrow().seal(outgoing)?;
+        let updates = sealed.updates();
+        let outbox_id = self.store.commit_encryption_queued(
+            V::NS,
+            &updates,
+            self.now,
+            &sealed.text,
+            answers,
+        )?;
+        Ok((sealed.message, sealed.report, outbox_id))
+    }
+
+    /// [`Engine::encrypt`] without the commit: the stanza and the new session states, for the
+    /// caller to store (see [`Opened::commit_answered`]). The identity keys of the devices
+    /// are recorded.
+    pub(crate) fn seal<V: Flavour>(self, outgoing: Outgoing<'_, V>) -> Result<Sealed, OmemoError> {
         let Engine {
             store,
             own,
@@ -288,7 +442,8 @@ impl<R: CryptoRngCore> Engine<'_, R> {
             plaintext,
             to,
             stanza_id,
-            answers,
+            answers: _,
+            mut held,
         } = outgoing;
         let mut report = SendReport::default();
         let mut sessions: Vec<(BareJid, DeviceId, GenericSession<V>)> = Vec::new();
@@ -299,6 +454,16 @@ impl<R: CryptoRngCore> Engine<'_, R> {
 
         for (jid, id) in devices {
             let id = *id;
+            if let Some(held) = held.take_if(|held| &held.jid == jid && held.device == id) {
+                if accept(held.level) {
+                    sessions.push((held.jid, id, held.session));
+                } else {
+                    report
+                        .skipped
+                        .push((jid.clone(), id, format!("trust level {:?}", held.level)));
+                }
+                continue;
+            }
             let blob = store.load_session(V::NS, jid.as_str(), id)?;
             let (session, key) = match blob {
                 Some(blob) => match GenericSession::<V>::restore(&blob) {
@@ -380,19 +545,15 @@ impl<R: CryptoRngCore> Engine<'_, R> {
             report.encrypted_for.push((jid.clone(), id));
             states.push((jid, id, session.snapshot()));
         }
-        let updates: Vec<SessionUpdate<'_>> = states
-            .iter()
-            .map(|(jid, id, state)| SessionUpdate {
-                jid: jid.as_str(),
-                device_id: *id,
-                session_state: state,
-            })
-            .collect();
         let mut message = V::message(own.device_id, to, &keys, payload);
         message.id = Some(xmpp_parsers::message::Id(stanza_id.to_owned()));
         let text = stanza_text(&message)?;
-        let outbox_id = store.commit_encryption_queued(V::NS, &updates, t, &text, answers)?;
-        Ok((message, report, outbox_id))
+        Ok(Sealed {
+            message,
+            report,
+            states,
+            text,
+        })
     }
 
     /// An empty message (session confirmation, heartbeat, key transport) in version `V` to
@@ -932,9 +1093,12 @@ pub(super) fn sealed_envelope(
     .to_bytes()
 }
 
-/// A stanza as kept in the outbox (and sent), refused if a server would refuse it.
+/// A stanza as kept in the outbox (and sent), refused if a server would refuse it. Written
+/// from the stanza itself, without a copy of it as an element tree.
 pub(super) fn stanza_text(message: &Message) -> Result<String, OmemoError> {
-    let text = String::from(&Element::from(message.clone()));
+    let unwritable = |e: String| OmemoError::Xml(omemo_pep::Error::InvalidXml(e));
+    let bytes = xso::to_vec(message).map_err(|e| unwritable(e.to_string()))?;
+    let text = String::from_utf8(bytes).map_err(|e| unwritable(e.to_string()))?;
     check_size(text.len())?;
     Ok(text)
 }
@@ -1091,6 +1255,7 @@ mod tests {
                     to: &to.own.jid,
                     stanza_id,
                     answers: &[],
+                    held: None,
                 })
                 .unwrap();
             assert_eq!(
@@ -1161,6 +1326,99 @@ mod tests {
         let got = bob.receive(&alice, &next, T0 + 2).unwrap();
         assert_eq!(body(&got).as_deref(), Some("again"));
         assert!(!got.e2ee.key_exchange);
+    }
+
+    #[test]
+    fn an_answer_steps_the_session_in_hand_and_commits_with_the_message() {
+        let mut alice = Peer::new("alice@example.org", 11);
+        let mut bob = Peer::new("bob@example.org", 12);
+        alice.lists(&bob);
+        bob.lists(&alice);
+        let first = alice.send(&bob, "hello", Some(bob.bundle()), T0);
+        bob.receive(&alice, &first, T0).unwrap();
+        let inbox_ids = |store: &Store| -> Vec<i64> {
+            store.inbox().unwrap().into_iter().map(|m| m.id).collect()
+        };
+        let inbox_before = inbox_ids(&bob.store);
+        assert_eq!(
+            inbox_before.len(),
+            1,
+            "the first message waits in the inbox"
+        );
+        let outbox_before = bob.store.outbox().unwrap();
+
+        let asked = alice.send(&bob, "echo this", None, T0 + 1);
+        let encrypted = hints::find_encrypted(&asked).unwrap().unwrap();
+        let (alice_jid, bob_jid) = (alice.own.jid.clone(), bob.own.jid.clone());
+        let opened = bob
+            .engine(T0 + 1)
+            .open::<Omemo2>(&encrypted, &alice_jid, &bob_jid)
+            .unwrap();
+        let plaintext = sce::Envelope::new(
+            vec![sce::Envelope::body_element("echoed")],
+            bob_jid.clone(),
+            alice_jid.clone(),
+            None,
+            &mut bob.rng,
+        )
+        .to_bytes()
+        .unwrap();
+        let devices = [(alice_jid.clone(), alice.own.device_id)];
+        let sealed = bob
+            .engine(T0 + 1)
+            .seal::<Omemo2>(Outgoing {
+                accept: |_| true,
+                devices: &devices,
+                to_required: true,
+                bundles: Vec::new(),
+                plaintext: &plaintext,
+                to: &alice_jid,
+                stanza_id: "answer",
+                answers: &[],
+                held: Some(opened.held()),
+            })
+            .unwrap();
+        assert_eq!(sealed.report.encrypted_for, devices);
+        // Nothing of either is stored before their commit.
+        assert_eq!(bob.store.outbox().unwrap(), outbox_before);
+        let outbox_id = opened.commit_answered(&mut bob.store, &sealed).unwrap();
+        let outcome = opened.into_outcome(None);
+        assert_eq!(body(&outcome).as_deref(), Some("echo this"));
+        assert_eq!(outcome.inbox_id, None);
+        assert_eq!(inbox_ids(&bob.store), inbox_before);
+        let outbox = bob.store.outbox().unwrap();
+        assert_eq!(outbox.last(), Some(&(outbox_id, sealed.text.clone())));
+        assert_eq!(outbox.len(), outbox_before.len() + 1);
+
+        // Bob's next message goes on from the answer's ratchet step, which the commit stored:
+        // Alice reads both (a stored state without the answer's step would send the next
+        // message with the answer's message key, a duplicate to Alice).
+        let next = bob.send(&alice, "and more", None, T0 + 2);
+        let got = alice.receive(&bob, &sealed.message, T0 + 2).unwrap();
+        assert_eq!(body(&got).as_deref(), Some("echoed"));
+        let got = alice.receive(&bob, &next, T0 + 2).unwrap();
+        assert_eq!(body(&got).as_deref(), Some("and more"));
+    }
+
+    /// The stanzas `store`'s outbox keeps, read back from their text.
+    fn outbox_stanzas(store: &Store) -> Vec<Message> {
+        store
+            .outbox()
+            .unwrap()
+            .into_iter()
+            .map(|(_, text)| Message::try_from(text.parse::<Element>().unwrap()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_outbox_keeps_each_stanza_as_text_that_reads_back_as_the_same_stanza() {
+        let mut alice = Peer::new("alice@example.org", 13);
+        let bob = Peer::new("bob@example.org", 14);
+        alice.lists(&bob);
+        let first = alice.send(&bob, "kept <as> text & read 'back'", Some(bob.bundle()), T0);
+        let second = alice.send(&bob, "and \"again\"", None, T0 + 1);
+        assert_ne!(first, second);
+        assert_eq!(outbox_stanzas(&alice.store), [first, second]);
     }
 
     #[test]
@@ -1576,6 +1834,7 @@ mod tests {
         let got = receive(&mut bob, &alice, &next);
         assert_eq!(body(&got).as_deref(), Some("and again"));
         assert!(!got.e2ee.key_exchange);
+        assert_eq!(outbox_stanzas(&alice.store), [first, next.clone()]);
         // A replay is refused.
         let encrypted = hints::find_legacy_encrypted(&next).unwrap().unwrap();
         let bob_jid = bob.own.jid.clone();
@@ -1773,6 +2032,7 @@ mod tests {
                 to: &to,
                 stanza_id: "s",
                 answers: &[],
+                held: None,
             });
             match outcome {
                 Ok((_, report, _)) => {
@@ -1797,6 +2057,7 @@ mod tests {
                 to: &to,
                 stanza_id: "s2",
                 answers: &[],
+                held: None,
             }),
             Err(OmemoError::NoTrustedDevice(_))
         ));

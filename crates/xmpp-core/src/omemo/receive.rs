@@ -128,26 +128,14 @@ impl OmemoManager {
             let keep = keep.clone();
             let responder = responder.clone();
             async move {
-                self.with_engine(move |mut engine| {
-                    let outcome = engine.reborrow().decrypt::<V>(
-                        &encrypted,
-                        &sender,
-                        &recipient,
-                        keep.as_ref(),
-                    )?;
-                    let answer = match (&responder, &keep, outcome.inbox_id) {
-                        (Some((responder, stanza_id)), Some(header), Some(inbox_id)) => {
-                            let asked = Asked {
-                                outcome: &outcome,
-                                header,
-                                inbox_id,
-                                stanza_id,
-                            };
-                            answer_at_once::<V>(engine, asked, responder)
-                        }
-                        _ => None,
+                self.with_engine(move |engine| {
+                    let arrived = Arrived {
+                        encrypted: &*encrypted,
+                        sender: &sender,
+                        recipient: &recipient,
+                        keep: keep.as_ref(),
                     };
-                    Ok((outcome, answer))
+                    decrypt_and_answer::<V>(engine, arrived, responder.as_ref())
                 })
                 .await
                 .map_err(|_| ReceiveError::Internal)?
@@ -170,11 +158,12 @@ impl OmemoManager {
                 .map(|id| self.receipt(id, V::NS, sender.clone(), sid)),
         };
         let answered = match answer {
-            Some(AnsweredAtOnce {
-                message,
-                report,
+            Some((
+                Sealed {
+                    message, report, ..
+                },
                 outbox_id,
-            }) => {
+            )) => {
                 self.send_answered(outbox_id, message).await;
                 Some(report)
             }
@@ -339,60 +328,94 @@ fn split_trust_messages(envelope: &sce::Envelope) -> (Vec<Element>, Vec<Element>
         .partition(TrustMessage::is_trust_message)
 }
 
-/// A message just decrypted (not yet committed) that the [`Responder`] may answer.
-struct Asked<'a> {
-    outcome: &'a DecryptOutcome,
-    header: &'a Header,
-    /// Its inbox row, which the answer's commit takes out again.
-    inbox_id: i64,
-    /// The answer's stanza id.
-    stanza_id: &'a str,
+/// A message that arrived, as [`decrypt_and_answer`] takes it.
+struct Arrived<'a, V: Pep> {
+    encrypted: &'a V::Encrypted,
+    sender: &'a BareJid,
+    recipient: &'a BareJid,
+    /// Its header, when the program is to get it (it waits in the inbox until then).
+    keep: Option<&'a Header>,
 }
 
-/// An answer encrypted and queued in the outbox by the decryption's own transaction.
-struct AnsweredAtOnce {
-    message: Message,
-    report: SendReport,
-    outbox_id: i64,
+/// Decrypts a message in `engine`'s transaction and, with a `responder` (and the answer's
+/// stanza id), answers it there if it can ([`answer_at_once`]): then the message and its
+/// answer are committed together and the answer comes back with its outbox id. Otherwise the
+/// message is committed on its own, kept in the inbox for the program.
+fn decrypt_and_answer<V: Pep>(
+    mut engine: Engine<'_, OsRng>,
+    arrived: Arrived<'_, V>,
+    responder: Option<&(Responder, String)>,
+) -> Result<(DecryptOutcome, Option<(Sealed, i64)>), ReceiveError> {
+    let Arrived {
+        encrypted,
+        sender,
+        recipient,
+        keep,
+    } = arrived;
+    let opened = engine.reborrow().open::<V>(encrypted, sender, recipient)?;
+    if let (Some((responder, stanza_id)), Some(header)) = (responder, keep) {
+        let asked = Asked {
+            opened: &opened,
+            header,
+            stanza_id,
+        };
+        if let Some(answer) = answer_at_once::<V>(engine.reborrow(), asked, responder) {
+            match opened.commit_answered(engine.store, &answer) {
+                Ok(outbox_id) => return Ok((opened.into_outcome(None), Some((answer, outbox_id)))),
+                // The message goes to the program on its own.
+                Err(e) => tracing::debug!(error = %e, "cannot commit an answer given at once"),
+            }
+        }
+    }
+    Ok((opened.commit(engine.store, keep)?, None))
+}
+
+/// A message just decrypted (not yet committed) that the [`Responder`] may answer.
+struct Asked<'a, V: Flavour> {
+    opened: &'a Opened<V>,
+    header: &'a Header,
+    /// The answer's stanza id.
+    stanza_id: &'a str,
 }
 
 /// Asks `responder` about a message just decrypted in `engine`'s transaction and, if it
 /// answers, encrypts the answer there as [`OmemoManager::send_answer`] would: in the message's
 /// version, to the devices of the sender's account and our other devices listed in it (and,
-/// in legacy, the device that asked). `None`, with nothing changed, when the message is not
-/// one the responder answers at once or when the answer would need a bundle first (a device
-/// without a session) or would not reach the sender: then the program gets the message, as
-/// without a responder.
+/// in legacy, the device that asked), stepping the session the message stepped. The caller
+/// commits the message and its answer together ([`Opened::commit_answered`]). `None` when the
+/// message is not one the responder answers at once or when the answer would need a bundle
+/// first (a device without a session) or would not reach the sender: then the program gets
+/// the message, as without a responder.
 fn answer_at_once<V: Pep>(
     mut engine: Engine<'_, OsRng>,
-    asked: Asked<'_>,
+    asked: Asked<'_, V>,
     responder: &Responder,
-) -> Option<AnsweredAtOnce> {
+) -> Option<Sealed> {
     let Asked {
-        outcome,
+        opened,
         header,
-        inbox_id,
         stanza_id,
     } = asked;
-    let envelope = outcome.envelope.as_ref()?;
+    let envelope = opened.envelope()?;
     let (trust_messages, content) = split_trust_messages(envelope);
     if !trust_messages.is_empty() || content.is_empty() {
         return None;
     }
+    let e2ee = opened.e2ee();
     let message = DecryptedMessage {
         from: header.from.clone(),
         id: header.id.clone(),
         type_: header.type_.clone(),
         body: envelope.body(),
         content,
-        e2ee: outcome.e2ee.clone(),
+        e2ee,
         receipt: None,
         answered: None,
     };
     let answer = responder(&message)?;
-    let to = &outcome.e2ee.sender;
+    let to = &message.e2ee.sender;
     let own = engine.own;
-    let asked_by = V::ANSWER_UNLISTED.then_some((outcome.e2ee.device, V::NS));
+    let asked_by = V::ANSWER_UNLISTED.then_some((message.e2ee.device, V::NS));
     let (devices, over_limit) = match message_devices(engine.store, own, to, &[V::NS], asked_by) {
         Ok(chosen) => chosen,
         Err(e) => {
@@ -409,7 +432,7 @@ fn answer_at_once<V: Pep>(
         .collect();
     let sealed = sealed_envelope(answer.clone(), &own.jid, to).ok()?;
     let plaintext = V::plaintext(&answer, &sealed)?;
-    let encrypted = engine.reborrow().encrypt::<V>(Outgoing {
+    let encrypted = engine.reborrow().seal::<V>(Outgoing {
         accept: TrustLevel::is_accepted,
         devices: &devices,
         to_required: true,
@@ -417,18 +440,15 @@ fn answer_at_once<V: Pep>(
         plaintext: &plaintext,
         to,
         stanza_id,
-        answers: &[inbox_id],
+        answers: &[],
+        held: Some(opened.held()),
     });
     match encrypted {
-        Ok((message, report, outbox_id)) => Some(AnsweredAtOnce {
-            message,
-            report: SendReport {
-                stanza_id: stanza_id.to_owned(),
-                over_limit,
-                ..report
-            },
-            outbox_id,
-        }),
+        Ok(mut sealed) => {
+            sealed.report.stanza_id = stanza_id.to_owned();
+            sealed.report.over_limit = over_limit;
+            Some(sealed)
+        }
         Err(e) => {
             // Too large, no trusted device: the program's answer says so.
             tracing::debug!(error = %e, "not answering at once");

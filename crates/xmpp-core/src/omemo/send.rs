@@ -223,6 +223,7 @@ impl OmemoManager {
                     to: &to_owned,
                     stanza_id: &id_for_store,
                     answers: &answers,
+                    held: None,
                 })
             })
             .await?;
