@@ -1,9 +1,11 @@
-//! `just bench-e2e`: N concurrent clients × M messages through a local Prosody, once against a
-//! plaintext echo over the same connection stack and once against the real OMEMO echo bot.
+//! `just bench-e2e`: N concurrent clients × M messages through a local Prosody, against a
+//! plaintext echo over the same connection stack and against the real OMEMO echo bot.
 //!
 //! Prints throughput, round-trip p50/p99, the bot's CPU time per message and its peak RSS,
 //! the server's CPU time per message and how busy its one thread was, and the OMEMO/plaintext
-//! throughput ratio. The OMEMO run happens twice: with 100 extra
+//! ratios. The plaintext echo runs first and last; the ratios take the mean of its two runs
+//! (a machine whose speed drifts during the bench shows as a difference between them). The
+//! OMEMO run happens twice: with 100 extra
 //! stored sessions (with generated peers) in the bot's database, then, with other client
 //! accounts, after the database was filled up to 10,000 extra sessions; the bench prints the
 //! bot's CPU per message of both runs side by side and its peak RSS in the second.
@@ -101,7 +103,19 @@ async fn plaintext_echo() {
         .await
         .unwrap();
     println!("plaintext echo ready");
-    while let Some(event) = events.recv().await {
+    // Stopped with SIGTERM, it closes its stream as the echo bot does: a stream left open
+    // would stay on the server (stream management keeps it for resumption) and get copies
+    // of the later runs' messages, raising the server's cost per message run after run.
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => event,
+            _ = terminate.recv() => None,
+        };
+        let Some(event) = event else {
+            break;
+        };
         if let Event::Message(message) = event {
             let (Some(from), Some(body)) = (message.from.clone(), message.bodies.values().next())
             else {
@@ -113,6 +127,7 @@ async fn plaintext_echo() {
             }
         }
     }
+    connection.close().await;
 }
 
 struct Bot {
@@ -295,7 +310,7 @@ fn report(name: &str, run: &RunResult) -> f64 {
     let n = rtts.len() as f64;
     let throughput = n / run.wall.as_secs_f64();
     println!(
-        "{name:<10} {:>7} msgs  {throughput:>8.1} msg/s  p50 {:>8.2?}  p99 {:>8.2?}  bot CPU/msg {:>8.1} µs  bot peak RSS {:>6.1} MB  server CPU/msg {:>7.1} µs (busy {:>3.0} %)",
+        "{name:<15} {:>7} msgs  {throughput:>8.1} msg/s  p50 {:>8.2?}  p99 {:>8.2?}  bot CPU/msg {:>8.1} µs  bot peak RSS {:>6.1} MB  server CPU/msg {:>7.1} µs (busy {:>3.0} %)",
         rtts.len(),
         percentile(&rtts, 0.5),
         percentile(&rtts, 0.99),
@@ -660,13 +675,16 @@ async fn bench() {
     let clients = env_usize("BENCH_CLIENTS", 4);
     let messages = env_usize("BENCH_MESSAGES", 100);
     // Logging at info, as a production server does: the test servers' debug log of every
-    // stanza costs Prosody more CPU than routing it, more for OMEMO's larger stanzas. The
-    // message archive (MAM) in memory: Prosody's file storage costs more per message the
-    // longer an account's archive grows (measured: its CPU per message doubled from the first
-    // OMEMO run to the second), which would make the second run's figures depend on the first.
+    // stanza costs Prosody more CPU than routing it, more for OMEMO's larger stanzas. No
+    // message is archived (MAM answers, but keeps nothing unless an account asks it to):
+    // Prosody's archive costs more per message the longer an account's archive grows, on
+    // disk and in memory alike (measured: its CPU per message doubled from the first OMEMO
+    // run to the second with the file store, and from the first plaintext run to the last
+    // with the memory store), which would make each run's figures depend on the runs before.
     let server = TestServer::builder()
         .debug_log(false)
         .option(r#"storage = { archive = "memory" }"#)
+        .option("default_archive_policy = false")
         .start()
         .unwrap();
     server.create_account("bot", "bot-password").unwrap();
@@ -682,30 +700,13 @@ async fn bench() {
         server.port()
     );
 
-    // Plaintext baseline.
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command
-        .env("BENCH_PLAINTEXT_ECHO", "1")
-        .env("BENCH_JID", bot_jid.as_str())
-        .env("BENCH_PORT", server.port().to_string())
-        .env("BENCH_CA", server.ca_file());
-    // The driver's own plaintext clients use the same variables.
+    // The plaintext baseline, before and after the OMEMO runs: the figures compared with the
+    // OMEMO run's are the means of the two, so that a machine slowing down or speeding up
+    // during the bench shows as a difference between them instead of skewing the ratios.
+    // The driver's own plaintext clients use the same variables as the plaintext echo.
     std::env::set_var("BENCH_PORT", server.port().to_string());
     std::env::set_var("BENCH_CA", server.ca_file());
-    let bot = Bot::spawn(command, "plaintext echo ready").await;
-    let start = Arc::new(Barrier::new(clients + 1));
-    let tasks: Vec<_> = (0..clients)
-        .map(|c| {
-            tokio::spawn(plaintext_client(
-                format!("client{c}@localhost"),
-                bot_jid.clone(),
-                messages,
-                Arc::clone(&start),
-            ))
-        })
-        .collect();
-    let plain = timed_run(bot, &server, &start, tasks).await;
-
+    let plain = plaintext_run(&server, clients, messages).await;
     // The OMEMO echo bot: with 100 extra stored sessions, then (other client accounts, so
     // that no client has a second device) with 10,000.
     let bot_db = dir.path().join("bot.sqlite3");
@@ -739,28 +740,33 @@ async fn bench() {
         None
     };
 
+    let plain_after = plaintext_run(&server, clients, messages).await;
+
     println!();
-    let plain_tp = report("plaintext", &plain);
+    let plain_tp = (report("plaintext", &plain) + report("plaintext after", &plain_after)) / 2.0;
     let few_tp = report("omemo", &few);
     report("omemo 10k", &many);
     let per_message = |run: &RunResult| run.cpu / run.rtts.len() as f64;
+    let server_per_message = |run: &RunResult| run.server_cpu / run.rtts.len() as f64;
+    let plain_cpu = (per_message(&plain) + per_message(&plain_after)) / 2.0;
+    let plain_server_cpu = (server_per_message(&plain) + server_per_message(&plain_after)) / 2.0;
     println!(
-        "bot CPU per OMEMO echo / per plaintext echo: {:.1}× ({:.0} µs / {:.0} µs; target ≤ 3×)",
-        per_message(&few) / per_message(&plain),
+        "bot CPU per OMEMO echo / per plaintext echo: {:.1}× ({:.0} µs / {:.0} µs, the mean of the plaintext runs before and after; target ≤ 3×)",
+        per_message(&few) / plain_cpu,
         per_message(&few) * 1e6,
-        per_message(&plain) * 1e6,
+        plain_cpu * 1e6,
     );
     let crypto = crypto_per_echo(clients * messages).as_secs_f64();
     println!(
         "an echo's cryptography alone (two ratchet steps and two payloads, in this process): {:.0} µs, {:.1}× the plaintext echo, {:.0} % of the OMEMO echo",
         crypto * 1e6,
-        crypto / per_message(&plain),
+        crypto / plain_cpu,
         100.0 * crypto / per_message(&few),
     );
     println!(
         "OMEMO/plaintext throughput: {:.0} % (target ≥ 80 %); the server's CPU per message: {:.1}× the plaintext one's, its one thread busy {:.0} % of the OMEMO run",
         few_tp / plain_tp * 100.0,
-        (few.server_cpu / few.rtts.len() as f64) / (plain.server_cpu / plain.rtts.len() as f64),
+        server_per_message(&few) / plain_server_cpu,
         few.server_cpu / few.wall.as_secs_f64() * 100.0,
     );
     println!(
@@ -788,6 +794,31 @@ async fn bench() {
         _ => println!("bot fsyncs per echo: NOT MEASURED (strace is not installed)"),
     }
     sequential(sequential_messages).await;
+}
+
+/// One plaintext run: the plaintext echo (this executable, re-run with
+/// `BENCH_PLAINTEXT_ECHO`), `clients` client accounts `client{c}` each sending `messages`.
+async fn plaintext_run(server: &TestServer, clients: usize, messages: usize) -> RunResult {
+    let bot_jid = server.jid("bot").unwrap();
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .env("BENCH_PLAINTEXT_ECHO", "1")
+        .env("BENCH_JID", bot_jid.as_str())
+        .env("BENCH_PORT", server.port().to_string())
+        .env("BENCH_CA", server.ca_file());
+    let bot = Bot::spawn(command, "plaintext echo ready").await;
+    let start = Arc::new(Barrier::new(clients + 1));
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            tokio::spawn(plaintext_client(
+                format!("client{c}@localhost"),
+                bot_jid.clone(),
+                messages,
+                Arc::clone(&start),
+            ))
+        })
+        .collect();
+    timed_run(bot, server, &start, tasks).await
 }
 
 /// One OMEMO run: the bot on `bot_db`, `clients` new client accounts named `prefix{c}`, each
