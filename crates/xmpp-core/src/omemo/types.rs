@@ -41,7 +41,8 @@ pub struct DecryptedMessage {
     pub receipt: Option<Receipt>,
     /// The answer the manager's [`Responder`] gave, when it was encrypted and committed in the
     /// decryption's own transaction and queued for sending before the message was handed
-    /// over; the message then has no receipt (it is not in the inbox after that commit).
+    /// over; the message then has no receipt (it never enters the inbox: one commit stores
+    /// it together with its answer).
     pub answered: Option<SendReport>,
 }
 
