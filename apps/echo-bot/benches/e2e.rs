@@ -2,8 +2,9 @@
 //! plaintext echo over the same connection stack and against the real OMEMO echo bot.
 //!
 //! Prints throughput, round-trip p50/p99, the bot's CPU time per message and its peak RSS,
-//! the server's CPU time per message and how busy its one thread was, and the OMEMO/plaintext
-//! ratios. The plaintext echo runs first and last; the ratios take the mean of its two runs
+//! the server's CPU time per message and how busy its one thread was, the clients' (this
+//! process's) CPU per message and how busy the three kept the machine, and the
+//! OMEMO/plaintext ratios. The plaintext echo runs first and last; the ratios take the mean of its two runs
 //! (a machine whose speed drifts during the bench shows as a difference between them). The
 //! OMEMO run happens twice: with 100 extra
 //! stored sessions (with generated peers) in the bot's database, then, with other client
@@ -257,9 +258,23 @@ struct RunResult {
     cpu: f64,
     /// The server's CPU seconds in the same time (Prosody runs its work on one thread).
     server_cpu: f64,
+    /// This process's CPU seconds in the same time: the clients'.
+    clients_cpu: f64,
     rss_kib: u64,
     /// The bot's syncs (`fsync`, `fdatasync`) during the timed part, when traced.
     syncs: Option<usize>,
+}
+
+impl RunResult {
+    /// The CPU seconds of the bot, the server and the clients together.
+    fn all_cpu(&self) -> f64 {
+        self.cpu + self.server_cpu + self.clients_cpu
+    }
+}
+
+/// The machine's cores, as this process may use them.
+fn cores() -> f64 {
+    std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
 }
 
 /// The CPU time each live thread of process `pid` has run so far, in nanoseconds, by thread
@@ -310,7 +325,7 @@ fn report(name: &str, run: &RunResult) -> f64 {
     let n = rtts.len() as f64;
     let throughput = n / run.wall.as_secs_f64();
     println!(
-        "{name:<15} {:>7} msgs  {throughput:>8.1} msg/s  p50 {:>8.2?}  p99 {:>8.2?}  bot CPU/msg {:>8.1} µs  bot peak RSS {:>6.1} MB  server CPU/msg {:>7.1} µs (busy {:>3.0} %)",
+        "{name:<15} {:>7} msgs  {throughput:>8.1} msg/s  p50 {:>8.2?}  p99 {:>8.2?}  bot CPU/msg {:>8.1} µs  bot peak RSS {:>6.1} MB  server CPU/msg {:>7.1} µs (busy {:>3.0} %)  clients CPU/msg {:>7.1} µs  all three busy {:>3.0} % of the machine",
         rtts.len(),
         percentile(&rtts, 0.5),
         percentile(&rtts, 0.99),
@@ -318,6 +333,8 @@ fn report(name: &str, run: &RunResult) -> f64 {
         run.rss_kib as f64 / 1024.0,
         run.server_cpu / n * 1e6,
         run.server_cpu / run.wall.as_secs_f64() * 100.0,
+        run.clients_cpu / n * 1e6,
+        run.all_cpu() / run.wall.as_secs_f64() / cores() * 100.0,
     );
     throughput
 }
@@ -764,10 +781,21 @@ async fn bench() {
         100.0 * crypto / per_message(&few),
     );
     println!(
-        "OMEMO/plaintext throughput: {:.0} % (target ≥ 80 %); the server's CPU per message: {:.1}× the plaintext one's, its one thread busy {:.0} % of the OMEMO run",
+        "OMEMO/plaintext throughput: {:.0} % (target ≥ 80 %); the server's CPU per message: {:.1}× the plaintext one's (where the plaintext run keeps the server's one thread busy, the ratio cannot pass {:.0} % whatever the bot does), its one thread busy {:.0} % of the OMEMO run",
         few_tp / plain_tp * 100.0,
         server_per_message(&few) / plain_server_cpu,
+        100.0 * plain_server_cpu / server_per_message(&few),
         few.server_cpu / few.wall.as_secs_f64() * 100.0,
+    );
+    let all_per_message = |run: &RunResult| run.all_cpu() / run.rtts.len() as f64;
+    let plain_all = (all_per_message(&plain) + all_per_message(&plain_after)) / 2.0;
+    println!(
+        "CPU per message of the bot, the server and the clients together: OMEMO / plaintext {:.1}× ({:.0} µs / {:.0} µs); in the OMEMO run they kept {:.0} % of this machine's {} cores busy",
+        all_per_message(&few) / plain_all,
+        all_per_message(&few) * 1e6,
+        plain_all * 1e6,
+        few.all_cpu() / few.wall.as_secs_f64() / cores() * 100.0,
+        cores(),
     );
     println!(
         "bot CPU per OMEMO echo with {MANY_SESSIONS} / with {FEW_SESSIONS} extra stored sessions: {:.2}× ({:.0} µs / {:.0} µs; target within ±20 %)",
@@ -884,6 +912,7 @@ async fn timed_run(
     let server_pid = server.pid().unwrap();
     let cpu0 = bot.thread_cpu();
     let server0 = thread_cpu(server_pid);
+    let clients0 = thread_cpu(std::process::id());
     let syncs0 = bot.syncs();
     let started = Instant::now();
     let mut rtts = Vec::new();
@@ -893,6 +922,7 @@ async fn timed_run(
     let wall = started.elapsed();
     let cpu1 = bot.thread_cpu();
     let server1 = thread_cpu(server_pid);
+    let clients1 = thread_cpu(std::process::id());
     let rss = bot.peak_rss_kib();
     let syncs = bot.syncs().zip(syncs0).map(|(b, a)| b - a);
     bot.stop().await;
@@ -901,6 +931,7 @@ async fn timed_run(
         wall,
         cpu: cpu_between(&cpu0, &cpu1),
         server_cpu: cpu_between(&server0, &server1),
+        clients_cpu: cpu_between(&clients0, &clients1),
         rss_kib: rss,
         syncs,
     }
