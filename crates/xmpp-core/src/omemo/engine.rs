@@ -1115,7 +1115,7 @@ pub(crate) fn check_size(bytes: usize) -> Result<(), OmemoError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use atm_trust::ListedDevice;
     use omemo_crypto::HEARTBEAT_THRESHOLD;
@@ -1151,17 +1151,17 @@ mod tests {
     // Test-only: deterministic, not secret.
     impl rand_core::CryptoRng for TestRng {}
 
-    const T0: u64 = 1_700_000_000;
+    pub(in crate::omemo) const T0: u64 = 1_700_000_000;
 
     /// One account's device on an in-memory store.
-    struct Peer {
-        store: Store,
-        own: OwnIdentity,
+    pub(in crate::omemo) struct Peer {
+        pub(in crate::omemo) store: Store,
+        pub(in crate::omemo) own: OwnIdentity,
         rng: TestRng,
     }
 
     impl Peer {
-        fn new(jid: &str, seed: u64) -> Self {
+        pub(in crate::omemo) fn new(jid: &str, seed: u64) -> Self {
             let mut rng = TestRng(seed);
             let mut store = Store::open_in_memory().unwrap();
             let device = store
@@ -1196,14 +1196,14 @@ mod tests {
             }
         }
 
-        fn bundle(&self) -> Bundle {
+        pub(in crate::omemo) fn bundle(&self) -> Bundle {
             let spk = self.store.current_signed_pre_key().unwrap().unwrap();
             let pre_keys = self.store.unused_pre_keys().unwrap();
             Bundle::from_own_keys(&self.own.identity, &spk, &pre_keys).unwrap()
         }
 
         /// Lists `other`'s device as the one device of its account.
-        fn lists(&mut self, other: &Peer) {
+        pub(in crate::omemo) fn lists(&mut self, other: &Peer) {
             let listed = [ListedDevice {
                 device_id: other.own.device_id,
                 label: None,
@@ -1216,7 +1216,13 @@ mod tests {
 
         /// Encrypts `text` to `to` in OMEMO 2 (inside an SCE envelope), with its bundle when
         /// given; returns the stanza.
-        fn send(&mut self, to: &Peer, text: &str, bundle: Option<Bundle>, now: u64) -> Message {
+        pub(in crate::omemo) fn send(
+            &mut self,
+            to: &Peer,
+            text: &str,
+            bundle: Option<Bundle>,
+            now: u64,
+        ) -> Message {
             let envelope = sce::Envelope::new(
                 vec![sce::Envelope::body_element(text)],
                 self.own.jid.clone(),
@@ -1268,7 +1274,7 @@ mod tests {
         }
 
         /// Decrypts a stanza from `from`, keeping it in the inbox.
-        fn receive(
+        pub(in crate::omemo) fn receive(
             &mut self,
             from: &Peer,
             message: &Message,

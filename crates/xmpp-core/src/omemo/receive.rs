@@ -416,13 +416,32 @@ fn answer_at_once<V: Pep>(
     let to = &message.e2ee.sender;
     let own = engine.own;
     let asked_by = V::ANSWER_UNLISTED.then_some((message.e2ee.device, V::NS));
-    let (devices, over_limit) = match message_devices(engine.store, own, to, &[V::NS], asked_by) {
+    let (mut devices, over_limit) = match message_devices(engine.store, own, to, &[V::NS], asked_by)
+    {
         Ok(chosen) => chosen,
         Err(e) => {
             tracing::debug!(error = %e, "cannot choose the devices of an answer at once");
             return None;
         }
     };
+    // The device that asked has its session in hand, stored or (a key exchange) not yet: the
+    // answer needs no bundle for it.
+    let asker = message.e2ee.device;
+    match devices
+        .iter_mut()
+        .find(|(jid, c)| jid == to && c.device == asker)
+    {
+        Some((_, chosen)) => chosen.has_session = true,
+        None if V::ANSWER_UNLISTED => devices.push((
+            to.clone(),
+            Chosen {
+                device: asker,
+                namespace: V::NS,
+                has_session: true,
+            },
+        )),
+        None => {}
+    }
     if devices.iter().any(|(_, c)| !c.has_session) {
         return None; // a bundle to fetch first: the program's answer does that
     }
@@ -459,6 +478,7 @@ fn answer_at_once<V: Pep>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::engine::tests::{Peer, T0};
     use super::*;
 
     fn own() -> OwnIdentity {
@@ -517,6 +537,82 @@ mod tests {
         find_encrypted(message, &own())
             .map(|r| r.unwrap())
             .map(|i| (i.namespace(), i.sender_device().get()))
+    }
+
+    /// Decrypts `message` from `from` on `to`'s store as the receive path does, with a
+    /// responder that answers when `answer` is true.
+    fn decrypt_as_the_bot(
+        to: &mut Peer,
+        from: &Peer,
+        message: &Message,
+        answer: bool,
+    ) -> (DecryptOutcome, Option<(Sealed, i64)>) {
+        let encrypted = hints::find_encrypted(message).unwrap().unwrap();
+        let header = Header {
+            from: Jid::from(from.own.jid.clone()),
+            id: message.id.as_ref().map(|id| id.0.clone()),
+            type_: MessageType::Chat,
+        };
+        let responder: Responder = Arc::new(move |m: &DecryptedMessage| {
+            let body = m.body.as_deref()?;
+            answer.then(|| {
+                vec![sce::Envelope::body_element(&format!(
+                    "Your message: {body}"
+                ))]
+            })
+        });
+        let engine = Engine {
+            store: &mut to.store,
+            own: &to.own,
+            policy: TrustPolicy::Toakafa,
+            now: T0,
+            rng: &mut OsRng,
+        };
+        let arrived = Arrived {
+            encrypted: &encrypted,
+            sender: &from.own.jid,
+            recipient: &to.own.jid,
+            keep: Some(&header),
+        };
+        decrypt_and_answer::<Omemo2>(engine, arrived, Some(&(responder, "answer".to_owned())))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_first_message_is_answered_at_once_on_the_session_it_built() {
+        let mut alice = Peer::new("alice@example.org", 31);
+        let mut bob = Peer::new("bob@example.org", 32);
+        alice.lists(&bob);
+        bob.lists(&alice);
+
+        // The key exchange builds Bob's session with Alice's device, which is not stored
+        // until the commit that also stores the answer.
+        let first = alice.send(&bob, "hello", Some(bob.bundle()), T0);
+        let (outcome, answer) = decrypt_as_the_bot(&mut bob, &alice, &first, true);
+        assert!(outcome.e2ee.key_exchange);
+        let (sealed, outbox_id) = answer.expect("the key exchange was not answered at once");
+        assert_eq!(outcome.inbox_id, None);
+        assert!(bob.store.inbox().unwrap().is_empty());
+        assert_eq!(
+            bob.store.outbox().unwrap().last().map(|(id, _)| *id),
+            Some(outbox_id)
+        );
+        let got = alice.receive(&bob, &sealed.message, T0 + 1).unwrap();
+        assert_eq!(
+            got.envelope
+                .as_ref()
+                .and_then(sce::Envelope::body)
+                .as_deref(),
+            Some("Your message: hello")
+        );
+
+        // A message the responder declines waits in the inbox for the program instead.
+        let second = alice.send(&bob, "again", None, T0 + 2);
+        let (outcome, answer) = decrypt_as_the_bot(&mut bob, &alice, &second, false);
+        assert!(answer.is_none());
+        let inbox: Vec<i64> = bob.store.inbox().unwrap().iter().map(|m| m.id).collect();
+        assert_eq!(inbox, outcome.inbox_id.into_iter().collect::<Vec<_>>());
+        assert_eq!(inbox.len(), 1);
     }
 
     #[test]
