@@ -415,9 +415,9 @@ fn answer_at_once<V: Pep>(
     let answer = responder(&message)?;
     let to = &message.e2ee.sender;
     let own = engine.own;
-    let asked_by = V::ANSWER_UNLISTED.then_some((message.e2ee.device, V::NS));
-    let (mut devices, over_limit) = match message_devices(engine.store, own, to, &[V::NS], asked_by)
-    {
+    // The device that asked is added below, not by `message_devices` (which adds it only
+    // with a stored session).
+    let (mut devices, over_limit) = match message_devices(engine.store, own, to, &[V::NS], None) {
         Ok(chosen) => chosen,
         Err(e) => {
             tracing::debug!(error = %e, "cannot choose the devices of an answer at once");
@@ -425,7 +425,8 @@ fn answer_at_once<V: Pep>(
         }
     };
     // The device that asked has its session in hand, stored or (a key exchange) not yet: the
-    // answer needs no bundle for it.
+    // answer needs no bundle for it, and in legacy it gets the answer even when no device
+    // list names it (as `include_answered` does for the program's answers).
     let asker = message.e2ee.device;
     match devices
         .iter_mut()
