@@ -4,9 +4,9 @@
 //! Prints throughput, round-trip p50/p99, the bot's CPU time per message and its peak RSS,
 //! the server's CPU time per message and how busy its one thread was, the clients' (this
 //! process's) CPU per message and how busy the three kept the machine, and the
-//! OMEMO/plaintext ratios. The plaintext echo runs first and last; the ratios take the mean of its two runs
-//! (a machine whose speed drifts during the bench shows as a difference between them). The
-//! OMEMO run happens twice: with 100 extra
+//! OMEMO/plaintext ratios. The plaintext echo runs first and last; the ratios take the mean
+//! of its two runs (a machine whose speed drifts during the bench shows as a difference
+//! between them). The OMEMO run happens twice: with 100 extra
 //! stored sessions (with generated peers) in the bot's database, then, with other client
 //! accounts, after the database was filled up to 10,000 extra sessions; the bench prints the
 //! bot's CPU per message of both runs side by side and its peak RSS in the second.
@@ -765,8 +765,11 @@ async fn bench() {
     report("omemo 10k", &many);
     let per_message = |run: &RunResult| run.cpu / run.rtts.len() as f64;
     let server_per_message = |run: &RunResult| run.server_cpu / run.rtts.len() as f64;
-    let plain_cpu = (per_message(&plain) + per_message(&plain_after)) / 2.0;
-    let plain_server_cpu = (server_per_message(&plain) + server_per_message(&plain_after)) / 2.0;
+    // A plaintext figure: the mean of the runs before and after.
+    let plain_mean =
+        |figure: &dyn Fn(&RunResult) -> f64| (figure(&plain) + figure(&plain_after)) / 2.0;
+    let plain_cpu = plain_mean(&per_message);
+    let plain_server_cpu = plain_mean(&server_per_message);
     println!(
         "bot CPU per OMEMO echo / per plaintext echo: {:.1}× ({:.0} µs / {:.0} µs, the mean of the plaintext runs before and after; target ≤ 3×)",
         per_message(&few) / plain_cpu,
@@ -788,7 +791,7 @@ async fn bench() {
         few.server_cpu / few.wall.as_secs_f64() * 100.0,
     );
     let all_per_message = |run: &RunResult| run.all_cpu() / run.rtts.len() as f64;
-    let plain_all = (all_per_message(&plain) + all_per_message(&plain_after)) / 2.0;
+    let plain_all = plain_mean(&all_per_message);
     println!(
         "CPU per message of the bot, the server and the clients together: OMEMO / plaintext {:.1}× ({:.0} µs / {:.0} µs); in the OMEMO run they kept {:.0} % of this machine's {} cores busy",
         all_per_message(&few) / plain_all,
