@@ -617,6 +617,109 @@ mod tests {
     }
 
     #[test]
+    fn a_legacy_device_no_list_names_gets_its_answer_at_once() {
+        use omemo_crypto::legacy;
+        let alice = Peer::new("alice@example.org", 41);
+        let mut bob = Peer::new("bob@example.org", 42);
+        let mut rng = OsRng;
+        let spk = bob
+            .store
+            .current_signed_pre_key_for(Namespace::Legacy)
+            .unwrap()
+            .unwrap();
+        let pre_keys = bob.store.unused_pre_keys_for(Namespace::Legacy).unwrap();
+        let bundle = legacy::Bundle::from_own_keys(&bob.own.identity, &spk, &pre_keys).unwrap();
+        // Alice, with the legacy crypto alone, as a legacy client would. Bob knows her
+        // identity (from her bundle) but no legacy device list of hers names her device.
+        let mut to_bob =
+            legacy::Session::initiate(&alice.own.identity, &bundle, pre_keys[0].id(), &mut rng)
+                .unwrap();
+        bob.store
+            .record_identity_key(
+                Namespace::Legacy,
+                alice.own.jid.as_str(),
+                alice.own.device_id,
+                &alice.own.identity.public_key(),
+                TrustPolicy::Toakafa,
+                T0,
+            )
+            .unwrap();
+        assert!(bob
+            .store
+            .active_devices(Namespace::Legacy, alice.own.jid.as_str())
+            .unwrap()
+            .is_empty());
+        let payload = legacy::payload::encrypt(b"hello legacy", &mut rng);
+        let key = to_bob.encrypt(payload.key_material.as_bytes()).unwrap();
+        let first = omemo_pep::legacy::EncryptedMessage {
+            sid: alice.own.device_id,
+            keys: vec![omemo_pep::legacy::EncryptedKey {
+                rid: bob.own.device_id,
+                prekey: key.is_key_exchange(),
+                data: key.to_bytes(),
+            }],
+            iv: payload.iv.to_vec(),
+            payload: Some(payload.ciphertext),
+        };
+        let header = Header {
+            from: Jid::from(alice.own.jid.clone()),
+            id: Some("l1".to_owned()),
+            type_: MessageType::Chat,
+        };
+        let responder: Responder = Arc::new(|m: &DecryptedMessage| {
+            let body = m.body.as_deref()?;
+            Some(vec![sce::Envelope::body_element(&format!(
+                "Your message: {body}"
+            ))])
+        });
+        let engine = Engine {
+            store: &mut bob.store,
+            own: &bob.own,
+            policy: TrustPolicy::Toakafa,
+            now: T0,
+            rng: &mut OsRng,
+        };
+        let arrived = Arrived {
+            encrypted: &first,
+            sender: &alice.own.jid,
+            recipient: &bob.own.jid,
+            keep: Some(&header),
+        };
+        let (outcome, answer) = decrypt_and_answer::<omemo_crypto::Legacy>(
+            engine,
+            arrived,
+            Some(&(responder, "a1".to_owned())),
+        )
+        .unwrap();
+        assert!(outcome.e2ee.key_exchange);
+        let (sealed, _) = answer.expect("the unlisted legacy device was not answered at once");
+        assert_eq!(
+            sealed.report.encrypted_for,
+            vec![(alice.own.jid.clone(), alice.own.device_id)]
+        );
+        assert!(bob.store.inbox().unwrap().is_empty());
+
+        // Alice reads the answer on the session she started.
+        let answer = hints::find_legacy_encrypted(&sealed.message)
+            .unwrap()
+            .unwrap();
+        let for_alice = answer
+            .keys
+            .iter()
+            .find(|k| k.rid == alice.own.device_id)
+            .unwrap();
+        let key = legacy::KeyMessage::from_bytes(&for_alice.data).unwrap();
+        let material = to_bob.decrypt(&key, &mut rng).unwrap();
+        let text = legacy::payload::decrypt(
+            answer.payload.as_deref().unwrap(),
+            &answer.iv,
+            material.plaintext(),
+        )
+        .unwrap();
+        assert_eq!(&text[..], b"Your message: hello legacy");
+    }
+
+    #[test]
     fn the_element_with_a_key_for_our_device_is_decrypted_omemo2_first() {
         // Both carry a key for us: OMEMO 2.
         assert_eq!(
