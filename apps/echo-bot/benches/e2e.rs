@@ -66,13 +66,18 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     if std::env::var_os("BENCH_PLAINTEXT_ECHO").is_some() {
+        // The same runtime as the echo bot's: one thread for the connection.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         runtime.block_on(plaintext_echo());
     } else if std::env::args().any(|a| a == "--bench") {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         runtime.block_on(bench());
     } else {
         // `cargo test --benches` runs benches without `--bench`: nothing to do then.
