@@ -1273,6 +1273,21 @@ pub(super) mod tests {
             message
         }
 
+        /// Records `other`'s identity key for its device in `namespace`, as its bundle tells
+        /// it (no device list named).
+        pub(in crate::omemo) fn knows_identity_of(&mut self, other: &Peer, namespace: Namespace) {
+            self.store
+                .record_identity_key(
+                    namespace,
+                    other.own.jid.as_str(),
+                    other.own.device_id,
+                    &other.own.identity.public_key(),
+                    TrustPolicy::Toakafa,
+                    T0,
+                )
+                .unwrap();
+        }
+
         /// Decrypts a stanza from `from`, keeping it in the inbox.
         pub(in crate::omemo) fn receive(
             &mut self,
@@ -1289,6 +1304,49 @@ pub(super) mod tests {
             let me = self.own.jid.clone();
             self.engine(now)
                 .decrypt::<Omemo2>(&encrypted, &from.own.jid, &me, Some(&header))
+        }
+    }
+
+    /// A legacy client's session with `to`'s device, started from the legacy bundle its store
+    /// publishes (with its first pre-key): the legacy crypto alone, as Profanity or
+    /// Conversations would.
+    pub(in crate::omemo) fn legacy_session_with(
+        from: &Peer,
+        to: &Peer,
+        rng: &mut impl rand_core::CryptoRngCore,
+    ) -> omemo_crypto::legacy::Session {
+        let spk = to
+            .store
+            .current_signed_pre_key_for(Namespace::Legacy)
+            .unwrap()
+            .unwrap();
+        let pre_keys = to.store.unused_pre_keys_for(Namespace::Legacy).unwrap();
+        let bundle =
+            omemo_crypto::legacy::Bundle::from_own_keys(&to.own.identity, &spk, &pre_keys).unwrap();
+        omemo_crypto::legacy::Session::initiate(&from.own.identity, &bundle, pre_keys[0].id(), rng)
+            .unwrap()
+    }
+
+    /// A legacy `<encrypted>` with `text` from `from`'s device to `to`'s, its key through
+    /// `session`.
+    pub(in crate::omemo) fn legacy_encrypted(
+        session: &mut omemo_crypto::legacy::Session,
+        from: &Peer,
+        to: &Peer,
+        text: &str,
+        rng: &mut impl rand_core::CryptoRngCore,
+    ) -> omemo_pep::legacy::EncryptedMessage {
+        let payload = omemo_crypto::legacy::payload::encrypt(text.as_bytes(), rng);
+        let key = session.encrypt(payload.key_material.as_bytes()).unwrap();
+        omemo_pep::legacy::EncryptedMessage {
+            sid: from.own.device_id,
+            keys: vec![omemo_pep::legacy::EncryptedKey {
+                rid: to.own.device_id,
+                prekey: key.is_key_exchange(),
+                data: key.to_bytes(),
+            }],
+            iv: payload.iv.to_vec(),
+            payload: Some(payload.ciphertext),
         }
     }
 
@@ -1651,33 +1709,10 @@ pub(super) mod tests {
         let alice = Peer::new("alice@example.org", 17);
         let mut bob = Peer::new("bob@example.org", 18);
         let mut rng = TestRng(19);
-        let spk = bob
-            .store
-            .current_signed_pre_key_for(Namespace::Legacy)
-            .unwrap()
-            .unwrap();
-        let pre_keys = bob.store.unused_pre_keys_for(Namespace::Legacy).unwrap();
-        let bundle = legacy::Bundle::from_own_keys(&bob.own.identity, &spk, &pre_keys).unwrap();
         // Alice, with the legacy crypto alone, as a legacy client would.
-        let mut to_bob =
-            legacy::Session::initiate(&alice.own.identity, &bundle, pre_keys[0].id(), &mut rng)
-                .unwrap();
-        let (alice_device, bob_device) = (alice.own.device_id, bob.own.device_id);
-        let legacy_message = |session: &mut legacy::Session, text: &str, rng: &mut TestRng| {
-            let payload = legacy::payload::encrypt(text.as_bytes(), rng);
-            let key = session.encrypt(payload.key_material.as_bytes()).unwrap();
-            omemo_pep::legacy::EncryptedMessage {
-                sid: alice_device,
-                keys: vec![omemo_pep::legacy::EncryptedKey {
-                    rid: bob_device,
-                    prekey: key.is_key_exchange(),
-                    data: key.to_bytes(),
-                }],
-                iv: payload.iv.to_vec(),
-                payload: Some(payload.ciphertext),
-            }
-        };
-        let first = legacy_message(&mut to_bob, "hello legacy", &mut rng);
+        let mut to_bob = legacy_session_with(&alice, &bob, &mut rng);
+        let pre_keys = bob.store.unused_pre_keys_for(Namespace::Legacy).unwrap();
+        let first = legacy_encrypted(&mut to_bob, &alice, &bob, "hello legacy", &mut rng);
         let header = Header {
             from: Jid::from(alice.own.jid.clone()),
             id: Some("l1".to_owned()),
@@ -1700,16 +1735,7 @@ pub(super) mod tests {
             .is_none());
 
         // Once her bundle told us her identity, it decrypts.
-        bob.store
-            .record_identity_key(
-                Namespace::Legacy,
-                alice_jid.as_str(),
-                alice.own.device_id,
-                &alice.own.identity.public_key(),
-                TrustPolicy::Toakafa,
-                T0,
-            )
-            .unwrap();
+        bob.knows_identity_of(&alice, Namespace::Legacy);
         let got = bob
             .engine(T0)
             .decrypt::<Legacy>(&first, &alice_jid, &bob_jid, Some(&header))
@@ -1734,13 +1760,13 @@ pub(super) mod tests {
             .is_none());
 
         // A tampered payload is refused and leaves the session as it was.
-        let second = legacy_message(&mut to_bob, "second", &mut rng);
+        let second = legacy_encrypted(&mut to_bob, &alice, &bob, "second", &mut rng);
         let state = bob
             .store
             .load_session(Namespace::Legacy, alice_jid.as_str(), alice.own.device_id)
             .unwrap()
             .unwrap();
-        let mut tampered = legacy_message(&mut to_bob, "third", &mut rng);
+        let mut tampered = legacy_encrypted(&mut to_bob, &alice, &bob, "third", &mut rng);
         if let Some(payload) = tampered.payload.as_mut() {
             payload[0] ^= 1;
         }

@@ -540,8 +540,8 @@ mod tests {
             .map(|i| (i.namespace(), i.sender_device().get()))
     }
 
-    /// Decrypts `message` from `from` on `to`'s store as the receive path does, with a
-    /// responder that answers when `answer` is true.
+    /// Decrypts `message` (OMEMO 2) from `from` on `to`'s store as the receive path does,
+    /// with a responder that answers when `answer` is true.
     fn decrypt_as_the_bot(
         to: &mut Peer,
         from: &Peer,
@@ -549,9 +549,21 @@ mod tests {
         answer: bool,
     ) -> (DecryptOutcome, Option<(Sealed, i64)>) {
         let encrypted = hints::find_encrypted(message).unwrap().unwrap();
+        let id = message.id.as_ref().map(|id| id.0.clone());
+        decrypt_in_as_the_bot::<Omemo2>(to, from, &encrypted, id, answer)
+    }
+
+    /// [`decrypt_as_the_bot`] for an `<encrypted>` of version `V`.
+    fn decrypt_in_as_the_bot<V: Pep>(
+        to: &mut Peer,
+        from: &Peer,
+        encrypted: &V::Encrypted,
+        id: Option<String>,
+        answer: bool,
+    ) -> (DecryptOutcome, Option<(Sealed, i64)>) {
         let header = Header {
             from: Jid::from(from.own.jid.clone()),
-            id: message.id.as_ref().map(|id| id.0.clone()),
+            id,
             type_: MessageType::Chat,
         };
         let responder: Responder = Arc::new(move |m: &DecryptedMessage| {
@@ -570,13 +582,12 @@ mod tests {
             rng: &mut OsRng,
         };
         let arrived = Arrived {
-            encrypted: &encrypted,
+            encrypted,
             sender: &from.own.jid,
             recipient: &to.own.jid,
             keep: Some(&header),
         };
-        decrypt_and_answer::<Omemo2>(engine, arrived, Some(&(responder, "answer".to_owned())))
-            .unwrap()
+        decrypt_and_answer::<V>(engine, arrived, Some(&(responder, "answer".to_owned()))).unwrap()
     }
 
     #[test]
@@ -618,79 +629,28 @@ mod tests {
 
     #[test]
     fn a_legacy_device_no_list_names_gets_its_answer_at_once() {
+        use super::super::engine::tests::{legacy_encrypted, legacy_session_with};
         use omemo_crypto::legacy;
         let alice = Peer::new("alice@example.org", 41);
         let mut bob = Peer::new("bob@example.org", 42);
         let mut rng = OsRng;
-        let spk = bob
-            .store
-            .current_signed_pre_key_for(Namespace::Legacy)
-            .unwrap()
-            .unwrap();
-        let pre_keys = bob.store.unused_pre_keys_for(Namespace::Legacy).unwrap();
-        let bundle = legacy::Bundle::from_own_keys(&bob.own.identity, &spk, &pre_keys).unwrap();
         // Alice, with the legacy crypto alone, as a legacy client would. Bob knows her
         // identity (from her bundle) but no legacy device list of hers names her device.
-        let mut to_bob =
-            legacy::Session::initiate(&alice.own.identity, &bundle, pre_keys[0].id(), &mut rng)
-                .unwrap();
-        bob.store
-            .record_identity_key(
-                Namespace::Legacy,
-                alice.own.jid.as_str(),
-                alice.own.device_id,
-                &alice.own.identity.public_key(),
-                TrustPolicy::Toakafa,
-                T0,
-            )
-            .unwrap();
+        let mut to_bob = legacy_session_with(&alice, &bob, &mut rng);
+        bob.knows_identity_of(&alice, Namespace::Legacy);
         assert!(bob
             .store
             .active_devices(Namespace::Legacy, alice.own.jid.as_str())
             .unwrap()
             .is_empty());
-        let payload = legacy::payload::encrypt(b"hello legacy", &mut rng);
-        let key = to_bob.encrypt(payload.key_material.as_bytes()).unwrap();
-        let first = omemo_pep::legacy::EncryptedMessage {
-            sid: alice.own.device_id,
-            keys: vec![omemo_pep::legacy::EncryptedKey {
-                rid: bob.own.device_id,
-                prekey: key.is_key_exchange(),
-                data: key.to_bytes(),
-            }],
-            iv: payload.iv.to_vec(),
-            payload: Some(payload.ciphertext),
-        };
-        let header = Header {
-            from: Jid::from(alice.own.jid.clone()),
-            id: Some("l1".to_owned()),
-            type_: MessageType::Chat,
-        };
-        let responder: Responder = Arc::new(|m: &DecryptedMessage| {
-            let body = m.body.as_deref()?;
-            Some(vec![sce::Envelope::body_element(&format!(
-                "Your message: {body}"
-            ))])
-        });
-        let engine = Engine {
-            store: &mut bob.store,
-            own: &bob.own,
-            policy: TrustPolicy::Toakafa,
-            now: T0,
-            rng: &mut OsRng,
-        };
-        let arrived = Arrived {
-            encrypted: &first,
-            sender: &alice.own.jid,
-            recipient: &bob.own.jid,
-            keep: Some(&header),
-        };
-        let (outcome, answer) = decrypt_and_answer::<omemo_crypto::Legacy>(
-            engine,
-            arrived,
-            Some(&(responder, "a1".to_owned())),
-        )
-        .unwrap();
+        let first = legacy_encrypted(&mut to_bob, &alice, &bob, "hello legacy", &mut rng);
+        let (outcome, answer) = decrypt_in_as_the_bot::<omemo_crypto::Legacy>(
+            &mut bob,
+            &alice,
+            &first,
+            Some("l1".to_owned()),
+            true,
+        );
         assert!(outcome.e2ee.key_exchange);
         let (sealed, _) = answer.expect("the unlisted legacy device was not answered at once");
         assert_eq!(
