@@ -281,7 +281,8 @@ async fn a_prosody_restart_mid_stream_is_survived_without_loss() {
     let _ = tracing_subscriber::fmt()
         .with_writer(Mutex::new(file))
         .with_ansi(false)
-        .with_env_filter("xmpp_core=debug")
+        // tokio-xmpp's stream management too: how the server's counters acknowledged what.
+        .with_env_filter("xmpp_core=debug,tokio_xmpp::stanzastream=debug")
         .try_init();
     let Scene {
         mut server,
@@ -354,6 +355,24 @@ async fn a_prosody_restart_mid_stream_is_survived_without_loss() {
     let clients = std::fs::read_to_string(&client_log).unwrap_or_default();
     let tail: Vec<&str> = clients.lines().rev().take(400).collect();
     let tail: Vec<&str> = tail.into_iter().rev().collect();
+    // What the clients' side did about the lost stanzas and the lost stream: the lines that
+    // name a lost stanza's id, the outbox's resends, and the failed resumption with the
+    // counter the server gave (the two lines after it).
+    let lost_ids: Vec<&String> = lost.iter().filter_map(|t| stanza_ids.get(*t)).collect();
+    let mut client_traces = Vec::new();
+    let mut after_failed = 0u32;
+    for line in clients.lines() {
+        if line.contains("sm:failed") {
+            after_failed = 3;
+        }
+        if after_failed > 0
+            || line.contains("outbox")
+            || lost_ids.iter().any(|id| line.contains(id.as_str()))
+        {
+            client_traces.push(line);
+        }
+        after_failed = after_failed.saturating_sub(1);
+    }
     // Where a lost message went: the server's debug log lines that name its stanza id (its
     // arrival, routing, archiving, offline storage or bounce, and the stream-management
     // handling of the queues when the server stopped).
@@ -367,8 +386,10 @@ async fn a_prosody_restart_mid_stream_is_survived_without_loss() {
     assert!(
         lost.is_empty(),
         "messages were lost: {lost:?}\nbot log:\n{bot_log}\nlast client log lines:\n{}\n\
-         server log lines naming the lost stanzas:\n{}",
+         server log lines naming the lost stanzas:\n{}\nclient log lines about them, the outbox \
+         and stream management:\n{}",
         tail.join("\n"),
-        traces.join("\n")
+        traces.join("\n"),
+        client_traces.join("\n")
     );
 }
