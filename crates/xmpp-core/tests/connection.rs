@@ -1,5 +1,6 @@
 //! The connection layer against a real Prosody (test-prosody): TLS trust, plaintext policy,
-//! messages, carbons, disco#info with caps, IQ errors, and reconnecting after a restart.
+//! messages, carbons, disco#info with caps, IQ errors, reconnecting after a restart, resuming
+//! after a dropped connection, and a fresh session when the server refuses to resume.
 
 use std::time::{Duration, Instant};
 
@@ -423,17 +424,28 @@ async fn close_is_prompt_while_the_server_is_down() -> anyhow::Result<()> {
 
 /// A TCP proxy in front of Prosody whose connections can be cut, to lose the connection
 /// without losing the server's session state.
-async fn cuttable_proxy(
-    target_port: u16,
-) -> anyhow::Result<(u16, tokio::sync::broadcast::Sender<()>)> {
+struct Proxy {
+    port: u16,
+    /// Cuts every connection open now.
+    cut: tokio::sync::broadcast::Sender<()>,
+    /// While false, new connections are accepted but held before they reach Prosody.
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+async fn cuttable_proxy(target_port: u16) -> anyhow::Result<Proxy> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
     let port = listener.local_addr()?.port();
     let (cut, _) = tokio::sync::broadcast::channel::<()>(4);
-    let cut_tx = cut.clone();
+    let (open, _) = tokio::sync::watch::channel(true);
+    let (cut_tx, open_rx) = (cut.clone(), open.subscribe());
     tokio::spawn(async move {
         while let Ok((mut client, _)) = listener.accept().await {
             let mut cut_rx = cut_tx.subscribe();
+            let mut open_rx = open_rx.clone();
             tokio::spawn(async move {
+                if open_rx.wait_for(|open| *open).await.is_err() {
+                    return;
+                }
                 let Ok(mut upstream) =
                     tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
                 else {
@@ -446,28 +458,36 @@ async fn cuttable_proxy(
             });
         }
     });
-    Ok((port, cut))
+    Ok(Proxy { port, cut, open })
+}
+
+/// Alice (resource "bot") online through a [`cuttable_proxy`], and bob online directly.
+async fn alice_behind_a_proxy(
+    server: &TestServer,
+) -> anyhow::Result<(Proxy, Connection, Events, Connection, Events)> {
+    server.create_account("alice", "alice-pw")?;
+    server.create_account("bob", "bob-pw")?;
+    let proxy = cuttable_proxy(server.port()).await?;
+    let mut alice_config = config(server, "alice", "bot")?;
+    alice_config.server = Some(("127.0.0.1".to_owned(), proxy.port));
+    let (alice, mut alice_events) = Connection::connect(alice_config).await?;
+    next_event(&mut alice_events, |e| matches!(e, Event::Online { .. })).await?;
+    let (bob, bob_events) = connect(server, "bob", "laptop").await?;
+    Ok((proxy, alice, alice_events, bob, bob_events))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resumes_the_session_after_a_dropped_connection() -> anyhow::Result<()> {
     init_tracing();
     let server = TestServer::start()?;
-    server.create_account("alice", "alice-pw")?;
-    server.create_account("bob", "bob-pw")?;
-    let (proxy_port, cut) = cuttable_proxy(server.port()).await?;
-    let mut alice_config = config(&server, "alice", "bot")?;
-    alice_config.server = Some(("127.0.0.1".to_owned(), proxy_port));
-    let (alice, mut alice_events) = Connection::connect(alice_config).await?;
-    next_event(&mut alice_events, |e| matches!(e, Event::Online { .. })).await?;
-    let (bob, _bob_events) = connect(&server, "bob", "laptop").await?;
+    let (proxy, alice, mut alice_events, bob, _bob_events) = alice_behind_a_proxy(&server).await?;
     assert!(
         server.stanza_log().contains("urn:xmpp:sm:3"),
         "stream management was not enabled"
     );
 
     let started = Instant::now();
-    cut.send(())?;
+    proxy.cut.send(())?;
     next_event(&mut alice_events, |e| matches!(e, Event::Offline)).await?;
     // Sent while alice is away: Prosody keeps it for the hibernating session.
     bob.send(chat(alice.bound_jid(), "while you were away"))
@@ -485,6 +505,54 @@ async fn resumes_the_session_after_a_dropped_connection() -> anyhow::Result<()> 
         unreachable!()
     };
     assert_eq!(body(&message).as_deref(), Some("while you were away"));
+    alice.close().await;
+    bob.close().await;
+    Ok(())
+}
+
+/// The server ended the session while the connection was down (here another login with the
+/// same resource replaced it), so it refuses the resumption with a `<failed/>` that carries no
+/// counter, as XEP-0198 allows and Prosody does for a session it closed. tokio-xmpp's parser
+/// requires the counter; without the mend in the connection's inbound filter the client
+/// retried the same resumption forever and never came back online.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_resumption_without_a_counter_gets_a_fresh_session() -> anyhow::Result<()> {
+    init_tracing();
+    let server = TestServer::start()?;
+    let (proxy, alice, mut alice_events, bob, _bob_events) = alice_behind_a_proxy(&server).await?;
+
+    // Alice's reconnects wait at the proxy while another login takes her resource.
+    proxy.open.send_replace(false);
+    proxy.cut.send(())?;
+    next_event(&mut alice_events, |e| matches!(e, Event::Offline)).await?;
+    let (intruder, _intruder_events) = connect(&server, "alice", "bot").await?;
+    intruder.close().await;
+    // Prosody's debug line for the refusal without a counter.
+    let refusals = || -> anyhow::Result<usize> {
+        let log = std::fs::read_to_string(server.log_file())?;
+        Ok(log.matches("Tried to resume non-existent session").count())
+    };
+    let refusals_before = refusals()?;
+    proxy.open.send_replace(true);
+
+    let Event::Online { resumed, .. } =
+        next_event(&mut alice_events, |e| matches!(e, Event::Online { .. })).await?
+    else {
+        unreachable!()
+    };
+    assert!(!resumed, "the replaced session cannot have been resumed");
+    assert!(
+        refusals()? > refusals_before,
+        "Prosody did not refuse a resumption: the test did not test the refusal"
+    );
+    bob.send(chat(alice.bound_jid(), "after the refusal"))
+        .await?;
+    let Event::Message(message) =
+        next_event(&mut alice_events, |e| matches!(e, Event::Message(_))).await?
+    else {
+        unreachable!()
+    };
+    assert_eq!(body(&message).as_deref(), Some("after the refusal"));
     alice.close().await;
     bob.close().await;
     Ok(())

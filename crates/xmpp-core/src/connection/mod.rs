@@ -19,7 +19,7 @@
 
 mod backoff;
 mod caps;
-mod depth;
+mod inbound;
 mod quickack;
 mod transport;
 

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::depth::DepthLimit;
+use super::inbound::InboundFilter;
 use super::quickack::QuickAck;
 use futures::{SinkExt, StreamExt};
 use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
@@ -130,7 +130,7 @@ impl XmppConnector {
             Security::Plaintext(_) => {
                 tracing::warn!("using an unencrypted connection (loopback only)");
                 let stream: BoxedStream =
-                    Box::new(BufStream::new(DepthLimit::new(QuickAck::new(tcp))));
+                    Box::new(BufStream::new(InboundFilter::new(QuickAck::new(tcp))));
                 let pending = expect_xmpp(
                     &address,
                     initiate_stream(stream, ns::JABBER_CLIENT, header(), timeouts),
@@ -144,7 +144,7 @@ impl XmppConnector {
                 let pending = expect_xmpp(
                     &address,
                     initiate_stream(
-                        BufStream::new(DepthLimit::new(tcp)),
+                        BufStream::new(InboundFilter::new(tcp)),
                         ns::JABBER_CLIENT,
                         header(),
                         timeouts,
@@ -169,7 +169,7 @@ impl XmppConnector {
                     .await
                     .map_err(|e| self.tls_error(domain, e))?;
                 let channel_binding = channel_binding(tls_stream.get_ref().1);
-                let stream: BoxedStream = Box::new(BufStream::new(DepthLimit::new(tls_stream)));
+                let stream: BoxedStream = Box::new(BufStream::new(InboundFilter::new(tls_stream)));
                 let pending = initiate_stream(stream, ns::JABBER_CLIENT, header(), timeouts)
                     .await
                     .map_err(ConnectError::Io)?;
@@ -400,7 +400,7 @@ impl ServerConnector for XmppConnector {
 
 /// Sends `<starttls/>`, waits for `<proceed/>` and returns the bare TCP stream.
 async fn negotiate_starttls(
-    mut stream: XmppStream<BufStream<DepthLimit<TcpStream>>>,
+    mut stream: XmppStream<BufStream<InboundFilter<TcpStream>>>,
     address: &str,
 ) -> Result<TcpStream, ConnectError> {
     stream

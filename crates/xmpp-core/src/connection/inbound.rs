@@ -1,16 +1,29 @@
-//! A nesting-depth limit on the XML the server sends us, applied to the bytes before they
-//! reach the XML parser.
+//! What the server sends us passes through [`InboundFilter`] before it reaches tokio-xmpp's
+//! XML parser. The filter changes the bytes in two cases.
 //!
-//! The stanza parser under tokio-xmpp builds elements recursively, one stack frame per level,
-//! so a stanza nested a few thousand levels deep (about 7 bytes a level, well within any
-//! server's stanza size limit, and relayed by Prosody) overflows a thread's stack and aborts
-//! the process; everything that walks or drops the resulting tree is recursive too. Closing
-//! the connection instead would not help: stream management would deliver the same stanza
-//! again after the reconnect. So [`DepthLimit`] keeps the stanza and cuts out every element
-//! nested deeper than [`MAX_DEPTH`], tags, text and all. The result is still well-formed, the
-//! stanza still counts for stream management, and the layers above see a (malformed)
-//! stanza they reject with a log line. No legitimate stanza we handle comes near the limit:
-//! the deepest, an OMEMO message forwarded from the archive, reaches depth 9.
+//! **XML nested too deep.** The stanza parser under tokio-xmpp builds elements recursively,
+//! one stack frame per level, so a stanza nested a few thousand levels deep (about 7 bytes a
+//! level, well within any server's stanza size limit, and relayed by Prosody) overflows a
+//! thread's stack and aborts the process; everything that walks or drops the resulting tree
+//! is recursive too. Closing the connection instead would not help: stream management would
+//! deliver the same stanza again after the reconnect. So the filter keeps the stanza and cuts
+//! out every element nested deeper than [`MAX_DEPTH`], tags, text and all. The result is still
+//! well-formed, the stanza still counts for stream management, and the layers above see a
+//! (malformed) stanza they reject with a log line. No legitimate stanza we handle comes near
+//! the limit: the deepest, an OMEMO message forwarded from the archive, reaches depth 9.
+//!
+//! **A refused resumption without a counter.** A server that ended a session (it closed it
+//! for a stream error, or another login replaced it) refuses to resume it with a `<failed/>`
+//! that carries no `h` counter: XEP-0198 makes the counter optional, and Prosody leaves it out
+//! then. The parser of xmpp-parsers 0.23 requires it, so tokio-xmpp 6 takes the refusal for a
+//! broken connection, keeps the dead session's state, and asks to resume it again on every
+//! reconnect, for ever: the client never gets online again. The filter adds `h='0'` to a
+//! `<failed>` start tag at the top level of the stream that has no `h`. Only the server writes
+//! there. tokio-xmpp uses the counter only to release the stanzas it acknowledges, and it
+//! ignores one that lies behind its own count, as 0 does (unless the session had sent more
+//! than 2³¹ stanzas). So the refusal is then handled as one with a counter that acknowledges
+//! nothing new: a fresh session is bound, and what the old one had not confirmed counts as
+//! lost with it (the OMEMO outbox sends its messages again).
 
 use std::io;
 use std::pin::Pin;
@@ -68,6 +81,18 @@ pub(crate) struct Scanner {
     last: [u8; 2],
     /// Subtrees cut out so far.
     cut: u64,
+    /// Whether the current start tag is a child of the stream's root.
+    top_level: bool,
+    /// The current attribute name's first byte and length, and whether whitespace ended it.
+    attr_first: u8,
+    attr_len: usize,
+    attr_ended: bool,
+    /// Whether the current start tag has an `h` attribute.
+    has_h: bool,
+    /// The `/` of a top-level `<failed/>`, held back until the `>` after it.
+    held_slash: bool,
+    /// Counters added to `<failed>` so far.
+    mended: u64,
 }
 
 impl Default for Scanner {
@@ -81,6 +106,13 @@ impl Default for Scanner {
             name_len: 0,
             last: [0; 2],
             cut: 0,
+            top_level: false,
+            attr_first: 0,
+            attr_len: 0,
+            attr_ended: false,
+            has_h: false,
+            held_slash: false,
+            mended: 0,
         }
     }
 }
@@ -89,6 +121,11 @@ impl Scanner {
     /// Subtrees cut out so far.
     pub(crate) fn cut(&self) -> u64 {
         self.cut
+    }
+
+    /// Counters added to a refused resumption so far.
+    pub(crate) fn mended(&self) -> u64 {
+        self.mended
     }
 
     /// Processes `input`, appending what is kept to `out`.
@@ -122,6 +159,11 @@ impl Scanner {
                         }
                         self.name[0] = byte;
                         self.name_len = 1;
+                        self.top_level = self.depth == 1;
+                        self.attr_len = 0;
+                        self.attr_ended = false;
+                        self.has_h = false;
+                        self.held_slash = false;
                         (
                             State::Open {
                                 quote: None,
@@ -144,63 +186,19 @@ impl Scanner {
 
     /// A byte inside markup (the first one included).
     fn markup_byte(&mut self, byte: u8, out: &mut Vec<u8>) {
+        if let State::Open {
+            quote,
+            slash,
+            in_name,
+        } = self.state
+        {
+            self.start_tag_byte(byte, quote, slash, in_name, out);
+            return;
+        }
         if self.keep_markup {
             out.push(byte);
         }
         match self.state {
-            State::Open {
-                quote,
-                slash,
-                in_name,
-            } => {
-                if let Some(q) = quote {
-                    if byte == q {
-                        self.state = State::Open {
-                            quote: None,
-                            slash: false,
-                            in_name: false,
-                        };
-                    }
-                    return;
-                }
-                match byte {
-                    b'>' => self.end_start_tag(slash),
-                    b'"' | b'\'' => {
-                        self.state = State::Open {
-                            quote: Some(byte),
-                            slash: false,
-                            in_name: false,
-                        }
-                    }
-                    b'/' => {
-                        self.state = State::Open {
-                            quote: None,
-                            slash: true,
-                            in_name: false,
-                        }
-                    }
-                    b' ' | b'\t' | b'\r' | b'\n' => {
-                        self.state = State::Open {
-                            quote: None,
-                            slash,
-                            in_name: false,
-                        }
-                    }
-                    _ => {
-                        if in_name {
-                            if self.name_len < self.name.len() {
-                                self.name[self.name_len] = byte;
-                            }
-                            self.name_len += 1;
-                        }
-                        self.state = State::Open {
-                            quote: None,
-                            slash: false,
-                            in_name,
-                        }
-                    }
-                }
-            }
             State::Close if byte == b'>' => {
                 if self.cutting > 0 {
                     self.cutting -= 1;
@@ -225,6 +223,96 @@ impl Scanner {
         }
     }
 
+    /// A byte inside a start tag (after its first byte).
+    fn start_tag_byte(
+        &mut self,
+        byte: u8,
+        quote: Option<u8>,
+        slash: bool,
+        in_name: bool,
+        out: &mut Vec<u8>,
+    ) {
+        let keep = self.keep_markup;
+        if let Some(q) = quote {
+            if keep {
+                out.push(byte);
+            }
+            if byte == q {
+                self.state = State::Open {
+                    quote: None,
+                    slash: false,
+                    in_name: false,
+                };
+            }
+            return;
+        }
+        let held_slash = std::mem::take(&mut self.held_slash);
+        if byte == b'>' && keep && self.is_failed_without_counter() {
+            out.extend_from_slice(b" h='0'");
+            self.mended += 1;
+        }
+        if held_slash && keep {
+            out.push(b'/');
+        }
+        if byte == b'/' && keep && self.is_failed_without_counter() {
+            self.held_slash = true;
+        } else if keep {
+            out.push(byte);
+        }
+        let next = |slash, in_name| State::Open {
+            quote: None,
+            slash,
+            in_name,
+        };
+        match byte {
+            b'>' => self.end_start_tag(slash),
+            b'"' | b'\'' => {
+                self.state = State::Open {
+                    quote: Some(byte),
+                    slash: false,
+                    in_name: false,
+                }
+            }
+            b'/' => self.state = next(true, false),
+            b' ' | b'\t' | b'\r' | b'\n' => {
+                self.attr_ended = self.attr_len > 0;
+                self.state = next(slash, false);
+            }
+            b'=' => {
+                if self.attr_len == 1 && self.attr_first == b'h' {
+                    self.has_h = true;
+                }
+                self.attr_len = 0;
+                self.attr_ended = false;
+                self.state = next(false, false);
+            }
+            _ => {
+                if in_name {
+                    if self.name_len < self.name.len() {
+                        self.name[self.name_len] = byte;
+                    }
+                    self.name_len += 1;
+                } else {
+                    if self.attr_ended {
+                        self.attr_len = 0;
+                        self.attr_ended = false;
+                    }
+                    if self.attr_len == 0 {
+                        self.attr_first = byte;
+                    }
+                    self.attr_len += 1;
+                }
+                self.state = next(false, in_name);
+            }
+        }
+    }
+
+    /// Whether the current start tag is a top-level `<failed>` without an `h` attribute (see
+    /// the module documentation). Its name is complete once a `/` or `>` is reached.
+    fn is_failed_without_counter(&self) -> bool {
+        self.top_level && !self.has_h && self.name_len == 6 && self.name[..6] == *b"failed"
+    }
+
     fn end_start_tag(&mut self, self_closing: bool) {
         self.state = State::Text;
         if self_closing {
@@ -244,7 +332,7 @@ impl Scanner {
 }
 
 /// A transport whose incoming XML is passed through a [`Scanner`].
-pub(crate) struct DepthLimit<S> {
+pub(crate) struct InboundFilter<S> {
     inner: S,
     scanner: Scanner,
     scratch: Box<[u8]>,
@@ -252,7 +340,7 @@ pub(crate) struct DepthLimit<S> {
     out_pos: usize,
 }
 
-impl<S> DepthLimit<S> {
+impl<S> InboundFilter<S> {
     pub(crate) fn new(inner: S) -> Self {
         Self {
             inner,
@@ -270,7 +358,7 @@ impl<S> DepthLimit<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for DepthLimit<S> {
+impl<S: AsyncRead + Unpin> AsyncRead for InboundFilter<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -294,12 +382,18 @@ impl<S: AsyncRead + Unpin> AsyncRead for DepthLimit<S> {
             if input.is_empty() {
                 return Poll::Ready(Ok(())); // end of stream
             }
-            let before = this.scanner.cut();
+            let (cut, mended) = (this.scanner.cut(), this.scanner.mended());
             this.scanner.feed(input, &mut this.out);
-            if this.scanner.cut() > before {
+            if this.scanner.cut() > cut {
                 tracing::warn!(
                     max = MAX_DEPTH,
                     "cut out XML nested deeper than the limit from an incoming stanza"
+                );
+            }
+            if this.scanner.mended() > mended {
+                tracing::info!(
+                    "the server refused to resume the session without saying what it received; \
+                     starting a fresh one"
                 );
             }
             // If everything read was cut out, read again rather than report end of stream.
@@ -307,7 +401,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for DepthLimit<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for DepthLimit<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for InboundFilter<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -441,6 +535,77 @@ mod tests {
         );
     }
 
+    /// What the filter makes of a top-level element `element` (whole and byte by byte).
+    fn top_level(element: &str) -> String {
+        let input = format!("{HEADER}{element}");
+        let (whole, bytewise) = (filter(&input), filter_bytewise(&input));
+        assert_eq!(whole, bytewise);
+        whole[HEADER.len()..].to_owned()
+    }
+
+    #[test]
+    fn a_refused_resumption_without_a_counter_gets_one() {
+        let condition = "<item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>";
+        // As Prosody writes it.
+        assert_eq!(
+            top_level(&format!(
+                "<failed xmlns='urn:xmpp:sm:3'>{condition}</failed>"
+            )),
+            format!("<failed xmlns='urn:xmpp:sm:3' h='0'>{condition}</failed>")
+        );
+        assert_eq!(
+            top_level("<failed xmlns=\"urn:xmpp:sm:3\"/>"),
+            "<failed xmlns=\"urn:xmpp:sm:3\" h='0'/>"
+        );
+        assert_eq!(top_level("<failed/>"), "<failed h='0'/>");
+        // Attributes that only look like `h`.
+        assert_eq!(
+            top_level("<failed xmlns='urn:xmpp:sm:3' hh='1' xh=\"2\" a='h=3'/>"),
+            "<failed xmlns='urn:xmpp:sm:3' hh='1' xh=\"2\" a='h=3' h='0'/>"
+        );
+    }
+
+    #[test]
+    fn a_counter_that_is_there_and_failed_elements_inside_stanzas_are_left_alone() {
+        for element in [
+            "<failed xmlns='urn:xmpp:sm:3' h='5'/>",
+            "<failed h = \"5\" xmlns='urn:xmpp:sm:3'><item-not-found/></failed>",
+            "<failed\nh='5'\n/>",
+            "<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>",
+            "<failedx/>",
+            "<message><failed xmlns='urn:xmpp:sm:3'/><body>failed</body></message>",
+            "<iq type='result'><failed xmlns='urn:xmpp:sm:3'>x</failed></iq>",
+        ] {
+            assert_eq!(top_level(element), element);
+        }
+        let mut scanner = Scanner::default();
+        scanner.feed(
+            format!("{HEADER}<failed h='1'/><message><failed/></message>").as_bytes(),
+            &mut Vec::new(),
+        );
+        assert_eq!(scanner.mended(), 0);
+        scanner.feed(b"<failed/>", &mut Vec::new());
+        assert_eq!(scanner.mended(), 1);
+    }
+
+    /// Why the filter adds the counter: the parser tokio-xmpp uses refuses `<failed/>` without
+    /// it. When this test fails, a newer xmpp-parsers reads the counter as optional and the
+    /// mend can go.
+    #[test]
+    fn the_parser_needs_the_counter_that_the_filter_adds() {
+        use tokio_xmpp::parsers::minidom::Element;
+        use tokio_xmpp::parsers::sm::Failed;
+        let parse = |xml: &str| Failed::try_from(xml.parse::<Element>().unwrap());
+        let refused = "<failed xmlns='urn:xmpp:sm:3'><item-not-found \
+                       xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>";
+        assert!(
+            parse(refused).is_err(),
+            "xmpp-parsers reads <failed/> without h now"
+        );
+        let mended = top_level(refused);
+        assert_eq!(parse(&mended).unwrap().h, Some(0));
+    }
+
     #[tokio::test]
     async fn the_transport_wrapper_filters_what_it_reads() {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -451,7 +616,7 @@ mod tests {
             server.write_all(input.as_bytes()).await.unwrap();
             server.shutdown().await.unwrap();
         });
-        let mut limited = DepthLimit::new(client);
+        let mut limited = InboundFilter::new(client);
         let mut read = String::new();
         limited.read_to_string(&mut read).await.unwrap();
         writer.await.unwrap();
