@@ -298,10 +298,49 @@ impl TestServer {
     /// a check that something is absent from the log (send the same thing where it must show,
     /// then wait for it here).
     pub async fn wait_for_stanza_log(&self, needle: &str, within: Duration) -> anyhow::Result<()> {
+        self.wait_for(within, || self.stanza_log().contains(needle))
+            .await
+            .with_context(|| format!("the stanza log does not show {needle:?}"))
+    }
+
+    /// Waits until the whole log (not only its stanzas) shows `needle` `count` times, for up
+    /// to `within`: for what Prosody says about sessions, such as one it destroyed after it
+    /// hibernated too long.
+    pub async fn wait_for_log(
+        &self,
+        needle: &str,
+        count: usize,
+        within: Duration,
+    ) -> anyhow::Result<()> {
+        self.wait_for(within, || self.log_count(needle) >= count)
+            .await
+            .with_context(|| format!("the log does not show {needle:?} {count} times"))
+    }
+
+    /// How many times the whole log shows `needle`. Panics if the log cannot be read, like
+    /// [`TestServer::stanza_log`].
+    #[allow(
+        clippy::panic,
+        reason = "a test harness: the calling test fails with the reason instead of reading an empty log"
+    )]
+    pub fn log_count(&self, needle: &str) -> usize {
+        let path = self.log_file();
+        match fs::read_to_string(&path) {
+            Ok(log) => log.matches(needle).count(),
+            Err(e) => panic!("cannot read Prosody's log {}: {e}", path.display()),
+        }
+    }
+
+    /// Polls `done` until it holds, for up to `within`.
+    async fn wait_for(
+        &self,
+        within: Duration,
+        mut done: impl FnMut() -> bool,
+    ) -> anyhow::Result<()> {
         let deadline = Instant::now() + within;
-        while !self.stanza_log().contains(needle) {
+        while !done() {
             if Instant::now() >= deadline {
-                anyhow::bail!("the stanza log does not show {needle:?} after {within:?}");
+                anyhow::bail!("not after {within:?}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -73,6 +73,14 @@ async fn next_event(events: &mut Events, wanted: impl Fn(&Event) -> bool) -> any
     }
 }
 
+/// Waits for the next `Online` event; whether the session was resumed.
+async fn next_online(events: &mut Events) -> anyhow::Result<bool> {
+    match next_event(events, |e| matches!(e, Event::Online { .. })).await? {
+        Event::Online { resumed, .. } => Ok(resumed),
+        _ => unreachable!(),
+    }
+}
+
 fn body(message: &Message) -> Option<String> {
     message.get_best_body_cloned(vec![]).map(|(_, body)| body)
 }
@@ -430,35 +438,77 @@ struct Proxy {
     cut: tokio::sync::broadcast::Sender<()>,
     /// While false, new connections are accepted but held before they reach Prosody.
     open: tokio::sync::watch::Sender<bool>,
+    /// While true, what Prosody sends is held back from the client (until the cut drops it).
+    hold_replies: tokio::sync::watch::Sender<bool>,
 }
 
 async fn cuttable_proxy(target_port: u16) -> anyhow::Result<Proxy> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
     let port = listener.local_addr()?.port();
     let (cut, _) = tokio::sync::broadcast::channel::<()>(4);
     let (open, _) = tokio::sync::watch::channel(true);
-    let (cut_tx, open_rx) = (cut.clone(), open.subscribe());
+    let (hold_replies, _) = tokio::sync::watch::channel(false);
+    let (cut_tx, open_rx, hold_rx) = (cut.clone(), open.subscribe(), hold_replies.subscribe());
     tokio::spawn(async move {
-        while let Ok((mut client, _)) = listener.accept().await {
+        while let Ok((client, _)) = listener.accept().await {
             let mut cut_rx = cut_tx.subscribe();
-            let mut open_rx = open_rx.clone();
+            let (mut open_rx, mut hold_rx) = (open_rx.clone(), hold_rx.clone());
             tokio::spawn(async move {
                 if open_rx.wait_for(|open| *open).await.is_err() {
                     return;
                 }
-                let Ok(mut upstream) =
-                    tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
+                let Ok(upstream) = tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
                 else {
                     return;
                 };
+                let (mut client_in, mut client_out) = client.into_split();
+                let (mut server_in, mut server_out) = upstream.into_split();
+                let requests = tokio::io::copy(&mut client_in, &mut server_out);
+                let replies = async {
+                    let mut buf = vec![0; 16 * 1024];
+                    loop {
+                        let n = server_in.read(&mut buf).await?;
+                        if n == 0 || hold_rx.wait_for(|hold| !*hold).await.is_err() {
+                            return Ok::<_, std::io::Error>(());
+                        }
+                        client_out.write_all(&buf[..n]).await?;
+                    }
+                };
                 tokio::select! {
-                    _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+                    _ = requests => {}
+                    _ = replies => {}
                     _ = cut_rx.recv() => {}
                 }
             });
         }
     });
-    Ok(Proxy { port, cut, open })
+    Ok(Proxy {
+        port,
+        cut,
+        open,
+        hold_replies,
+    })
+}
+
+/// Sends a tracked chat message from `from` to `to` while the proxy holds back the server's
+/// replies, so the server's acknowledgement does not reach `from`; returns once `to` has
+/// the message (so the server counted it).
+async fn send_unacknowledged(
+    proxy: &Proxy,
+    from: &Connection,
+    to: &Connection,
+    to_events: &mut Events,
+) -> anyhow::Result<xmpp_core::connection::Delivery> {
+    let text = "in flight at the cut";
+    proxy.hold_replies.send_replace(true);
+    let delivery = from.send_tracked(chat(to.bound_jid(), text)).await?;
+    let Event::Message(message) = next_event(to_events, |e| matches!(e, Event::Message(_))).await?
+    else {
+        unreachable!()
+    };
+    assert_eq!(body(&message).as_deref(), Some(text));
+    Ok(delivery)
 }
 
 /// Alice (resource "bot") online through a [`cuttable_proxy`], and bob online directly.
@@ -480,23 +530,22 @@ async fn alice_behind_a_proxy(
 async fn resumes_the_session_after_a_dropped_connection() -> anyhow::Result<()> {
     init_tracing();
     let server = TestServer::start()?;
-    let (proxy, alice, mut alice_events, bob, _bob_events) = alice_behind_a_proxy(&server).await?;
+    let (proxy, alice, mut alice_events, bob, mut bob_events) =
+        alice_behind_a_proxy(&server).await?;
     assert!(
         server.stanza_log().contains("urn:xmpp:sm:3"),
         "stream management was not enabled"
     );
+    let delivery = send_unacknowledged(&proxy, &alice, &bob, &mut bob_events).await?;
 
     let started = Instant::now();
     proxy.cut.send(())?;
+    proxy.hold_replies.send_replace(false);
     next_event(&mut alice_events, |e| matches!(e, Event::Offline)).await?;
     // Sent while alice is away: Prosody keeps it for the hibernating session.
     bob.send(chat(alice.bound_jid(), "while you were away"))
         .await?;
-    let Event::Online { resumed, .. } =
-        next_event(&mut alice_events, |e| matches!(e, Event::Online { .. })).await?
-    else {
-        unreachable!()
-    };
+    let resumed = next_online(&mut alice_events).await?;
     eprintln!("resume: Online again after {:?}", started.elapsed());
     assert!(resumed, "the session should have been resumed");
     let Event::Message(message) =
@@ -505,6 +554,11 @@ async fn resumes_the_session_after_a_dropped_connection() -> anyhow::Result<()> 
         unreachable!()
     };
     assert_eq!(body(&message).as_deref(), Some("while you were away"));
+    // The resumption's counter acknowledged the message sent before the cut.
+    assert!(
+        delivery.acknowledged().await,
+        "the resumed session's counter did not count"
+    );
     alice.close().await;
     bob.close().await;
     Ok(())
@@ -528,21 +582,14 @@ async fn a_refused_resumption_without_a_counter_gets_a_fresh_session() -> anyhow
     let (intruder, _intruder_events) = connect(&server, "alice", "bot").await?;
     intruder.close().await;
     // Prosody's debug line for the refusal without a counter.
-    let refusals = || -> anyhow::Result<usize> {
-        let log = std::fs::read_to_string(server.log_file())?;
-        Ok(log.matches("Tried to resume non-existent session").count())
-    };
-    let refusals_before = refusals()?;
+    let refusal = "Tried to resume non-existent session";
+    let refusals_before = server.log_count(refusal);
     proxy.open.send_replace(true);
 
-    let Event::Online { resumed, .. } =
-        next_event(&mut alice_events, |e| matches!(e, Event::Online { .. })).await?
-    else {
-        unreachable!()
-    };
+    let resumed = next_online(&mut alice_events).await?;
     assert!(!resumed, "the replaced session cannot have been resumed");
     assert!(
-        refusals()? > refusals_before,
+        server.log_count(refusal) > refusals_before,
         "Prosody did not refuse a resumption: the test did not test the refusal"
     );
     bob.send(chat(alice.bound_jid(), "after the refusal"))
@@ -553,6 +600,56 @@ async fn a_refused_resumption_without_a_counter_gets_a_fresh_session() -> anyhow
         unreachable!()
     };
     assert_eq!(body(&message).as_deref(), Some("after the refusal"));
+    alice.close().await;
+    bob.close().await;
+    Ok(())
+}
+
+/// A session that hibernated too long is gone; Prosody refuses its resumption with the
+/// counter of what it had received (`<failed h=…/>`), which covers a message whose
+/// acknowledgement never reached the client. Such a counter is not taken as an
+/// acknowledgement: Prosody also counts a stanza it drops while it shuts down, and the outbox
+/// would drop the message for good. The copy the outbox then sends is dropped by the
+/// recipient (same id, and a used ratchet key for OMEMO).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_counter_from_a_refused_resumption_acknowledges_nothing() -> anyhow::Result<()> {
+    init_tracing();
+    let server = TestServer::builder()
+        .option("smacks_hibernation_time = 1")
+        .start()?;
+    let (proxy, alice, mut alice_events, bob, mut bob_events) =
+        alice_behind_a_proxy(&server).await?;
+    let delivery = send_unacknowledged(&proxy, &alice, &bob, &mut bob_events).await?;
+
+    // Alice's reconnects wait at the proxy until her session hibernated too long.
+    let expired = "Destroying session for hibernating too long";
+    let expired_before = server.log_count(expired);
+    proxy.open.send_replace(false);
+    proxy.cut.send(())?;
+    proxy.hold_replies.send_replace(false);
+    next_event(&mut alice_events, |e| matches!(e, Event::Offline)).await?;
+    server
+        .wait_for_log(expired, expired_before + 1, WAIT)
+        .await?;
+    proxy.open.send_replace(true);
+
+    let resumed = next_online(&mut alice_events).await?;
+    assert!(!resumed, "the expired session cannot have been resumed");
+    // The positive control: the refusal carried a counter.
+    assert!(
+        server
+            .stanza_log()
+            .lines()
+            .any(|line| line.contains("<failed") && line.contains(" h='")),
+        "Prosody refused the resumption without a counter: the test did not test one"
+    );
+    assert!(
+        !delivery.acknowledged().await,
+        "a refused resumption's counter counted as an acknowledgement"
+    );
+    // A message sent on the fresh session is acknowledged as usual.
+    let after = alice.send_tracked(chat(bob.bound_jid(), "after")).await?;
+    assert!(after.acknowledged().await);
     alice.close().await;
     bob.close().await;
     Ok(())

@@ -24,9 +24,16 @@
 //! than 2³¹ stanzas). So the refusal is then handled as one with a counter that acknowledges
 //! nothing new: a fresh session is bound, and what the old one had not confirmed counts as
 //! lost with it (the OMEMO outbox sends its messages again).
+//!
+//! The filter also counts every refused resumption, with or without a counter, in
+//! [`Refusals`], before tokio-xmpp has read it: a refusal's counter releases stanzas as if the
+//! server had acknowledged them, and [`Delivery`](super::Delivery) must know that it was a
+//! refusal that released them.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -93,6 +100,8 @@ pub(crate) struct Scanner {
     held_slash: bool,
     /// Counters added to `<failed>` so far.
     mended: u64,
+    /// Top-level `<failed>` start tags so far.
+    refused: u64,
 }
 
 impl Default for Scanner {
@@ -113,6 +122,7 @@ impl Default for Scanner {
             has_h: false,
             held_slash: false,
             mended: 0,
+            refused: 0,
         }
     }
 }
@@ -126,6 +136,11 @@ impl Scanner {
     /// Counters added to a refused resumption so far.
     pub(crate) fn mended(&self) -> u64 {
         self.mended
+    }
+
+    /// Refused resumptions (top-level `<failed>`) read so far.
+    pub(crate) fn refused(&self) -> u64 {
+        self.refused
     }
 
     /// Processes `input`, appending what is kept to `out`.
@@ -247,14 +262,17 @@ impl Scanner {
             return;
         }
         let held_slash = std::mem::take(&mut self.held_slash);
-        if byte == b'>' && keep && self.is_failed_without_counter() {
-            out.extend_from_slice(b" h='0'");
-            self.mended += 1;
+        if byte == b'>' && keep && self.is_failed() {
+            self.refused += 1;
+            if !self.has_h {
+                out.extend_from_slice(b" h='0'");
+                self.mended += 1;
+            }
         }
         if held_slash && keep {
             out.push(b'/');
         }
-        if byte == b'/' && keep && self.is_failed_without_counter() {
+        if byte == b'/' && keep && self.is_failed() && !self.has_h {
             self.held_slash = true;
         } else if keep {
             out.push(byte);
@@ -307,10 +325,10 @@ impl Scanner {
         }
     }
 
-    /// Whether the current start tag is a top-level `<failed>` without an `h` attribute (see
-    /// the module documentation). Its name is complete once a `/` or `>` is reached.
-    fn is_failed_without_counter(&self) -> bool {
-        self.top_level && !self.has_h && self.name_len == 6 && self.name[..6] == *b"failed"
+    /// Whether the current start tag is a top-level `<failed>` (see the module
+    /// documentation). Its name is complete once a `/` or `>` is reached.
+    fn is_failed(&self) -> bool {
+        self.top_level && self.name_len == 6 && self.name[..6] == *b"failed"
     }
 
     fn end_start_tag(&mut self, self_closing: bool) {
@@ -331,20 +349,37 @@ impl Scanner {
     }
 }
 
+/// The refused resumptions read on all of a connection's transports; cheap to clone. A
+/// refusal is counted before the bytes that carry it are handed to the parser.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Refusals(Arc<AtomicU64>);
+
+impl Refusals {
+    pub(crate) fn count(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::SeqCst);
+    }
+}
+
 /// A transport whose incoming XML is passed through a [`Scanner`].
 pub(crate) struct InboundFilter<S> {
     inner: S,
     scanner: Scanner,
+    refusals: Refusals,
     scratch: Box<[u8]>,
     out: Vec<u8>,
     out_pos: usize,
 }
 
 impl<S> InboundFilter<S> {
-    pub(crate) fn new(inner: S) -> Self {
+    pub(crate) fn new(inner: S, refusals: Refusals) -> Self {
         Self {
             inner,
             scanner: Scanner::default(),
+            refusals,
             scratch: vec![0; CHUNK].into_boxed_slice(),
             out: Vec::with_capacity(CHUNK),
             out_pos: 0,
@@ -382,8 +417,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for InboundFilter<S> {
             if input.is_empty() {
                 return Poll::Ready(Ok(())); // end of stream
             }
-            let (cut, mended) = (this.scanner.cut(), this.scanner.mended());
+            let (cut, mended, refused) = (
+                this.scanner.cut(),
+                this.scanner.mended(),
+                this.scanner.refused(),
+            );
             this.scanner.feed(input, &mut this.out);
+            this.refusals.add(this.scanner.refused() - refused);
             if this.scanner.cut() > cut {
                 tracing::warn!(
                     max = MAX_DEPTH,
@@ -588,6 +628,21 @@ mod tests {
         assert_eq!(scanner.mended(), 1);
     }
 
+    #[test]
+    fn every_top_level_refusal_is_counted_once() {
+        let mut scanner = Scanner::default();
+        let input = format!(
+            "{HEADER}<failed h='1'/><message><failed/></message><failedx/>\
+             <failed xmlns='urn:xmpp:sm:3'><item-not-found/></failed><failed/>"
+        );
+        // Split everywhere: a tag cut in two is still counted once.
+        for byte in input.as_bytes() {
+            scanner.feed(std::slice::from_ref(byte), &mut Vec::new());
+        }
+        assert_eq!(scanner.refused(), 3);
+        assert_eq!(scanner.mended(), 2);
+    }
+
     /// Why the filter adds the counter: the parser tokio-xmpp uses refuses `<failed/>` without
     /// it. When this test fails, a newer xmpp-parsers reads the counter as optional and the
     /// mend can go.
@@ -616,10 +671,41 @@ mod tests {
             server.write_all(input.as_bytes()).await.unwrap();
             server.shutdown().await.unwrap();
         });
-        let mut limited = InboundFilter::new(client);
+        let mut limited = InboundFilter::new(client, Refusals::default());
         let mut read = String::new();
         limited.read_to_string(&mut read).await.unwrap();
         writer.await.unwrap();
         assert_eq!(read, expected);
+    }
+
+    /// A refusal is counted by the time the parser can see it, on the connection's shared
+    /// counter.
+    #[tokio::test]
+    async fn a_refusal_is_counted_before_it_is_read() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let (mut server, client) = tokio::io::duplex(1024);
+        let refusals = Refusals::default();
+        let mut filtered = InboundFilter::new(client, refusals.clone());
+        let mut buf = vec![0; 1024];
+        server.write_all(HEADER.as_bytes()).await.unwrap();
+        let n = filtered.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], HEADER.as_bytes());
+        assert_eq!(refusals.count(), 0);
+        server.write_all(b"<failed h='4'/>").await.unwrap();
+        let n = filtered.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"<failed h='4'/>");
+        assert_eq!(refusals.count(), 1);
+        // Another transport of the same connection adds to the same count.
+        let (mut server2, client2) = tokio::io::duplex(1024);
+        let mut second = InboundFilter::new(client2, refusals.clone());
+        server2
+            .write_all(format!("{HEADER}<failed/>").as_bytes())
+            .await
+            .unwrap();
+        server2.shutdown().await.unwrap();
+        let mut read = String::new();
+        second.read_to_string(&mut read).await.unwrap();
+        assert_eq!(read, format!("{HEADER}<failed h='0'/>"));
+        assert_eq!(refusals.count(), 2);
     }
 }

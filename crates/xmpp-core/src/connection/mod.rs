@@ -51,6 +51,7 @@ use zeroize::Zeroizing;
 
 pub use self::backoff::ReconnectPolicy;
 pub use self::caps::{Capabilities, LEGACY_DEVICE_LIST_NOTIFY, OMEMO_DEVICES_NOTIFY};
+use self::inbound::Refusals;
 pub use self::transport::{BoxedStream, XmppConnector};
 
 /// Stanzas buffered towards and from the server by the `StanzaStream`.
@@ -369,7 +370,7 @@ enum Command {
     Send(Box<Stanza>),
     SendTracked {
         stanza: Box<Stanza>,
-        reply: oneshot::Sender<StanzaToken>,
+        reply: oneshot::Sender<Delivery>,
     },
     Iq {
         iq: Box<Iq>,
@@ -379,11 +380,19 @@ enum Command {
 }
 
 /// What became of a stanza sent with [`Connection::send_tracked`].
-pub struct Delivery(StanzaToken);
+pub struct Delivery {
+    token: StanzaToken,
+    /// The connection's refused resumptions now, and when the stanza was queued.
+    refusals: Refusals,
+    queued: u64,
+}
 
 impl fmt::Debug for Delivery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Delivery").field(&self.0.state()).finish()
+        f.debug_struct("Delivery")
+            .field("state", &self.token.state())
+            .field("refusals_when_queued", &self.queued)
+            .finish()
     }
 }
 
@@ -391,11 +400,25 @@ impl Delivery {
     /// Waits until the server acknowledged the stanza (true) or it was lost with its stream
     /// or dropped (false). Without stream management nothing is ever acknowledged: false once
     /// the connection is gone.
+    ///
+    /// The counter in a refused resumption (`<failed h=…/>`) is not taken as the server's
+    /// word: Prosody counts an incoming stanza before it handles it, and one that arrives
+    /// while it shuts down can be counted and then dropped. So a stanza counts as
+    /// acknowledged only if the server refused no resumption since it was queued. This is
+    /// cautious: a stanza acknowledged in the normal way around a refusal counts as lost too.
+    /// Sending a message once too often is harmless (the recipient's ratchet drops the copy,
+    /// and clients drop a second stanza with the same id); losing one is not.
     pub async fn acknowledged(mut self) -> bool {
-        matches!(
-            self.0.wait_for(StanzaStage::Acked).await,
+        let acked = matches!(
+            self.token.wait_for(StanzaStage::Acked).await,
             Some(StanzaState::Acked { .. })
-        )
+        );
+        // The refusal is counted before tokio-xmpp reads it, so before it releases a stanza.
+        let refused = self.refusals.count() != self.queued;
+        if acked && refused {
+            tracing::debug!("a stanza queued before a refused resumption counts as unacknowledged");
+        }
+        acked && !refused
     }
 }
 
@@ -428,6 +451,7 @@ impl Connection {
             None => config.jid.clone().into(),
         };
         let connector = XmppConnector::new(&config).await?;
+        let connector_refusals = connector.refusals();
         let timeouts = Timeouts::tight();
         tracing::info!(jid = %config.jid, tls = connector.is_tls(), "connecting");
         let first =
@@ -459,6 +483,7 @@ impl Connection {
             shared_jid: shared_jid.clone(),
             ready: Some(ready_tx),
             online: false,
+            refusals: connector_refusals,
             closing: Arc::clone(&closing),
             pending: HashMap::new(),
             next_id: rand::random::<u32>().into(),
@@ -509,7 +534,7 @@ impl Connection {
             })
             .await
             .map_err(|_| Closed)?;
-        token.await.map(Delivery).map_err(|_| Closed)
+        token.await.map_err(|_| Closed)
     }
 
     /// Sends an IQ `get` or `set` and waits for its `result` (the returned IQ), with the
@@ -675,6 +700,8 @@ struct Driver {
     next_id: u64,
     /// Whether a session is up (between a reset or resumption and the next suspension).
     online: bool,
+    /// The refused resumptions on the connection's streams; see [`Delivery`].
+    refusals: Refusals,
     /// Tells the reconnector to stop.
     closing: Arc<watch::Sender<bool>>,
 }
@@ -688,9 +715,14 @@ impl Driver {
                     Some(Command::Close(ack)) => break Some(ack),
                     Some(Command::Send(stanza)) => self.send(stanza).await,
                     Some(Command::SendTracked { stanza, reply }) => {
-                        let token = self.stream.send(stanza).await;
+                        let queued = self.refusals.count();
+                        let delivery = Delivery {
+                            token: self.stream.send(stanza).await,
+                            refusals: self.refusals.clone(),
+                            queued,
+                        };
                         // The caller may have stopped waiting; the stanza goes out anyway.
-                        let _ = reply.send(token);
+                        let _ = reply.send(delivery);
                     }
                     Some(Command::Iq { iq, reply }) => self.request(*iq, Waiter::Caller(reply)).await,
                 },

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::inbound::InboundFilter;
+use super::inbound::{InboundFilter, Refusals};
 use super::quickack::QuickAck;
 use futures::{SinkExt, StreamExt};
 use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
@@ -66,6 +66,8 @@ pub struct XmppConnector {
     security: Security,
     /// Whether a private CA was configured (for the hint when a certificate is rejected).
     has_ca_file: bool,
+    /// Refused resumptions on every stream this connector (or a clone) opened.
+    refusals: Refusals,
 }
 
 impl std::fmt::Debug for XmppConnector {
@@ -102,7 +104,13 @@ impl XmppConnector {
             target,
             security,
             has_ca_file: config.ca_file.is_some(),
+            refusals: Refusals::default(),
         })
+    }
+
+    /// The count of refused resumptions on this connector's streams.
+    pub(crate) fn refusals(&self) -> Refusals {
+        self.refusals.clone()
     }
 
     /// Whether this connector encrypts.
@@ -129,8 +137,10 @@ impl XmppConnector {
         match &self.security {
             Security::Plaintext(_) => {
                 tracing::warn!("using an unencrypted connection (loopback only)");
-                let stream: BoxedStream =
-                    Box::new(BufStream::new(InboundFilter::new(QuickAck::new(tcp))));
+                let stream: BoxedStream = Box::new(BufStream::new(InboundFilter::new(
+                    QuickAck::new(tcp),
+                    self.refusals(),
+                )));
                 let pending = expect_xmpp(
                     &address,
                     initiate_stream(stream, ns::JABBER_CLIENT, header(), timeouts),
@@ -144,7 +154,7 @@ impl XmppConnector {
                 let pending = expect_xmpp(
                     &address,
                     initiate_stream(
-                        BufStream::new(InboundFilter::new(tcp)),
+                        BufStream::new(InboundFilter::new(tcp, self.refusals())),
                         ns::JABBER_CLIENT,
                         header(),
                         timeouts,
@@ -169,7 +179,10 @@ impl XmppConnector {
                     .await
                     .map_err(|e| self.tls_error(domain, e))?;
                 let channel_binding = channel_binding(tls_stream.get_ref().1);
-                let stream: BoxedStream = Box::new(BufStream::new(InboundFilter::new(tls_stream)));
+                let stream: BoxedStream = Box::new(BufStream::new(InboundFilter::new(
+                    tls_stream,
+                    self.refusals(),
+                )));
                 let pending = initiate_stream(stream, ns::JABBER_CLIENT, header(), timeouts)
                     .await
                     .map_err(ConnectError::Io)?;
