@@ -274,7 +274,9 @@ async fn sigkill_during_a_stream_loses_no_session_and_reuses_no_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prosody_restart_mid_stream_is_survived_without_loss() {
     // The clients' logs (this process's clients, both tests of this file) go to a file that a
-    // failure prints: a rare loss here is not understood yet.
+    // failure prints. A rare loss here most likely came from taking the counter of a refused
+    // resumption (`<failed h=…/>`) as an acknowledgement, which the connection no longer
+    // does; the logs say what happened if a message is lost again.
     let log_dir = tempfile::tempdir().unwrap();
     let client_log = log_dir.path().join("clients.log");
     let file = std::fs::File::create(&client_log).unwrap();
