@@ -275,17 +275,9 @@ impl TestServer {
     /// If the log cannot be read: an unreadable log must fail the test that looks into it,
     /// never pass for an empty one (a check that something is absent from the log would then
     /// pass whatever went over the wire).
-    #[allow(
-        clippy::panic,
-        reason = "a test harness: the calling test fails with the reason instead of reading an empty log"
-    )]
     pub fn stanza_log(&self) -> String {
-        let path = self.log_file();
-        let log = match fs::read_to_string(&path) {
-            Ok(log) => log,
-            Err(e) => panic!("cannot read Prosody's log {}: {e}", path.display()),
-        };
-        log.lines()
+        self.whole_log()
+            .lines()
             .filter(|l| l.contains("SEND:") || l.contains("RECV:"))
             .fold(String::new(), |mut out, line| {
                 out.push_str(line);
@@ -319,14 +311,19 @@ impl TestServer {
 
     /// How many times the whole log shows `needle`. Panics if the log cannot be read, like
     /// [`TestServer::stanza_log`].
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.whole_log().matches(needle).count()
+    }
+
+    /// The whole log; panics if it cannot be read (see [`TestServer::stanza_log`]).
     #[allow(
         clippy::panic,
         reason = "a test harness: the calling test fails with the reason instead of reading an empty log"
     )]
-    pub fn log_count(&self, needle: &str) -> usize {
+    fn whole_log(&self) -> String {
         let path = self.log_file();
         match fs::read_to_string(&path) {
-            Ok(log) => log.matches(needle).count(),
+            Ok(log) => log,
             Err(e) => panic!("cannot read Prosody's log {}: {e}", path.display()),
         }
     }

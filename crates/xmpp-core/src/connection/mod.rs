@@ -451,7 +451,7 @@ impl Connection {
             None => config.jid.clone().into(),
         };
         let connector = XmppConnector::new(&config).await?;
-        let connector_refusals = connector.refusals();
+        let refusals = connector.refusals();
         let timeouts = Timeouts::tight();
         tracing::info!(jid = %config.jid, tls = connector.is_tls(), "connecting");
         let first =
@@ -483,7 +483,7 @@ impl Connection {
             shared_jid: shared_jid.clone(),
             ready: Some(ready_tx),
             online: false,
-            refusals: connector_refusals,
+            refusals,
             closing: Arc::clone(&closing),
             pending: HashMap::new(),
             next_id: rand::random::<u32>().into(),
